@@ -1,0 +1,27 @@
+# Two set-up commands: `make demo` and `make test`. Each creates .venv and installs what it needs.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo install clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(STAMP): setup.py | $(BIN)/python
+	$(BIN)/pip install --upgrade -q pip
+	$(BIN)/pip install -q -e '.[test,tpu,data]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# 8 host devices so mesh/sharding tests run on CPU.
+test: $(STAMP)
+	XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu $(BIN)/python -m pytest -q tests
+
+demo: $(STAMP)
+	JAX_PLATFORMS=cpu $(BIN)/python -m wildactor_jax.demo --out demo_out
+
+clean:
+	rm -rf $(VENV) demo_out

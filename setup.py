@@ -1,0 +1,52 @@
+"""wildactor_jax: WildActor identity-preserving human video generation in JAX/Flax NNX."""
+from setuptools import find_packages, setup
+
+# Pinned to versions tested together; bump deliberately, all at once.
+INSTALL_REQUIRES = [
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "grain==0.2.18",
+    "einops==0.8.2",
+    "ml-collections==1.1.0",
+    "clu==0.0.12",
+    "pillow==13.0.0",
+    "absl-py==2.5.1",
+    "numpy",
+    "safetensors==0.8.0",
+    "imageio==2.38.1",
+    "imageio-ffmpeg==0.8.1",
+    "tokenizers==0.23.3",
+    "tqdm",
+    # clu.metric_writers imports TensorFlow; the input pipeline never does.
+    "tensorflow-cpu==2.21.0",
+]
+
+EXTRAS = {
+    # torch/diffusers/transformers are the numerical oracle for our ports, never a runtime dep.
+    # torch is pinned to the CPU build present on every machine (unpinned pulls GB of CUDA).
+    "test": [
+        "pytest==9.2.0",
+        "torch==2.13.0",
+        "diffusers==0.42.1",
+        "transformers==5.24.0",
+        "sentencepiece==0.2.3",
+        "matplotlib",
+    ],
+    # Deviceless TPU compilation (AOT planning) on a CPU machine.
+    "tpu": ["libtpu==0.0.52"],
+    # Offline dataset building only.
+    "data": ["tensorflow-datasets==4.9.10", "array-record==0.8.6"],
+}
+
+setup(
+    name="wildactor_jax",
+    version="0.1.0",
+    description="WildActor (identity-preserving human video generation) in JAX/Flax NNX",
+    packages=find_packages(include=["wildactor_jax", "wildactor_jax.*"]),
+    python_requires=">=3.10",
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+)

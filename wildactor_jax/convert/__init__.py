@@ -1,0 +1,1 @@
+"""Weight converters: user weight files (safetensors) -> our Orbax checkpoints."""

@@ -1,0 +1,44 @@
+"""python -m wildactor_jax.convert --src SRC --out OUT [--kind transformer|vae|text_encoder]
+[--dtype bfloat16|float32]
+
+Converts weights the user has (safetensors; diffusers or original Wan layouts) into our Orbax
+checkpoint format. Errors are one line on stderr with a non-zero exit; OUT is written atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+
+from wildactor_jax.convert.common import ConversionError
+
+KINDS = {
+    "transformer": "wildactor_jax.convert.transformer",
+    "vae": "wildactor_jax.convert.vae",
+    "text_encoder": "wildactor_jax.convert.text_encoder",
+}
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m wildactor_jax.convert", description=__doc__)
+  parser.add_argument("--src", required=True, help="weights folder or .safetensors file")
+  parser.add_argument("--out", required=True, help="output checkpoint folder")
+  parser.add_argument("--kind", default="transformer", choices=sorted(KINDS))
+  parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+  args = parser.parse_args(argv)
+  start = time.time()
+  try:
+    module = importlib.import_module(KINDS[args.kind])
+    info = module.convert(args.src, args.out, args.dtype)
+  except ConversionError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(json.dumps(dict(info or {}, kind=args.kind, out=args.out, dtype=args.dtype,
+                        seconds=round(time.time() - start, 2))))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
