@@ -8,7 +8,7 @@
 
 
 def load_backbone(path, **kwargs):
-  from wildactor_jax.models.transformer import load_backbone as _load
+  from wildactor_jax.models.loading import load_backbone as _load
   return _load(path, **kwargs)
 
 

@@ -20,7 +20,8 @@ def param(rngs: nnx.Rngs | None, init, shape: Sequence[int], dtype, axes: Axes, 
   if len(axes) != len(shape):
     raise ValueError(f"logical axes {axes} do not match parameter shape {tuple(shape)}")
   value = jnp.zeros(shape, dtype) if rngs is None else init(rngs.params(), tuple(shape), dtype)
-  return cls(value, out_sharding=tuple(axes))
+  # Shardings are resolved from the config rules when a model is placed on a mesh, not eagerly.
+  return cls(value, out_sharding=tuple(axes), eager_sharding=False)
 
 
 def torch_linear_init(fan_in: int):

@@ -1,0 +1,95 @@
+"""The model configuration: backbone architecture, numerics, and the WildActor reference branch.
+
+A frozen dataclass, built from the `config.model` ConfigDict of an experiment file (or from a
+converted checkpoint's config.json), so jitted code can close over it as a static value.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax.numpy as jnp
+
+REMAT_POLICIES = ("none", "full", "save_dots")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  # Backbone (diffusers WanTransformer3DModel semantics).
+  dim: int = 3072
+  ffn_dim: int = 14336
+  num_heads: int = 24
+  num_layers: int = 30
+  in_channels: int = 48
+  out_channels: int = 48
+  text_dim: int = 4096
+  freq_dim: int = 256
+  patch_size: tuple[int, int, int] = (1, 2, 2)
+  eps: float = 1e-6
+  rope_max_seq_len: int = 1024
+  rope_theta: float = 10000.0
+  cross_attn_norm: bool = True
+  # Numerics and execution.
+  param_dtype: str = "float32"
+  dtype: str = "float32"            # compute dtype of matmuls; norms/modulation run in float32
+  remat: str = "none"               # none | full | save_dots
+  attention: str = "xla"            # xla | cudnn | splash
+  # Reference-only LoRA (rank 0: no adapters, the plain backbone).
+  lora_rank: int = 0
+  lora_scale: float = 1.0
+  lora_targets: tuple[str, ...] = ("q", "k", "v")
+  # WildActor reference branch and the paper's ablation switches.
+  aipa: bool = True                 # False: symmetric attention over [video; refs], LoRA on all
+  irope: bool = True                # False: references reuse the video's position range
+  face_temporal_offset: int = 4
+  body_temporal_offset: int = 128
+  reference_frame_stride: int = 4
+
+  def __post_init__(self):
+    if self.dim % self.num_heads:
+      raise ValueError(f"model.dim {self.dim} is not divisible by model.num_heads {self.num_heads}")
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(f"model.remat {self.remat!r}: expected one of {REMAT_POLICIES}")
+    for field in ("param_dtype", "dtype"):
+      if getattr(self, field) not in DTYPES:
+        raise ValueError(f"model.{field} {getattr(self, field)!r}: expected one of {sorted(DTYPES)}")
+    bad = set(self.lora_targets) - {"q", "k", "v", "o"}
+    if bad:
+      raise ValueError(f"model.lora_targets {sorted(bad)}: expected a subset of q, k, v, o")
+
+  @property
+  def head_dim(self) -> int:
+    return self.dim // self.num_heads
+
+  @property
+  def jnp_dtype(self):
+    return DTYPES[self.dtype]
+
+  @property
+  def jnp_param_dtype(self):
+    return DTYPES[self.param_dtype]
+
+  @classmethod
+  def from_mapping(cls, mapping: Mapping[str, Any]) -> "ModelConfig":
+    """From a ConfigDict/dict; unknown keys are an error naming them."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values = dict(mapping)
+    values.pop("name", None)
+    unknown = sorted(set(values) - fields)
+    if unknown:
+      raise ValueError(f"model config: unknown fields {unknown}")
+    for key in ("patch_size", "lora_targets"):
+      if key in values:
+        values[key] = tuple(values[key])
+    return cls(**values)
+
+  def to_dict(self) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+  def backbone_fields(self) -> dict[str, Any]:
+    """The architecture fields that must match between a checkpoint and a model."""
+    keys = ("dim", "ffn_dim", "num_heads", "num_layers", "in_channels", "out_channels", "text_dim",
+            "freq_dim", "patch_size", "eps", "cross_attn_norm")
+    d = self.to_dict()
+    return {k: d[k] for k in keys}
