@@ -1,0 +1,41 @@
+"""WildActor, the paper setting on Wan2.2-TI2V-5B: reference-only LoRA (rank 128 on q/k/v), AIPA,
+I-RoPE, viewpoint-adaptive sampling of 3 face + 3 body references, 480x832, 93 frames.
+
+arg: a mesh preset: v5p-64 (default), v6e-64, 8xh100, v5e-4, cpu; or "tiny" for the CPU test
+variant (toy model, random frozen weights, small clips). Ablations: configs/ablation_*.py or
+--config.model.aipa=False / --config.model.irope=False / --config.data.sampler=uniform.
+"""
+import ml_collections
+
+from wildactor_jax import config_lib
+
+
+def get_config(arg=None):
+  arg = arg or "v5p-64"
+  tiny = arg == "tiny"
+  config = ml_collections.ConfigDict()
+  config.model = config_lib.model_config(
+      "tiny" if tiny else "wan22_ti2v_5b", lora_rank=8 if tiny else 128,
+      param_dtype="float32" if tiny else "bfloat16", dtype="float32" if tiny else "bfloat16",
+      remat="none" if tiny else "full", attention="cudnn" if arg == "8xh100" else "xla")
+  config.mesh = config_lib.mesh_config("cpu" if tiny else arg)
+  # Converted Wan2.2-TI2V-5B transformer (python -m wildactor_jax.convert); "" = random (tiny).
+  config.backbone_path = ""
+  config.vae = ml_collections.ConfigDict(dict(kind="wan", path=""))
+  config.text_encoder = ml_collections.ConfigDict(dict(path="", tokenizer_path="", max_length=512))
+
+  config.data = ml_collections.ConfigDict(dict(
+      records="", height=64 if tiny else 480, width=64 if tiny else 832,
+      frames=9 if tiny else 93, global_batch_size=2 if tiny else 64, num_faces=3, num_bodies=3,
+      max_faces=5, max_bodies=5, r_max=4 if tiny else 6, random_counts=True,
+      sampler="adaptive", delta=25.0, decay=0.25,
+      task_probs=dict(t2v=0.1, i2v=0.1, vc=0.8), seed=0, shuffle=True))
+  # Rectified flow: x_t = (1 - t) x0 + t eps, v = eps - x0, shifted t (Wan's shift 5).
+  config.flow = ml_collections.ConfigDict(dict(shift=5.0, num_train_timesteps=1000))
+  config.train = ml_collections.ConfigDict(dict(
+      steps=100 if tiny else 20000, learning_rate=1e-4, warmup_steps=10 if tiny else 500,
+      weight_decay=0.01, b1=0.9, b2=0.999, grad_clip=1.0, seed=0, log_every=10 if tiny else 50,
+      eval_every=50 if tiny else 1000, eval_timesteps=(0.25, 0.5, 0.75)))
+  config.checkpoint = ml_collections.ConfigDict(dict(every=25 if tiny else 500, keep=3))
+  config.sample = ml_collections.ConfigDict(dict(steps=50, cfg=5.0, shift=5.0, solver="euler"))
+  return config

@@ -1,0 +1,65 @@
+"""Building blocks for experiment configs (`configs/*.py`): backbone presets, mesh presets.
+
+One experiment, one file: each `configs/X.py` has `get_config(arg)` and composes these pieces;
+everything can be overridden on the command line (`--config.model.remat=full`).
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from wildactor_jax.sharding import DEFAULT_RULES
+
+# REFERENCE.md section 2 (diffusers WanTransformer3DModel naming).
+BACKBONES = {
+    "wan22_ti2v_5b": dict(dim=3072, ffn_dim=14336, num_heads=24, num_layers=30, in_channels=48,
+                          out_channels=48),
+    "wan21_t2v_1p3b": dict(dim=1536, ffn_dim=8960, num_heads=12, num_layers=30, in_channels=16,
+                           out_channels=16),
+    "wan21_t2v_14b": dict(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40, in_channels=16,
+                          out_channels=16),
+    # CPU tests and the demo: same structure, toy sizes (head_dim 32 keeps I-RoPE's 3 parts).
+    "tiny": dict(dim=64, ffn_dim=128, num_heads=2, num_layers=2, in_channels=48, out_channels=48,
+                 text_dim=32, freq_dim=32),
+}
+
+# VAE geometry per backbone family (temporal, spatial factor, latent channels).
+VAE_GEOMETRY = {"wan22_ti2v_5b": (4, 16, 48), "wan21_t2v_1p3b": (4, 8, 16),
+                "wan21_t2v_14b": (4, 8, 16), "tiny": (4, 16, 48)}
+
+# Mesh presets: (data, fsdp, context, tensor); -1 takes the remaining devices.
+MESHES = {
+    "cpu": (1, -1, 1, 1),
+    "v5p-64": (1, 64, 1, 1),     # 64 chips: pure FSDP, 95 GiB HBM each
+    "v6e-64": (1, 32, 2, 1),     # 32 GiB chips: FSDP x context parallel for the long sequence
+    "v5e-4": (1, 4, 1, 1),
+    "8xh100": (1, 8, 1, 1),
+}
+
+
+def model_config(backbone: str, **overrides) -> ml_collections.ConfigDict:
+  if backbone not in BACKBONES:
+    raise ValueError(f"backbone {backbone!r}: expected one of {sorted(BACKBONES)}")
+  cfg = ml_collections.ConfigDict(dict(
+      name=backbone, text_dim=4096, freq_dim=256, patch_size=(1, 2, 2), eps=1e-6,
+      rope_max_seq_len=1024, param_dtype="float32", dtype="float32", remat="none",
+      attention="xla", lora_rank=0, lora_scale=1.0, lora_targets=("q", "k", "v"), aipa=True,
+      irope=True, face_temporal_offset=4, body_temporal_offset=128, reference_frame_stride=4))
+  cfg.update(BACKBONES[backbone])
+  cfg.update(overrides)
+  return cfg
+
+
+def mesh_config(preset: str = "cpu") -> ml_collections.ConfigDict:
+  if preset not in MESHES:
+    raise ValueError(f"mesh preset {preset!r}: expected one of {sorted(MESHES)}")
+  return ml_collections.ConfigDict(dict(
+      preset=preset, shape=MESHES[preset], axes=("data", "fsdp", "context", "tensor"),
+      rules=tuple((name, axes) for name, axes in DEFAULT_RULES)))
+
+
+def backbone_config(backbone: str, mesh: str = "cpu") -> ml_collections.ConfigDict:
+  """A plain backbone experiment (no reference branch): model + mesh."""
+  config = ml_collections.ConfigDict()
+  config.model = model_config(backbone)
+  config.mesh = mesh_config(mesh)
+  return config
