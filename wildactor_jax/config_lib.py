@@ -42,7 +42,7 @@ def model_config(backbone: str, **overrides) -> ml_collections.ConfigDict:
   cfg = ml_collections.ConfigDict(dict(
       name=backbone, text_dim=4096, freq_dim=256, patch_size=(1, 2, 2), eps=1e-6,
       rope_max_seq_len=1024, param_dtype="float32", dtype="float32", remat="none",
-      attention="xla", lora_rank=0, lora_scale=1.0, lora_targets=("q", "k", "v"), aipa=True,
+      attention="xla", lora=True, lora_rank=0, lora_scale=1.0, lora_targets=("q", "k", "v"), aipa=True,
       irope=True, face_temporal_offset=4, body_temporal_offset=128, reference_frame_stride=4))
   cfg.update(BACKBONES[backbone])
   cfg.update(overrides)

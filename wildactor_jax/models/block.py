@@ -110,7 +110,7 @@ class WanBlock(nnx.Module):
     kw = dict(rngs=rngs, dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype)
     d = cfg.dim
     self.cfg = cfg
-    self.attn1 = WanAttention(cfg, rngs=rngs, lora=cfg.lora_rank > 0)
+    self.attn1 = WanAttention(cfg, rngs=rngs, lora=cfg.has_lora)
     self.attn2 = WanAttention(cfg, rngs=rngs, lora=False)
     self.norm2 = (LayerNorm(d, axis_name="embed", eps=cfg.eps, rngs=rngs,
                             param_dtype=cfg.jnp_param_dtype) if cfg.cross_attn_norm else None)

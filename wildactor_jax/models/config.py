@@ -35,7 +35,8 @@ class ModelConfig:
   dtype: str = "float32"            # compute dtype of matmuls; norms/modulation run in float32
   remat: str = "none"               # none | full | save_dots
   attention: str = "xla"            # xla | cudnn | splash
-  # Reference-only LoRA (rank 0: no adapters, the plain backbone).
+  # Reference-only LoRA (lora=False or rank 0: references go through the frozen weights only).
+  lora: bool = True
   lora_rank: int = 0
   lora_scale: float = 1.0
   lora_targets: tuple[str, ...] = ("q", "k", "v")
@@ -57,6 +58,10 @@ class ModelConfig:
     bad = set(self.lora_targets) - {"q", "k", "v", "o"}
     if bad:
       raise ValueError(f"model.lora_targets {sorted(bad)}: expected a subset of q, k, v, o")
+
+  @property
+  def has_lora(self) -> bool:
+    return self.lora and self.lora_rank > 0
 
   @property
   def head_dim(self) -> int:
