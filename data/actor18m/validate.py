@@ -1,0 +1,185 @@
+"""Row validation and identity-disjoint splitting for the Actor-18M manifest (no TensorFlow).
+
+A row is kept only if all of these hold, checked in this order; the first failure is its reason:
+  malformed_json     the line is not a JSON object
+  schema             a field is missing or has the wrong type / value (REFERENCE.md section 3)
+  no_references      "refs" is an empty list
+  path_escapes_root  a media path is absolute or resolves (symlinks included) outside the root
+  missing_file       a media file does not exist
+  undecodable_video  the clip does not decode to at least one frame
+  undecodable_image  a reference image does not decode
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+from typing import Any
+
+REASONS = ("malformed_json", "schema", "no_references", "path_escapes_root", "missing_file",
+           "undecodable_video", "undecodable_image")
+REGIONS = ("face", "body", "three_view")
+VIEWS = ("front", "left", "right", "side", "back", "up", "down", "canonical")
+
+
+class RowError(Exception):
+  def __init__(self, reason: str, detail: str):
+    super().__init__(f"{reason}: {detail}")
+    self.reason, self.detail = reason, detail
+
+
+@dataclasses.dataclass
+class Row:
+  line: int                   # 1-based line number in the manifest
+  data: dict[str, Any]        # the parsed row
+  video_path: str             # resolved absolute paths inside the media root
+  ref_paths: list[str]
+  num_frames: int
+
+
+def _number(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_schema(row: Any) -> None:
+  if not isinstance(row, dict):
+    raise RowError("malformed_json", f"expected a JSON object, got {type(row).__name__}")
+  for name in ("video", "prompt", "actor_id"):
+    if not isinstance(row.get(name), str) or not row[name]:
+      raise RowError("schema", f"field {name!r}: expected a non-empty string")
+  for name, ok in (("source", lambda v: isinstance(v, str)),
+                   ("width", lambda v: isinstance(v, int) and v > 0),
+                   ("height", lambda v: isinstance(v, int) and v > 0),
+                   ("duration_sec", lambda v: _number(v) and v >= 0)):
+    if name in row and not ok(row[name]):
+      raise RowError("schema", f"field {name!r}: bad value {row[name]!r}")
+  refs = row.get("refs")
+  if not isinstance(refs, list):
+    raise RowError("schema", "field 'refs': expected a list")
+  if not refs:
+    raise RowError("no_references", "field 'refs' is empty")
+  for i, ref in enumerate(refs):
+    where = f"refs[{i}]"
+    if not isinstance(ref, dict):
+      raise RowError("schema", f"{where}: expected an object")
+    if not isinstance(ref.get("path"), str) or not ref["path"]:
+      raise RowError("schema", f"{where}.path: expected a non-empty string")
+    if ref.get("region") not in REGIONS:
+      raise RowError("schema", f"{where}.region: expected one of {REGIONS}, got {ref.get('region')!r}")
+    if ref.get("view") not in VIEWS:
+      raise RowError("schema", f"{where}.view: expected one of {VIEWS}, got {ref.get('view')!r}")
+    if not _number(ref.get("angle")):
+      raise RowError("schema", f"{where}.angle: expected a finite number (degrees)")
+    if "visibility" in ref and not _number(ref["visibility"]):
+      raise RowError("schema", f"{where}.visibility: expected a number")
+    if "source_frame" in ref and not (isinstance(ref["source_frame"], int)
+                                      and not isinstance(ref["source_frame"], bool)):
+      raise RowError("schema", f"{where}.source_frame: expected an integer")
+    if "metadata" in ref and not isinstance(ref["metadata"], dict):
+      raise RowError("schema", f"{where}.metadata: expected an object")
+
+
+def resolve_inside(root: str, path: str) -> str:
+  """Absolute path of `path` under `root`; RowError if it is absolute or escapes the root."""
+  if os.path.isabs(path):
+    raise RowError("path_escapes_root", f"{path!r} is absolute; expected a path under the root")
+  real_root = os.path.realpath(root)
+  full = os.path.realpath(os.path.join(real_root, path))
+  if os.path.commonpath([real_root, full]) != real_root:
+    raise RowError("path_escapes_root", f"{path!r} resolves outside the media root")
+  return full
+
+
+def count_video_frames(path: str) -> int:
+  """Decodes the whole clip (a truncated tail fails here, not in the encode job)."""
+  import imageio_ffmpeg
+  reader = imageio_ffmpeg.read_frames(path)
+  try:
+    next(reader)  # metadata
+    return sum(1 for _ in reader)
+  finally:
+    reader.close()
+
+
+def check_image(path: str) -> None:
+  from PIL import Image
+  with Image.open(path) as img:
+    img.load()
+
+
+def check_row(data: Any, root: str, line: int) -> Row:
+  check_schema(data)
+  video = resolve_inside(root, data["video"])
+  refs = [resolve_inside(root, r["path"]) for r in data["refs"]]
+  for path, shown in [(video, data["video"])] + [(p, r["path"]) for p, r in zip(refs, data["refs"])]:
+    if not os.path.isfile(path):
+      raise RowError("missing_file", f"{shown} does not exist")
+  try:
+    frames = count_video_frames(video)
+  except Exception as e:  # ffmpeg raises assorted errors on corrupt input
+    raise RowError("undecodable_video", f"{data['video']}: {str(e).splitlines()[0] if str(e) else e!r}")
+  if frames < 1:
+    raise RowError("undecodable_video", f"{data['video']}: no frames")
+  for path, ref in zip(refs, data["refs"]):
+    try:
+      check_image(path)
+    except Exception as e:  # PIL raises several types on corrupt input
+      raise RowError("undecodable_image", f"{ref['path']}: {e}")
+  return Row(line, data, video, refs, frames)
+
+
+def scan_manifest(manifest: str, root: str | None = None) -> tuple[list[Row], list[dict]]:
+  """(valid rows, bad-row records {"line", "reason", "detail"}); media paths are relative to
+  `root` (default: the manifest's folder). Never raises on a bad row."""
+  root = root or os.path.dirname(os.path.abspath(manifest))
+  good, bad = [], []
+  with open(manifest, encoding="utf-8", errors="replace") as f:
+    for line_no, text in enumerate(f, start=1):
+      if not text.strip():
+        continue
+      try:
+        try:
+          data = json.loads(text)
+        except json.JSONDecodeError as e:
+          raise RowError("malformed_json", str(e))
+        good.append(check_row(data, root, line_no))
+      except RowError as e:
+        bad.append({"line": line_no, "reason": e.reason, "detail": e.detail})
+  return good, bad
+
+
+def count_reasons(bad: list[dict]) -> dict[str, int]:
+  counts: dict[str, int] = {}
+  for b in bad:
+    counts[b["reason"]] = counts.get(b["reason"], 0) + 1
+  return dict(sorted(counts.items()))
+
+
+def write_report(path: str, bad: list[dict]) -> None:
+  """JSON lines, one per skipped row; written to a temp file then renamed into place."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
+    for b in bad:
+      f.write(json.dumps(b) + "\n")
+  os.replace(tmp, path)
+
+
+def actor_hash(actor_id: str) -> float:
+  """A stable number in [0, 1) per identity (sha256, not Python's salted hash)."""
+  return int(hashlib.sha256(actor_id.encode()).hexdigest()[:12], 16) / 16 ** 12
+
+
+def split_by_actor(rows: list[Row], test_fraction: float) -> dict[str, list[Row]]:
+  """{"train": ..., "test": ...} with no actor_id in both. An actor goes to test when its hash is
+  below test_fraction; if that leaves test empty while there are >= 2 actors and the fraction is
+  positive, the actor with the smallest hash goes to test (so tiny datasets still get a test set)."""
+  actors = sorted({r.data["actor_id"] for r in rows}, key=actor_hash)
+  test = {a for a in actors if actor_hash(a) < test_fraction}
+  if not test and len(actors) >= 2 and test_fraction > 0:
+    test = {actors[0]}
+  return {"train": [r for r in rows if r.data["actor_id"] not in test],
+          "test": [r for r in rows if r.data["actor_id"] in test]}
+
