@@ -2,8 +2,10 @@
 
 Counts multiply-adds as 2 FLOPs, attention in full (non-causal, both QK^T and PV), and nothing
 for elementwise work. A training step of frozen weights + LoRA needs the forward, the backward
-through activations (one more matmul per frozen matmul, two per attention matmul), and weight
-gradients only for the LoRA adapters: about 4N FLOPs per token rather than 6N. Rematerialised
+through activations (one more matmul per frozen matmul on the token streams, two per
+self-attention matmul, one per cross-attention matmul; none for the text and patch embedders,
+which no gradient passes through), and weight gradients only for the LoRA adapters: about 4N
+FLOPs per token rather than 6N. Rematerialised
 recomputation is not model FLOPs and is not counted (that is what MFU means).
 """
 from __future__ import annotations
@@ -37,18 +39,23 @@ def device_peak_tflops(device_kind: str) -> float | None:
 
 @dataclasses.dataclass(frozen=True)
 class StepFlops:
-  matmul: float      # forward matmul FLOPs (projections, FFN, embeddings, head, LoRA)
-  attention: float   # forward attention FLOPs (QK^T and PV)
-  lora_matmul: float  # the LoRA part of `matmul` (their weight gradients are trained)
+  """Forward FLOPs by how they behave in a LoRA training step's backward pass."""
+  matmul_forward_only: float  # no gradient flows through them: patch/text embedders, text K/V
+  matmul_backprop: float      # frozen matmuls on the token streams (+ head): dX in the backward
+  lora: float                 # adapters: dX and dW in the backward
+  self_attention: float       # QK^T and PV; backward dQ, dK, dV = 2x forward
+  cross_attention: float      # to text; backward needs dQ only = 1x forward
 
   @property
   def forward(self) -> float:
-    return self.matmul + self.attention
+    return (self.matmul_forward_only + self.matmul_backprop + self.lora + self.self_attention
+            + self.cross_attention)
 
   @property
   def train(self) -> float:
-    """forward + backward through activations + LoRA weight gradients."""
-    return 2 * self.matmul + 3 * self.attention + self.lora_matmul
+    """forward + backward through activations + LoRA weight gradients (no frozen dW)."""
+    return (self.forward + self.matmul_backprop + 2 * self.lora + 2 * self.self_attention
+            + self.cross_attention)
 
 
 def forward_flops(cfg: ModelConfig, video_tokens: int, ref_tokens: int = 0, text_tokens: int = 512,
@@ -59,20 +66,24 @@ def forward_flops(cfg: ModelConfig, video_tokens: int, ref_tokens: int = 0, text
   lv, lr, s = video_tokens, ref_tokens, text_tokens
   lr_stream = 0 if ref_cached else lr
   patch = math.prod(cfg.patch_size)
-  mm = 2 * (lv + lr_stream) * patch * cfg.in_channels * d             # patch embedding
-  mm += 2 * s * (cfg.text_dim * d + d * d)                            # text embedder
-  mm += 2 * lv * d * patch * cfg.out_channels                         # output head
-  per_layer = 2 * (lv + lr_stream) * d * d * 4                        # self-attn q, k, v, o
-  per_layer += 2 * lv * d * d * 2 + 2 * s * d * d * 2                 # cross-attn q, o ; k, v
-  per_layer += 2 * (lv + lr_stream) * d * f * 2                       # FFN
+  forward_only = 2 * (lv + lr_stream) * patch * cfg.in_channels * d     # patch embedding
+  forward_only += 2 * s * (cfg.text_dim * d + d * d)                   # text embedder
+  forward_only += nl * 2 * s * d * d * 2                               # cross-attn k, v on text
+  backprop = 2 * lv * d * patch * cfg.out_channels                     # output head
+  per_layer = 2 * (lv + lr_stream) * d * d * 4                         # self-attn q, k, v, o
+  per_layer += 2 * lv * d * d * 2                                      # cross-attn q, o
+  per_layer += 2 * (lv + lr_stream) * d * f * 2                        # FFN
+  backprop += nl * per_layer
   lora = 0
   if cfg.has_lora and lr_stream:
-    lora = 2 * lr_stream * 2 * d * cfg.lora_rank * len(cfg.lora_targets) * nl
-  attn = 2 * 2 * d * (lv * (lv + lr) + lr_stream * lr + lv * s)        # self (AIPA) + cross
-  if lr and not cfg.aipa:                                             # symmetric ablation
-    attn = 2 * 2 * d * ((lv + lr) ** 2 + lv * s)
-  return StepFlops(matmul=batch * (mm + nl * per_layer + lora), attention=batch * nl * attn,
-                   lora_matmul=batch * lora)
+    lora = nl * 2 * lr_stream * 2 * d * cfg.lora_rank * len(cfg.lora_targets)
+  if lr and not cfg.aipa:                                              # symmetric ablation
+    self_attn = 2 * 2 * d * (lv + lr) ** 2
+  else:                                                                # AIPA: two dense calls
+    self_attn = 2 * 2 * d * (lv * (lv + lr) + lr_stream * lr)
+  cross = 2 * 2 * d * lv * s
+  return StepFlops(batch * forward_only, batch * backprop, batch * lora,
+                   batch * nl * self_attn, batch * nl * cross)
 
 
 def mfu(flops: float, seconds: float, num_devices: int, device_kind: str) -> dict:
