@@ -75,8 +75,9 @@ def forward_flops(cfg: ModelConfig, video_tokens: int, ref_tokens: int = 0, text
   per_layer += 2 * (lv + lr_stream) * d * f * 2                        # FFN
   backprop += nl * per_layer
   lora = 0
-  if cfg.has_lora and lr_stream:
-    lora = nl * 2 * lr_stream * 2 * d * cfg.lora_rank * len(cfg.lora_targets)
+  if cfg.has_lora and lr_stream:  # the symmetric ablation adapts video tokens too
+    lora_tokens = lr_stream if cfg.aipa else lv + lr_stream
+    lora = nl * 2 * lora_tokens * 2 * d * cfg.lora_rank * len(cfg.lora_targets)
   if lr and not cfg.aipa:                                              # symmetric ablation
     self_attn = 2 * 2 * d * (lv + lr) ** 2
   else:                                                                # AIPA: two dense calls
