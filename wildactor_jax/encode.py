@@ -1,0 +1,298 @@
+"""Encode job: raw Actor-18M records (TFDS ArrayRecord) -> training records (`records.py`).
+
+  python -m wildactor_jax.encode --config configs/X.py[:arg] --records DIR --out DIR \
+      [--splits train,test] [--batch_size N] [--dtype bfloat16]
+
+--records is the TFDS data_dir given to data/build_actor18m.py (or its actor18m/<version> folder).
+For every input shard `actor18m-<split>.array_record-i-of-n` it writes `<split>-i-of-n.array_record`
+in --out, one encoded record per clip:
+  * the clip: decoded with imageio-ffmpeg, the FIRST `config.data.frames` frames (a clip with
+    fewer is skipped and counted), each resized to cover (height, width) keeping the aspect
+    ratio and centre-cropped (pillow, bicubic), scaled to [-1, 1], VAE-encoded;
+  * every reference: resized to fit inside (height, width) keeping the aspect ratio, padded with
+    white (nothing of a face is cropped away), encoded as ONE latent frame at the video's
+    resolution; with its type (face 0, body 1; three-view sheets are body), yaw and view;
+  * the prompt's UMT5 embeddings, trimmed to the real tokens (Wan zero-pads past them).
+
+Config fields read: config.data.{height, width, frames}; config.vae.kind ("wan": converted Wan
+VAE at config.vae.path; "pixel": the parameter-free models.pixel_autoencoder with
+config.vae.spatial_factor, default 4); config.text_encoder.{path, tokenizer_path, max_length}.
+
+Scale-out: JAX process p of P takes input shards p, p + P, ...; within a process each encoder
+call is sharded over the local devices (batch padded to a multiple of their count). Resumable:
+an output shard is written to a temp name and renamed when complete, and shards whose output
+exists are skipped. `encode_info.json` records the geometry; a rerun with another geometry into
+the same --out is refused. Prints one JSON summary line per process.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+import warnings
+
+import numpy as np
+
+from wildactor_jax import records
+
+RAW_NAME = "actor18m"
+
+
+def find_raw_dataset(path: str) -> str:
+  """The TFDS version folder under `path` (itself, or actor18m/<latest version>)."""
+  if os.path.isfile(os.path.join(path, "dataset_info.json")):
+    return path
+  base = os.path.join(path, RAW_NAME)
+  versions = sorted((d for d in os.listdir(base) if os.path.isfile(
+      os.path.join(base, d, "dataset_info.json"))), key=lambda v: tuple(map(int, v.split("."))),
+      ) if os.path.isdir(base) else []
+  if not versions:
+    raise FileNotFoundError(f"--records {path}: no built {RAW_NAME} dataset (expected "
+                            f"dataset_info.json here or in {RAW_NAME}/<version>/)")
+  return os.path.join(base, versions[-1])
+
+
+def decode_clip(data: bytes, frames: int, height: int, width: int) -> np.ndarray | None:
+  """(frames, height, width, 3) float32 in [-1, 1] from mp4 bytes; None if the clip is short."""
+  import imageio_ffmpeg
+  from PIL import Image, ImageOps
+  with tempfile.NamedTemporaryFile(suffix=".mp4") as f:  # ffmpeg wants a seekable file
+    f.write(data)
+    f.flush()
+    reader = imageio_ffmpeg.read_frames(f.name)
+    try:
+      with warnings.catch_warnings():
+        # ffmpeg starts by fork+exec; JAX warns about any fork, but nothing runs in the child
+        # before exec, so the warning is noise here.
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called")
+        meta = next(reader)
+      w, h = meta["size"]
+      out = []
+      for raw in reader:
+        img = Image.frombuffer("RGB", (w, h), raw, "raw", "RGB", 0, 1)
+        out.append(np.asarray(ImageOps.fit(img, (width, height), Image.BICUBIC)))
+        if len(out) == frames:
+          break
+    finally:
+      reader.close()
+  if len(out) < frames:
+    return None
+  return np.stack(out).astype(np.float32) / 127.5 - 1.0
+
+
+def fit_image(data: bytes, height: int, width: int) -> np.ndarray:
+  """(height, width, 3) float32 in [-1, 1]: the whole image, letterboxed on white."""
+  from PIL import Image, ImageOps
+  with Image.open(io.BytesIO(data)) as img:
+    img = ImageOps.pad(img.convert("RGB"), (width, height), Image.BICUBIC, color=(255, 255, 255))
+  return np.asarray(img, np.float32) / 127.5 - 1.0
+
+
+class ShardedCall:
+  """Runs `fn` over a leading batch axis in fixed-size chunks split across the local devices
+  (fixed size: one compilation; the last chunk is padded and the padding dropped)."""
+
+  def __init__(self, fn, batch_size: int):
+    import jax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+    devices = jax.local_devices()
+    self.chunk = max(1, math.ceil(batch_size / len(devices))) * len(devices)
+    self.sharding = NamedSharding(Mesh(np.array(devices), ("batch",)), PartitionSpec("batch"))
+    self.replicated = NamedSharding(self.sharding.mesh, PartitionSpec())
+    self.fn = fn
+
+  def __call__(self, x: np.ndarray) -> np.ndarray:
+    import jax
+    outs = []
+    for lo in range(0, x.shape[0], self.chunk):
+      part = x[lo:lo + self.chunk]
+      pad = self.chunk - part.shape[0]
+      if pad:
+        part = np.concatenate([part, np.zeros((pad,) + part.shape[1:], part.dtype)])
+      out = np.asarray(jax.device_get(self.fn(jax.device_put(part, self.sharding))))
+      outs.append(out[:self.chunk - pad])
+    return np.concatenate(outs)
+
+
+def load_models(config, batch_size: int):
+  """(video encoder: (N, T, H, W, 3) -> latents, text encoder, info dict) from the config."""
+  from jax.sharding import NamedSharding
+  from wildactor_jax import models
+  kind = config.vae.kind
+  if kind == "pixel":
+    from wildactor_jax.models.pixel_autoencoder import PixelAutoencoder
+    vae = PixelAutoencoder(int(config.vae.get("spatial_factor", 4)))
+    call = ShardedCall(vae.encode, batch_size)
+  elif kind == "wan":
+    if not config.vae.get("path"):
+      raise ValueError("config.vae.path: expected a converted Wan VAE checkpoint folder")
+    call = ShardedCall(None, batch_size)
+    vae = models.load_vae(config.vae.path, sharding=call.replicated)
+    call.fn = vae.encode
+  else:
+    raise ValueError(f"config.vae.kind {kind!r}: expected 'wan' or 'pixel'")
+  if not config.text_encoder.get("path"):
+    raise ValueError("config.text_encoder.path: expected a converted UMT5 checkpoint folder")
+  text = models.load_text_encoder(config.text_encoder.path,
+                                  config.text_encoder.get("tokenizer_path") or None,
+                                  text_len=int(config.text_encoder.get("max_length", 512)))
+  info = {"vae": kind, "z_dim": int(vae.z_dim), "spatial_factor": int(vae.spatial_factor),
+          "temporal_factor": int(vae.temporal_factor)}
+  return call, text, info
+
+
+def _text(value) -> str:
+  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def encode_batch(raws: list[dict], geometry: dict, video_call, text_encoder, dtype,
+                 skipped: dict) -> list[bytes]:
+  """Encoded record bytes for the raw examples that decode; failures are counted in `skipped`."""
+  frames, height, width = geometry["frames"], geometry["height"], geometry["width"]
+  keep, clips, refs = [], [], []
+  for raw in raws:
+    try:
+      clip = decode_clip(raw["video"], frames, height, width)
+      images = [fit_image(b, height, width) for b in raw["refs"]["image"]]
+    except Exception:  # corrupt media: count it, never stop the job
+      skipped["undecodable"] = skipped.get("undecodable", 0) + 1
+      continue
+    if clip is None:
+      skipped["too_few_frames"] = skipped.get("too_few_frames", 0) + 1
+      continue
+    if not images:  # the raw builder guarantees one; a hand-made record may not
+      skipped["no_references"] = skipped.get("no_references", 0) + 1
+      continue
+    keep.append(raw)
+    clips.append(clip)
+    refs.append(np.stack(images))
+  if not keep:
+    return []
+  video_latents = video_call(np.stack(clips)).astype(dtype)
+  counts = [r.shape[0] for r in refs]
+  ref_latents = video_call(np.concatenate(refs)[:, None])[:, 0].astype(dtype)
+  embeds, mask = text_encoder.encode([_text(r["prompt"]) for r in keep])
+  embeds, mask = np.asarray(embeds), np.asarray(mask).astype(bool)
+  out, start = [], 0
+  for i, raw in enumerate(keep):
+    n_text = int(mask[i].sum())
+    regions = [_text(x) for x in raw["refs"]["region"]]
+    views = [_text(x) for x in raw["refs"]["view"]]
+    out.append(records.serialize({
+        "video_latents": video_latents[i], "text_embeds": embeds[i, :n_text].astype(dtype),
+        "text_mask": mask[i, :n_text], "ref_latents": ref_latents[start:start + counts[i]],
+        "ref_type": np.asarray([records.REF_TYPES[r] for r in regions], np.int8),
+        "ref_yaw": np.asarray(raw["refs"]["angle"], np.float32).reshape(-1),
+        "ref_view": np.asarray([records.VIEWS.index(v) for v in views], np.int8),
+        "actor_id": _text(raw["actor_id"]), "prompt": _text(raw["prompt"]),
+        "key": _text(raw["key"])}))
+    start += counts[i]
+  return out
+
+
+def output_name(input_name: str) -> str:
+  """actor18m-train.array_record-00001-of-00004 -> train-00001-of-00004.array_record"""
+  stem, _, shard = input_name.partition(".array_record-")
+  return f"{stem.split('-', 1)[1]}-{shard}.array_record"
+
+
+def _check_info(out: str, info: dict, is_writer: bool) -> None:
+  path = os.path.join(out, "encode_info.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    if old != info:
+      raise ValueError(f"{path}: encoded with {old}, this run is {info}; use another --out")
+  elif is_writer:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+      json.dump(info, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def run(config, records_dir: str, out: str, splits: list[str] | None = None,
+        batch_size: int = 0, dtype: str = "bfloat16", process_index: int | None = None,
+        process_count: int | None = None, progress: bool = True) -> dict:
+  """Encodes this process's shards; returns {"written", "skipped", "shards_done", "shards_reused"}."""
+  import jax
+  import ml_dtypes
+  import tensorflow_datasets as tfds
+  from array_record.python import array_record_module
+  from tqdm import tqdm
+  process_index = jax.process_index() if process_index is None else process_index
+  process_count = jax.process_count() if process_count is None else process_count
+  np_dtype = np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
+  geometry = {k: int(config.data[k]) for k in ("frames", "height", "width")}
+  if (geometry["frames"] - 1) % 4:
+    raise ValueError(f"config.data.frames {geometry['frames']}: expected 1 + 4k")
+  builder = tfds.builder_from_directory(find_raw_dataset(records_dir))
+  features = builder.info.features
+  splits = splits or sorted(builder.info.splits)
+  shards = []
+  for split in splits:
+    if split not in builder.info.splits:
+      raise ValueError(f"--splits {split}: not in the raw dataset ({sorted(builder.info.splits)})")
+    shards += [str(p) for p in builder.info.splits[split].filepaths]
+  mine = sorted(shards)[process_index::process_count]
+  batch_size = batch_size or jax.local_device_count()
+  video_call, text_encoder, model_info = load_models(config, batch_size)
+  os.makedirs(out, exist_ok=True)
+  _check_info(out, dict(geometry, dtype=dtype, **model_info), process_index == 0)
+  todo = [p for p in mine if not os.path.exists(os.path.join(out, output_name(os.path.basename(p))))]
+  readers = {p: array_record_module.ArrayRecordReader(p) for p in todo}
+  bar = tqdm(total=sum(r.num_records() for r in readers.values()), unit="clip",
+             desc=f"encode p{process_index}", disable=not progress)
+  written, skipped = 0, {}
+  for path, reader in readers.items():
+    final = os.path.join(out, output_name(os.path.basename(path)))
+    tmp = os.path.join(out, f".{os.path.basename(final)}.tmp-{os.getpid()}")
+    writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
+    n = reader.num_records()
+    for lo in range(0, n, batch_size):
+      raws = []
+      for data in reader.read(list(range(lo, min(n, lo + batch_size)))):
+        try:
+          raws.append(features.deserialize_example_np(data))
+        except Exception:  # a corrupt raw record: count it, keep going
+          skipped["undecodable"] = skipped.get("undecodable", 0) + 1
+      for record in encode_batch(raws, geometry, video_call, text_encoder, np_dtype, skipped):
+        writer.write(record)
+        written += 1
+      bar.update(min(n, lo + batch_size) - lo)
+    writer.close()
+    reader.close()
+    os.replace(tmp, final)
+  bar.close()
+  return {"written": written, "skipped": skipped, "shards_done": len(todo),
+          "shards_reused": len(mine) - len(todo)}
+
+
+def main(argv) -> None:
+  from absl import flags
+  del argv
+  FLAGS = flags.FLAGS
+  try:
+    summary = run(FLAGS.config, FLAGS.records, FLAGS.out,
+                  FLAGS.splits.split(",") if FLAGS.splits else None, FLAGS.batch_size,
+                  FLAGS.dtype)
+  except (FileNotFoundError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file("config", None, "experiment config file (configs/*.py[:arg])",
+                                  lock_config=False)
+  flags.DEFINE_string("records", None, "raw TFDS data_dir from data/build_actor18m.py")
+  flags.DEFINE_string("out", None, "folder for the encoded ArrayRecord shards")
+  flags.DEFINE_string("splits", "", "comma-separated splits (default: all)")
+  flags.DEFINE_integer("batch_size", 0, "clips per encoder call per process (0: local devices)")
+  flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float16", "float32"], "stored dtype")
+  flags.mark_flags_as_required(["config", "records", "out"])
+  app.run(main)
