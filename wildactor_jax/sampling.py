@@ -109,26 +109,39 @@ def coefficients(solver: str, steps: int, shift: float) -> Coefficients:
   return Coefficients(sig[:-1], timestep, keep, a, b, c, d, p, q, r)
 
 
+def coefficient_table(coeffs: Coefficients) -> Coefficients:
+  """The coefficients as float32 device arrays, one row per denoising step."""
+  return jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), coeffs)
+
+
+def initial_state(noise: jax.Array):
+  """Solver state (x, x_prev, m1, m2) at the first step."""
+  x = noise.astype(jnp.float32)
+  return (x, jnp.zeros_like(x), jnp.zeros_like(x), jnp.zeros_like(x))
+
+
+def solver_step(state, co: Coefficients, velocity: jax.Array):
+  """One denoising step given this step's model velocity at state[0] and timestep co.timestep."""
+  x, x_prev, m1, m2 = state
+  m = x - co.sigma * velocity.astype(jnp.float32)
+  x = co.keep * x + co.a * x_prev + co.b * m1 + co.c * (m2 - m1) + co.d * (m - m1)
+  x_next = co.p * x + co.q * m + co.r * (m1 - m)
+  return (x_next, x, m, m1)
+
+
 def sample(velocity_fn: Callable[[jax.Array, jax.Array], jax.Array], noise: jax.Array,
            coeffs: Coefficients) -> jax.Array:
-  """Integrates the flow ODE from noise (sigma ~1) to data (sigma 0).
+  """Integrates the flow ODE from noise (sigma ~1) to data (sigma 0) in one scan.
 
   velocity_fn(x, timestep) -> v, with timestep a float32 scalar in 0..1000 (guidance, references
-  and text are closed over by the caller). One scan step per denoising step.
+  and text are closed over by the caller).
   """
-  table = jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), coeffs)
 
-  def step(carry, co):
-    x, x_prev, m1, m2 = carry
-    m = x - co.sigma * velocity_fn(x, co.timestep).astype(jnp.float32)
-    x = co.keep * x + co.a * x_prev + co.b * m1 + co.c * (m2 - m1) + co.d * (m - m1)
-    x_next = co.p * x + co.q * m + co.r * (m1 - m)
-    return (x_next, x, m, m1), None
+  def step(state, co):
+    return solver_step(state, co, velocity_fn(state[0], co.timestep)), None
 
-  x0 = noise.astype(jnp.float32)
-  zeros = jnp.zeros_like(x0)
-  (x, _, _, _), _ = jax.lax.scan(step, (x0, zeros, zeros, zeros), table)
-  return x
+  state, _ = jax.lax.scan(step, initial_state(noise), coefficient_table(coeffs))
+  return state[0]
 
 
 def guided(velocity_fn: Callable, cfg_scale: float) -> Callable:

@@ -1,0 +1,125 @@
+"""References + prompt -> video: the generation pipeline on whatever devices the model is on.
+
+    encode prompt and "" (UMT5)  ->  encode each reference image as one latent frame (VAE)
+    -> reference K/V cache, once  ->  flow-ODE integration (Euler / UniPC) with classifier-free
+    guidance as one batched cond/uncond pass per step  ->  VAE decode.
+
+Both CFG branches see the references (guidance acts on the text); the references' K/V are
+computed once for the sample and reused at every step.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from wildactor_jax import sampling
+from wildactor_jax.models.irope import BODY, FACE
+from wildactor_jax.models.transformer import References, WanTransformer
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationSettings:
+  frames: int
+  height: int
+  width: int
+  steps: int = 50
+  cfg: float = 5.0
+  shift: float = 5.0
+  solver: str = "unipc"
+  seed: int = 0
+
+
+def check_geometry(s: GenerationSettings, vae, patch: tuple[int, int, int]) -> tuple[int, int, int]:
+  """The latent grid (T', H', W') for the requested clip; one-line errors for bad sizes."""
+  tf, sf = int(vae.temporal_factor), int(vae.spatial_factor)
+  if s.frames < 1 or (s.frames - 1) % tf:
+    raise ValueError(f"--frames {s.frames}: expected 1 + {tf}k (e.g. {1 + tf * 4}, {1 + tf * 8})")
+  step = sf * patch[1]
+  if s.height % step or s.width % step or s.height <= 0 or s.width <= 0:
+    raise ValueError(f"--height/--width {s.height}x{s.width}: each must be a positive multiple of "
+                     f"{step} (VAE factor {sf} x patch {patch[1]})")
+  return 1 + (s.frames - 1) // tf, s.height // sf, s.width // sf
+
+
+def encode_references(vae, images: Sequence[np.ndarray], types: Sequence[int]) -> References | None:
+  """Images (H, W, 3) in [-1, 1], each encoded alone as one latent frame -> References (B=1)."""
+  if not images:
+    return None
+  if any(t not in (FACE, BODY) for t in types):
+    raise ValueError(f"reference types {list(types)}: expected {FACE} (face) or {BODY} (body)")
+  video = jnp.asarray(np.stack(images)[:, None], jnp.float32)  # (R, 1, H, W, 3)
+  latents = jnp.asarray(vae.encode(video))[:, 0]                # (R, h, w, z)
+  r = latents.shape[0]
+  return References(latents[None], jnp.asarray([list(types)], jnp.int32), jnp.ones((1, r), bool))
+
+
+def _double(tree):
+  """Duplicates a batch-1 pytree for the cond/uncond CFG batch (axis 1 for per-layer K/V)."""
+  return jax.tree.map(lambda a: jnp.concatenate([a, a], axis=1 if a.ndim == 5 else 0), tree)
+
+
+def denoise(model: WanTransformer, text: jax.Array, cache, noise: jax.Array,
+            s: GenerationSettings, on_step: Callable[[int, float], None] | None = None):
+  """Runs the sampler; text (2, S, D) = [cond; uncond]. Returns clean latents (1, T, H, W, C)."""
+  co = sampling.coefficients(s.solver, s.steps, s.shift)
+  table = sampling.coefficient_table(co)
+  cache2 = None if cache is None else _double(cache)
+
+  @nnx.jit
+  def step(model, state, row, text, cache2):
+    x2 = jnp.concatenate([state[0], state[0]], axis=0).astype(model.cfg.jnp_dtype)
+    t2 = jnp.full((2,), row.timestep)
+    v = model(x2, t2, text, reference_cache=cache2).astype(jnp.float32)
+    v_cond, v_uncond = jnp.split(v, 2, axis=0)
+    return sampling.solver_step(state, row, v_uncond + s.cfg * (v_cond - v_uncond))
+
+  state = sampling.initial_state(noise)
+  for i in range(s.steps):
+    t0 = time.perf_counter()
+    state = step(model, state, jax.tree.map(lambda a: a[i], table), text, cache2)
+    jax.block_until_ready(state[0])
+    if on_step is not None:
+      on_step(i, time.perf_counter() - t0)
+  return state[0]
+
+
+def generate(model: WanTransformer, vae, text_encoder, prompt: str, images: Sequence[np.ndarray],
+             types: Sequence[int], s: GenerationSettings,
+             on_step: Callable[[int, float], None] | None = None) -> tuple[np.ndarray, dict]:
+  """-> (video (T, H, W, 3) float32 in [-1, 1], timings). Same seed, same output."""
+  grid = check_geometry(s, vae, model.cfg.patch_size)
+  timings = {}
+  t0 = time.perf_counter()
+  embeds, _ = text_encoder.encode([prompt, ""])
+  text = jnp.asarray(embeds, model.cfg.jnp_dtype)
+  refs = encode_references(vae, images, types)
+  cache = None
+  if refs is not None:
+    tokens = (grid[0], grid[1] // model.cfg.patch_size[1], grid[2] // model.cfg.patch_size[2])
+    refs = refs._replace(latents=refs.latents.astype(model.cfg.jnp_dtype))
+    cache = nnx.jit(lambda m, r: m.encode_references(r, tokens))(model, refs)
+    jax.block_until_ready(cache)
+  timings["encode_s"] = time.perf_counter() - t0
+  noise = jax.random.normal(jax.random.key(s.seed), (1,) + grid + (model.cfg.in_channels,))
+  step_times = []
+
+  def record(i, dt):
+    step_times.append(dt)
+    if on_step is not None:
+      on_step(i, dt)
+
+  t0 = time.perf_counter()
+  latents = denoise(model, text, cache, noise, s, record)
+  timings["denoise_s"] = time.perf_counter() - t0
+  # The first step includes compilation; report the steady per-step time separately.
+  timings["denoise_step_s"] = float(np.median(step_times[1:] if len(step_times) > 1 else step_times))
+  t0 = time.perf_counter()
+  video = np.asarray(vae.decode(latents), np.float32)[0]
+  timings["decode_s"] = time.perf_counter() - t0
+  return np.clip(video, -1.0, 1.0), timings

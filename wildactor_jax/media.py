@@ -1,0 +1,94 @@
+"""Reading reference images and writing videos, GIFs and contact sheets (atomically).
+
+Reference images go through the same letterboxing as the training records (`encode.fit_image`),
+so a reference at inference looks like one at training. Every output is written to a temporary
+name beside the target and renamed, so a failure never leaves a half-written file.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+from PIL import Image
+
+
+class MediaError(ValueError):
+  """A one-line, user-facing problem with an input or output file."""
+
+
+def load_reference(path: str, height: int, width: int, what: str) -> np.ndarray:
+  """(height, width, 3) float32 in [-1, 1]; `what` names the flag for errors (e.g. --face)."""
+  from wildactor_jax.encode import fit_image
+  if not os.path.isfile(path):
+    raise MediaError(f"{what} {path}: no such file")
+  with open(path, "rb") as fh:
+    data = fh.read()
+  try:
+    return fit_image(data, height, width)
+  except Exception as e:  # PIL raises several types for undecodable data
+    raise MediaError(f"{what} {path}: not a decodable image ({type(e).__name__})") from None
+
+
+def to_uint8(video: np.ndarray) -> np.ndarray:
+  return np.round((np.clip(video, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+
+
+def _atomic(path: str, write) -> str:
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  suffix = os.path.splitext(path)[1]
+  fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=suffix, dir=folder)
+  os.close(fd)
+  try:
+    write(tmp)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  return path
+
+
+def write_mp4(path: str, frames: np.ndarray, fps: int = 16) -> str:
+  """frames (T, H, W, 3) uint8 -> H.264 mp4 (yuv420p, lossless-ish quality for small clips)."""
+  import imageio.v2 as imageio
+
+  def write(tmp):
+    with imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", quality=10,
+                            pixelformat="yuv420p", macro_block_size=1) as w:
+      for f in frames:
+        w.append_data(f)
+
+  return _atomic(path, write)
+
+
+def read_mp4(path: str) -> np.ndarray:
+  import imageio.v2 as imageio
+  with imageio.get_reader(path, format="FFMPEG") as r:
+    return np.stack([f for f in r])
+
+
+def write_gif(path: str, frames: np.ndarray, fps: int = 8) -> str:
+  images = [Image.fromarray(f) for f in frames]
+  return _atomic(path, lambda tmp: images[0].save(tmp, format="GIF", save_all=True,
+                                                  append_images=images[1:],
+                                                  duration=int(1000 / fps), loop=0))
+
+
+def contact_sheet(references: list[np.ndarray], frames: np.ndarray, columns: int = 8) -> Image.Image:
+  """The references in one row, then `columns` frames evenly spaced across the clip."""
+  h, w = frames.shape[1:3]
+  picks = np.linspace(0, len(frames) - 1, min(columns, len(frames))).round().astype(int)
+  cols = max(len(references), len(picks), 1)
+  rows = 2 if references else 1
+  sheet = Image.new("RGB", (cols * w, rows * h), (255, 255, 255))
+  for i, ref in enumerate(references):
+    sheet.paste(Image.fromarray(ref).resize((w, h)), (i * w, 0))
+  for i, k in enumerate(picks):
+    sheet.paste(Image.fromarray(frames[k]), (i * w, (rows - 1) * h))
+  return sheet
+
+
+def write_png(path: str, image: Image.Image) -> str:
+  return _atomic(path, lambda tmp: image.save(tmp, format="PNG"))
