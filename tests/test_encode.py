@@ -155,3 +155,30 @@ def test_cli(world, tmp_path):
   bad = subprocess.run(cmd[:4] + [f"--records={tmp_path / 'nothing'}", f"--out={out}"],
                        capture_output=True, text=True, timeout=240, env=ENV, cwd=REPO)
   assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith("error: --records")
+
+
+def test_wan_vae_kind(world, tmp_path):
+  """kind "wan": a tiny random Wan2.2-style VAE restored replicated over the local devices."""
+  from wildactor_jax.models import vae as wan_vae
+  tiny = dict(base_dim=8, decoder_base_dim=12, z_dim=8, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+              temperal_downsample=[False, True, True], is_residual=True, in_channels=12,
+              out_channels=12, patch_size=2, scale_factor_spatial=16)
+  wan_vae.save_vae(wan_vae.init_vae(tiny, seed=1), str(tmp_path / "vae"))
+  cfg = make_config(world, height=32, width=32)
+  cfg.vae = ml_collections.ConfigDict(dict(kind="wan", path=str(tmp_path / "vae")))
+  out = tmp_path / "enc"
+  summary = encode.run(cfg, str(world / "raw"), str(out), splits=["test"], dtype="float32",
+                       progress=False)
+  assert summary["written"] >= 1 and summary["skipped"] == {}
+  ex = read_all(sorted(out.glob("test-*.array_record"))[0])[0]
+  assert ex["video_latents"].shape == (2, 2, 2, 8)
+  assert ex["ref_latents"].shape[1:] == (2, 2, 8)
+  model = wan_vae.load_vae(str(tmp_path / "vae"))
+  manifest = {json.loads(l)["prompt"]: json.loads(l)
+              for l in (world / "media" / "manifest.jsonl").open()}
+  clip = encode.decode_clip((world / "media" / manifest[ex["prompt"]]["video"]).read_bytes(),
+                            5, 32, 32)
+  np.testing.assert_allclose(ex["video_latents"], np.asarray(model.encode(clip[None]))[0],
+                             rtol=1e-4, atol=1e-4)
+  info = json.loads((out / "encode_info.json").read_text())
+  assert (info["vae"], info["z_dim"], info["spatial_factor"]) == ("wan", 8, 16)
