@@ -1,0 +1,222 @@
+"""The training program: one step, sharding of the 5B state, exact resume after SIGKILL,
+checkpoint restore across meshes, the non-finite guard, and the AOT TPU compile (subprocess).
+
+Runs on 8 host CPU devices (conftest.py). The tiny config keeps every compile to seconds.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+from jax.sharding import AbstractMesh
+
+from wildactor_jax.models.config import ModelConfig
+from wildactor_jax.models.loading import create_model
+from wildactor_jax.sharding import create_mesh
+from wildactor_jax.train import NonFiniteError, train_and_evaluate
+from wildactor_jax.train_lib import checkpoint as ckpt_lib
+from wildactor_jax.train_lib import data_spec, metrics as metrics_lib
+from wildactor_jax.train_lib import state as state_lib, step as step_lib, synthetic_source
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config(name: str, arg=None):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def tiny_config(steps: int = 4, every: int = 2, mesh=(1, -1, 1, 1)):
+  config = load_config("demo_tiny")
+  config.mesh.shape = mesh
+  config.train.steps, config.train.warmup_steps = steps, 1
+  config.train.log_every, config.train.eval_every = steps, 0
+  config.checkpoint.every = every
+  return config
+
+
+def shards(sharding) -> int:
+  used = [a for e in sharding.spec if e for a in ((e,) if isinstance(e, str) else e)]
+  return math.prod(sharding.mesh.shape[a] for a in used)
+
+
+def restore_train_state(workdir: str, config, mesh, step: int | None = None) -> dict:
+  rules = tuple(config.mesh.rules)
+  tx, _ = state_lib.build_optimizer(config.train)
+  setup = state_lib.make_setup(ModelConfig.from_mapping(config.model), tx, mesh, rules)
+  checkpointer = ckpt_lib.Checkpointer(workdir, keep=10)
+  try:
+    state, _ = checkpointer.restore(step or checkpointer.latest_step(), setup.abstract_train)
+  finally:
+    checkpointer.close()
+  return state
+
+
+def test_one_step_is_finite_and_updates_only_lora():
+  config = tiny_config()
+  config.train.warmup_steps = 0  # a non-zero learning rate at step 0
+  mesh = create_mesh(config.mesh.shape, config.mesh.axes)
+  rules = tuple(config.mesh.rules)
+  cfg = ModelConfig.from_mapping(config.model)
+  tx, schedule = state_lib.build_optimizer(config.train)
+  setup = state_lib.make_setup(cfg, tx, mesh, rules)
+  graphdef, frozen, lora = state_lib.split_model(create_model(cfg, seed=0, mesh=mesh, rules=rules))
+  params = lambda lora_state: jax.device_get(nnx.to_pure_dict(
+      nnx.state(nnx.merge(graphdef, frozen, lora_state), nnx.Param)))
+  before = params(lora)
+  state = state_lib.init_train_state(lora, tx, setup, seed=0)
+  batch_abs = data_spec.abstract_batch(config, mesh, rules)
+  train_step = step_lib.jit_train_step(
+      step_lib.make_train_step(setup, tx, schedule, config.flow.shift, mesh, rules),
+      setup, batch_abs, mesh, rules)
+  batch = next(synthetic_source.create_dataset(config))
+  assert {k: v.shape for k, v in batch.items()} == {k: v.shape for k, v in batch_abs.items()}
+  state, metrics = train_step(frozen, state, data_spec.to_global(batch, mesh, rules))
+  metrics = jax.device_get(metrics)
+  assert metrics["finite"] and np.isfinite(metrics["loss"]) and metrics["grad_norm"] > 0
+  assert int(state["step"]) == 1
+  after = params(state["lora"])
+  lora_paths = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(
+      nnx.to_pure_dict(nnx.state(nnx.merge(graphdef, frozen, lora), nnx.LoRAParam)))}
+  changed = {jax.tree_util.keystr(p) for (p, a), b in zip(
+      jax.tree_util.tree_leaves_with_path(before), jax.tree.leaves(after))
+      if not np.array_equal(a, b)}
+  assert changed and changed <= lora_paths, changed - lora_paths
+  assert any("up" in p for p in changed)  # the zero-initialised half moved
+
+
+def test_5b_state_is_sharded_under_the_v5p_preset():
+  """Abstract only: the preset's (1, 64, 1, 1) mesh as an AbstractMesh, no devices needed."""
+  config = load_config("wildactor_wan22_5b", "v5p-64")
+  mesh = AbstractMesh(tuple(config.mesh.shape), tuple(config.mesh.axes))
+  tx, _ = state_lib.build_optimizer(config.train)
+  setup = state_lib.make_setup(ModelConfig.from_mapping(config.model), tx, mesh,
+                               tuple(config.mesh.rules))
+  checked = 0
+  for tree in (setup.abstract_frozen, setup.abstract_train):
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+      if math.prod(leaf.shape) * leaf.dtype.itemsize > 2**20:
+        checked += 1
+        assert shards(leaf.sharding) > 1, f"{jax.tree_util.keystr(path)} {leaf.shape} replicated"
+        for dim, entry in zip(leaf.shape, leaf.sharding.spec):
+          ways = shards(jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(entry)))
+          assert dim % ways == 0, (jax.tree_util.keystr(path), leaf.shape, leaf.sharding.spec)
+  assert checked > 20
+  lora = jax.tree.leaves(setup.abstract_train["lora"])
+  assert all(leaf.dtype == np.float32 for leaf in lora)  # float32 master weights
+
+
+def _run_cli(workdir, *overrides, cache=None):
+  cmd = [sys.executable, "-m", "wildactor_jax.train", "--config", "configs/demo_tiny.py",
+         "--workdir", str(workdir), "--config.train.steps=8", "--config.train.warmup_steps=2",
+         "--config.checkpoint.every=2", "--config.train.log_every=4",
+         "--config.train.eval_every=0", *overrides]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(cache),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_resume_after_sigkill_is_bit_identical(tmp_path):
+  cache = tmp_path / "xla_cache"
+  killed, clean = tmp_path / "killed", tmp_path / "clean"
+  r = _run_cli(killed, "--config.debug.crash_at_step=5", cache=cache)
+  assert r.returncode == -9, r.stderr[-3000:]
+  assert [e["step"] for e in metrics_lib.read_loss_log(killed)] == [1, 2, 3, 4, 5]
+  checkpointer = ckpt_lib.Checkpointer(str(killed), keep=10)
+  assert checkpointer.latest_step() in (2, 4)  # step 4's async save may or may not have landed
+  checkpointer.close()
+  for workdir in (killed, clean):
+    r = _run_cli(workdir, cache=cache)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert ("resuming from" in r.stderr) == (workdir == killed)
+  assert metrics_lib.read_loss_log(killed) == metrics_lib.read_loss_log(clean)
+  assert [e["step"] for e in metrics_lib.read_loss_log(clean)] == list(range(1, 9))
+  config = load_config("demo_tiny")
+  mesh = create_mesh(config.mesh.shape, config.mesh.axes)
+  a, b = (restore_train_state(str(w), config, mesh, 8) for w in (killed, clean))
+  assert int(a["step"]) == 8
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_sigterm_saves_and_stops(tmp_path):
+  workdir = tmp_path / "preempted"
+  cmd = [sys.executable, "-m", "wildactor_jax.train", "--config", "configs/demo_tiny.py",
+         "--workdir", str(workdir), "--config.train.steps=100000", "--config.checkpoint.every=100000",
+         "--config.train.eval_every=0"]
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  log = workdir / metrics_lib.LOSS_LOG
+  deadline = time.time() + 180
+  while time.time() < deadline and proc.poll() is None:
+    if log.exists() and len(log.read_text().splitlines()) >= 3:
+      break
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGTERM)
+  _, stderr = proc.communicate(timeout=120)
+  assert proc.returncode == 0, stderr[-3000:]
+  last = metrics_lib.read_loss_log(str(workdir))[-1]["step"]
+  checkpointer = ckpt_lib.Checkpointer(str(workdir), keep=10)
+  assert checkpointer.all_steps() == [last] and 3 <= last < 100000
+  checkpointer.close()
+
+
+@pytest.fixture(scope="module")
+def poisoned_run(tmp_path_factory):
+  """A run on a (4, 2) data x fsdp mesh whose step-3 batch is NaN: it must stop at step 3."""
+  workdir = str(tmp_path_factory.mktemp("poisoned"))
+  config = tiny_config(steps=4, every=2, mesh=(4, 2, 1, 1))
+  config.debug.nan_at_step = 3
+  with pytest.raises(NonFiniteError, match="step 3.*not finite.*Last good checkpoint: step 2"):
+    train_and_evaluate(config, workdir)
+  return workdir, config
+
+
+def test_nonfinite_guard_keeps_last_good_checkpoint(poisoned_run):
+  workdir, config = poisoned_run
+  checkpointer = ckpt_lib.Checkpointer(workdir, keep=10)
+  assert checkpointer.all_steps() == [2]
+  checkpointer.close()
+  assert [e["step"] for e in metrics_lib.read_loss_log(workdir)] == [1, 2]
+  state = restore_train_state(workdir, config, create_mesh(config.mesh.shape, config.mesh.axes))
+  assert int(state["step"]) == 2
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state))
+
+
+def test_checkpoint_restores_on_other_meshes(poisoned_run):
+  workdir, config = poisoned_run  # written on the (4, 2) mesh
+  meshes = [create_mesh((4, 2, 1, 1), config.mesh.axes), create_mesh((8, 1, 1, 1), config.mesh.axes),
+            create_mesh((1, 1, 1, 1), config.mesh.axes, devices=jax.devices()[:1])]
+  states = [restore_train_state(workdir, config, mesh) for mesh in meshes]
+  for state, mesh in zip(states, meshes):
+    up = state["lora"]["blocks"]["attn1"]["lora"]["q"]["up"][...]
+    assert up.sharding.mesh.shape == mesh.shape
+  for other in states[1:]:
+    for x, y in zip(jax.tree.leaves(states[0]), jax.tree.leaves(other)):
+      np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_aot_compile_tiny_for_v5e_4():
+  env = {k: v for k, v in os.environ.items() if k not in ("JAX_PLATFORMS", "XLA_FLAGS")}
+  r = subprocess.run([sys.executable, "launch/aot_compile.py", "--config", "configs/demo_tiny.py",
+                      "--topology", "v5e-4"], cwd=ROOT, env=env, capture_output=True, text=True,
+                     timeout=300)
+  assert r.returncode == 0, r.stderr[-3000:]
+  line = json.loads([l for l in r.stdout.splitlines() if l.startswith("{")][-1])
+  assert line["devices"] == 4 and line["device_kind"].startswith("TPU v5")
+  assert line["fits"] is True and 0 < line["peak_bytes"] < line["hbm_bytes"]
+  assert line["flops_per_step"] > 0 and line["step_time_s"] > 0 and 0 < line["predicted_mfu"] <= 1
+  for key in ("argument_bytes", "temp_bytes", "output_bytes", "compile_s"):
+    assert line[key] >= 0

@@ -1,0 +1,68 @@
+"""Rectified flow, the training math as pure jnp functions.
+
+    x_t = (1 - t) x_0 + t eps,  target v = eps - x_0,  loss = || f(x_t, t, c) - v ||^2
+
+t is the flow time in [0, 1] (0 = clean data, 1 = pure noise); the model sees 1000 t (diffusers'
+timestep scale). Training draws t uniformly and warps it with Wan's shift s,
+t' = s t / (1 + (s - 1) t), which moves mass towards the noisy end (s = 5 for Wan2.x).
+I2V samples keep their first latent frame clean: that frame gets t = 0 (so x_t = x_0 there), and
+it is excluded from the loss, since predicting a velocity for given data teaches nothing.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+TIMESTEP_SCALE = 1000.0
+
+
+def shift_timesteps(t: jax.Array, shift: float) -> jax.Array:
+  """Wan's timestep shift t' = s t / (1 + (s - 1) t); identity for s = 1, fixes 0 and 1."""
+  return shift * t / (1.0 + (shift - 1.0) * t)
+
+
+def sample_timesteps(key: jax.Array, batch: int, shift: float) -> jax.Array:
+  """(batch,) flow times: uniform in [0, 1) then shifted."""
+  return shift_timesteps(jax.random.uniform(key, (batch,), jnp.float32), shift)
+
+
+def frame_timesteps(t: jax.Array, num_frames: int, first_frame_clean: jax.Array) -> jax.Array:
+  """(B,) sample times -> (B, T) per latent frame; frame 0 is clean (t = 0) where flagged."""
+  per_frame = jnp.broadcast_to(t[:, None], (t.shape[0], num_frames))
+  is_first = jnp.arange(num_frames)[None, :] == 0
+  return jnp.where(is_first & first_frame_clean[:, None], 0.0, per_frame)
+
+
+def loss_frame_weights(first_frame_clean: jax.Array, num_frames: int) -> jax.Array:
+  """(B, T) float weights: 1 for frames in the loss, 0 for the clean I2V conditioning frame."""
+  is_first = jnp.arange(num_frames)[None, :] == 0
+  return jnp.where(is_first & first_frame_clean[:, None], 0.0, 1.0)
+
+
+def interpolate(x0: jax.Array, noise: jax.Array, t_frames: jax.Array) -> jax.Array:
+  """x_t = (1 - t) x0 + t eps with per-frame t (B, T) broadcast over (B, T, H, W, C)."""
+  t = t_frames[:, :, None, None, None].astype(jnp.float32)
+  return ((1.0 - t) * x0.astype(jnp.float32) + t * noise.astype(jnp.float32))
+
+
+def velocity_target(x0: jax.Array, noise: jax.Array) -> jax.Array:
+  """v = eps - x0, the constant velocity of the straight path from data to noise."""
+  return noise.astype(jnp.float32) - x0.astype(jnp.float32)
+
+
+def weighted_mse(pred: jax.Array, target: jax.Array, frame_weights: jax.Array) -> jax.Array:
+  """Mean squared error over the weighted video elements of the whole batch (float32 scalar).
+
+  Every counted element weighs the same, so a sample with a clean first frame contributes
+  T - 1 frames, not a re-normalised T. The denominator is at least one element.
+  """
+  err = jnp.square(pred.astype(jnp.float32) - target.astype(jnp.float32))
+  per_frame = jnp.sum(err, axis=(2, 3, 4))  # (B, T)
+  elems_per_frame = pred.shape[2] * pred.shape[3] * pred.shape[4]
+  counted = jnp.sum(frame_weights) * elems_per_frame
+  return jnp.sum(per_frame * frame_weights) / jnp.maximum(counted, 1.0)
+
+
+def model_timesteps(t_frames: jax.Array) -> jax.Array:
+  """Flow time in [0, 1] -> the model's 0..1000 timestep scale."""
+  return t_frames * TIMESTEP_SCALE

@@ -1,0 +1,120 @@
+"""The jitted train and eval steps.
+
+train_step(frozen, train_state, batch) -> (train_state, metrics): rectified flow on the video
+tokens with Wan-shifted timesteps, per-frame timesteps so I2V samples keep a clean first frame
+(t = 0, excluded from the loss), references clean (the model runs them at t = 0), gradients for
+the LoRA state only, clipped AdamW. The train state is donated; shardings are explicit.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from wildactor_jax.models.transformer import References
+from wildactor_jax.sharding import activation_sharding
+from wildactor_jax.train_lib import flow
+from wildactor_jax.train_lib.data_spec import batch_sharding
+from wildactor_jax.train_lib.state import Setup
+
+
+def flow_loss(model, batch: dict, t: jax.Array, noise: jax.Array) -> jax.Array:
+  """The rectified-flow loss of `model` on `batch` at sample times t (B,) with noise `noise`."""
+  x0 = batch["video_latents"]
+  num_frames = x0.shape[1]
+  t_frames = flow.frame_timesteps(t, num_frames, batch["first_frame_clean"])
+  x_t = flow.interpolate(x0, noise, t_frames)
+  # An all-padding prompt would leave its cross-attention rows with no key at all.
+  text_lengths = jnp.maximum(jnp.sum(batch["text_mask"], axis=1).astype(jnp.int32), 1)
+  refs = References(batch["ref_latents"], batch["ref_type"], batch["ref_mask"])
+  pred = model(x_t, flow.model_timesteps(t_frames), batch["text_embeds"],
+               text_lengths=text_lengths, references=refs)
+  weights = flow.loss_frame_weights(batch["first_frame_clean"], num_frames)
+  return flow.weighted_mse(pred, flow.velocity_target(x0, noise), weights)
+
+
+def make_train_step(setup: Setup, tx: optax.GradientTransformation, schedule, shift: float,
+                    mesh, rules, *, differentiate_inputs: bool = False) -> Callable:
+  """The un-jitted step; `jit_train_step` adds shardings and donation.
+
+  differentiate_inputs (cost analysis only, never for training): also take gradients w.r.t. the
+  video and reference latents, so that a one-layer model does the full backward that every
+  layer but the first does in a deep model (the first layer's inputs do not depend on LoRA, so
+  XLA rightly prunes most of its backward). launch/aot_compile.py extrapolates per-layer cost
+  from such a one-layer compile.
+  """
+  graphdef = setup.graphdef
+
+  def loss_fn(lora, frozen, batch, key, latents):
+    batch = dict(batch, video_latents=latents[0], ref_latents=latents[1])
+    model = nnx.merge(graphdef, frozen, lora)
+    t_key, noise_key = jax.random.split(key)
+    x0 = batch["video_latents"]
+    t = flow.sample_timesteps(t_key, x0.shape[0], shift)
+    noise = jax.random.normal(noise_key, x0.shape, jnp.float32)
+    return flow_loss(model, batch, t, noise)
+
+  def train_step(frozen, state, batch):
+    with activation_sharding(mesh, rules):
+      rng, key = jax.random.split(jax.random.wrap_key_data(state["rng"]))
+      latents = (batch["video_latents"], batch["ref_latents"])
+      argnums = (0, 4) if differentiate_inputs else 0
+      loss, grads = jax.value_and_grad(loss_fn, argnums)(state["lora"], frozen, batch, key, latents)
+      if differentiate_inputs:  # keep the input gradients alive in the compiled program
+        grads, input_grads = grads
+        loss = loss + 0.0 * sum(jnp.sum(g) for g in jax.tree.leaves(input_grads))
+      updates, opt = tx.update(grads, state["opt"], state["lora"])
+      lora = optax.apply_updates(state["lora"], updates)
+    grad_norm = optax.tree.norm(grads)
+    metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state["step"]),
+               "finite": jnp.isfinite(loss) & jnp.isfinite(grad_norm)}
+    new_state = {"step": state["step"] + 1, "lora": lora, "opt": opt,
+                 "rng": jax.random.key_data(rng)}
+    return new_state, metrics
+
+  return train_step
+
+
+def batch_shardings(abstract_batch: dict, mesh, rules) -> dict:
+  return {k: batch_sharding(mesh, rules, len(v.shape)) for k, v in abstract_batch.items()}
+
+
+def jit_train_step(train_step: Callable, setup: Setup, abstract_batch: dict, mesh, rules):
+  """jax.jit with explicit in/out shardings; the train state (argument 1) is donated."""
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  metric_sh = {k: replicated for k in ("loss", "grad_norm", "learning_rate", "finite")}
+  return jax.jit(
+      train_step,
+      in_shardings=(setup.frozen_shardings, setup.train_shardings,
+                    batch_shardings(abstract_batch, mesh, rules)),
+      out_shardings=(setup.train_shardings, metric_sh),
+      donate_argnums=(1,))
+
+
+def make_eval_step(setup: Setup, eval_timesteps, seed: int, mesh, rules, abstract_batch) -> Callable:
+  """eval(frozen, lora, batch, batch_index) -> (len(eval_timesteps),) losses at the fixed flow
+  times (not shifted), with noise fixed by (seed, batch_index): comparable across evaluations."""
+  graphdef = setup.graphdef
+  times = tuple(float(t) for t in eval_timesteps)
+  for t in times:
+    if not 0.0 <= t <= 1.0:
+      raise ValueError(f"train.eval_timesteps {times}: expected flow times in [0, 1]")
+
+  def eval_step(frozen, lora, batch, batch_index):
+    with activation_sharding(mesh, rules):
+      model = nnx.merge(graphdef, frozen, lora)
+      x0 = batch["video_latents"]
+      key = jax.random.fold_in(jax.random.key(seed), batch_index)
+      losses = []
+      for i, t in enumerate(times):
+        noise = jax.random.normal(jax.random.fold_in(key, i), x0.shape, jnp.float32)
+        losses.append(flow_loss(model, batch, jnp.full((x0.shape[0],), t, jnp.float32), noise))
+    return jnp.stack(losses)
+
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  return jax.jit(eval_step, in_shardings=(setup.frozen_shardings, setup.train_shardings["lora"],
+                                          batch_shardings(abstract_batch, mesh, rules), None),
+                 out_shardings=replicated)

@@ -1,0 +1,66 @@
+"""The random-batch source: Gaussian latents and text embeddings with the data pipeline's keys.
+
+Used by tiny configs, tests and benchmarks (`config.data.source = "random"`), never as a stand-in
+for real data in an experiment. It is a Grain dataset like the records pipeline, so the trainer
+checkpoints its iterator state the same way and a resumed run sees the same batches.
+
+Each example is a pure function of (seed, split, index), in the records' layout (bfloat16
+latents and text states, zero past the prompt and on reference padding); a task is drawn from
+`config.data.task_probs` (t2v: no references; i2v: no references, first latent frame clean;
+vc: 1..R_max references), so every branch of the training step is exercised.
+"""
+from __future__ import annotations
+
+import grain
+import numpy as np
+
+from wildactor_jax.train_lib.data_spec import FLOAT_DTYPE, TASKS, example_shapes
+
+SPLIT_SALT = {"train": 0, "test": 1}
+
+
+def make_example(shapes: dict, task_probs: dict, seed: int, split: str, index: int) -> dict:
+  """One random example (numpy) with the shapes of `data_spec.example_shapes`."""
+  rng = np.random.default_rng([seed, SPLIT_SALT[split], index])
+  probs = np.asarray([float(task_probs.get(name, 0.0)) for name in TASKS])
+  task = int(rng.choice(len(TASKS), p=probs / probs.sum()))
+  s = shapes["text_mask"][0]
+  r_max = shapes["ref_mask"][0]
+  text_len = int(rng.integers(1, s + 1))
+  num_refs = int(rng.integers(1, r_max + 1)) if TASKS[task] == "vc" and r_max else 0
+  num_faces = int(rng.integers(0, num_refs + 1))
+  text_valid = np.arange(s) < text_len
+  ref_valid = np.arange(r_max) < num_refs
+  normal = lambda shape: rng.standard_normal(shape, np.float32)
+  refs = normal(shapes["ref_latents"]) * ref_valid[:, None, None, None]
+  return {
+      "video_latents": normal(shapes["video_latents"]).astype(FLOAT_DTYPE),
+      "text_embeds": (normal(shapes["text_embeds"]) * text_valid[:, None]).astype(FLOAT_DTYPE),
+      "text_mask": text_valid,
+      "ref_latents": refs.astype(FLOAT_DTYPE),
+      # Faces first, then bodies; 0 on padding (as the records pipeline).
+      "ref_type": (ref_valid & (np.arange(r_max) >= num_faces)).astype(np.int32),
+      "ref_mask": ref_valid,
+      "first_frame_clean": np.asarray(TASKS[task] == "i2v"),
+      "task": np.asarray(task, np.int32),
+  }
+
+
+def create_dataset(config, split: str = "train", process_index: int = 0, process_count: int = 1):
+  """A Grain iterator over per-host batches of random examples (repeats forever)."""
+  if split not in SPLIT_SALT:
+    raise ValueError(f"split {split!r}: expected one of {sorted(SPLIT_SALT)}")
+  data = config.data
+  if data.global_batch_size % process_count:
+    raise ValueError(f"data.global_batch_size {data.global_batch_size} is not divisible by the "
+                     f"{process_count} processes")
+  per_host = data.global_batch_size // process_count
+  shapes = example_shapes(config)
+  num_examples = int(data.get("random_examples", 1024))
+  seed = int(data.get("seed", 0))
+  task_probs = dict(data.get("task_probs", {"vc": 1.0}))
+  ds = grain.MapDataset.range(0, num_examples)[process_index::process_count]
+  ds = ds.map(lambda i: make_example(shapes, task_probs, seed, split, int(i)))
+  ds = ds.repeat(None).batch(per_host, drop_remainder=True)
+  # A small prefetch: the default buffer (500 batches) would hold gigabytes of 5B-sized latents.
+  return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2)))
