@@ -63,3 +63,17 @@ def backbone_config(backbone: str, mesh: str = "cpu") -> ml_collections.ConfigDi
   config.model = model_config(backbone)
   config.mesh = mesh_config(mesh)
   return config
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+  """'configs/x.py[:arg]' -> get_config(arg), as `--config` flags do (for non-absl tools)."""
+  import importlib.util
+  import os
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise ValueError(f"--config {spec}: no such file {path}")
+  module_spec = importlib.util.spec_from_file_location(
+      os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)

@@ -117,30 +117,37 @@ class ShardedCall:
     return np.concatenate(outs)
 
 
-def load_models(config, batch_size: int):
-  """(video encoder: (N, T, H, W, 3) -> latents, text encoder, info dict) from the config."""
-  from jax.sharding import NamedSharding
+def vae_from_config(config, sharding=None):
+  """The autoencoder named by config.vae: "pixel" (parameter-free, demos) or "wan" (converted)."""
   from wildactor_jax import models
   kind = config.vae.kind
   if kind == "pixel":
     from wildactor_jax.models.pixel_autoencoder import PixelAutoencoder
-    vae = PixelAutoencoder(int(config.vae.get("spatial_factor", 4)))
-    call = ShardedCall(vae.encode, batch_size)
-  elif kind == "wan":
+    return PixelAutoencoder(int(config.vae.get("spatial_factor", 4)))
+  if kind == "wan":
     if not config.vae.get("path"):
       raise ValueError("config.vae.path: expected a converted Wan VAE checkpoint folder")
-    call = ShardedCall(None, batch_size)
-    vae = models.load_vae(config.vae.path, sharding=call.replicated)
-    call.fn = vae.encode
-  else:
-    raise ValueError(f"config.vae.kind {kind!r}: expected 'wan' or 'pixel'")
+    return models.load_vae(config.vae.path, sharding=sharding)
+  raise ValueError(f"config.vae.kind {kind!r}: expected 'wan' or 'pixel'")
+
+
+def text_encoder_from_config(config):
+  from wildactor_jax import models
   if not config.text_encoder.get("path"):
     raise ValueError("config.text_encoder.path: expected a converted UMT5 checkpoint folder")
-  text = models.load_text_encoder(config.text_encoder.path,
+  return models.load_text_encoder(config.text_encoder.path,
                                   config.text_encoder.get("tokenizer_path") or None,
                                   text_len=int(config.text_encoder.get("max_length", 512)))
-  info = {"vae": kind, "z_dim": int(vae.z_dim), "spatial_factor": int(vae.spatial_factor),
-          "temporal_factor": int(vae.temporal_factor)}
+
+
+def load_models(config, batch_size: int):
+  """(video encoder: (N, T, H, W, 3) -> latents, text encoder, info dict) from the config."""
+  call = ShardedCall(None, batch_size)
+  vae = vae_from_config(config, sharding=call.replicated if config.vae.kind == "wan" else None)
+  call.fn = vae.encode
+  text = text_encoder_from_config(config)
+  info = {"vae": config.vae.kind, "z_dim": int(vae.z_dim),
+          "spatial_factor": int(vae.spatial_factor), "temporal_factor": int(vae.temporal_factor)}
   return call, text, info
 
 
