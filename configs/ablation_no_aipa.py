@@ -3,20 +3,10 @@ the LoRA adapts every token (the paper's "w/o AIPA" row). Otherwise the main Wil
 
 arg: as configs/wildactor_wan22_5b.py (mesh preset, or "tiny").
 """
-import importlib.util
-import os
-
-
-def _main_config(arg):
-  """configs/wildactor_wan22_5b.py's get_config (loaded by path: configs/ is not a package)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "wildactor_wan22_5b.py")
-  spec = importlib.util.spec_from_file_location("wildactor_wan22_5b", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+from wildactor_jax import config_lib
 
 
 def get_config(arg=None):
-  config = _main_config(arg)
+  config = config_lib.sibling_config(__file__, "wildactor_wan22_5b.py", arg)
   config.model.aipa = False
   return config

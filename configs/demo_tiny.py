@@ -1,43 +1,44 @@
-"""The CPU demo: the tiny WildActor model (random frozen weights) trained for a few hundred steps.
+"""The CPU demo (`make demo`): a toy WildActor trained on the synthetic actors in minutes.
 
-It is meant to train on the synthetic actors rendered by data/ and encoded by the data pipeline
-(config.data.source = "records", config.data.records = their encoded records). Until those
-records are wired in, it uses the random-batch source (Gaussian latents and text states with the
-pipeline's batch keys), which exercises every part of the step but teaches the model nothing.
+arg "" (default): WildActor itself: reference-only LoRA (rank 16) with AIPA and I-RoPE on a
+  frozen toy backbone given by --config.backbone_path (the demo exports it from stage "backbone").
+arg "backbone": the toy backbone's own pre-training (every parameter trained, text-to-video and
+  image-to-video, no references), standing in for the pretrained Wan weights the real setting
+  freezes: a random frozen backbone cannot denoise, so LoRA on top of it would learn nothing.
 
-    python -m wildactor_jax.train --config configs/demo_tiny.py --workdir /tmp/demo
+Both read encoded synthetic-actor records (config.data.records) made with the parameter-free
+pixel autoencoder (64x64, 9 frames -> 3 x 16 x 16 x 48 latents) and a small random UMT5
+(config.text_encoder.*); `python -m wildactor_jax.demo` fills these paths in.
+
+    python -m wildactor_jax.train --config configs/demo_tiny.py --workdir W \
+        --config.data.records=R --config.backbone_path=B --config.text_encoder.path=T
 """
-import importlib.util
-import os
-
 import ml_collections
 
-
-def _main_config(arg):
-  """configs/wildactor_wan22_5b.py's get_config (loaded by path: configs/ is not a package)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "wildactor_wan22_5b.py")
-  spec = importlib.util.spec_from_file_location("wildactor_wan22_5b", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+from wildactor_jax import config_lib
 
 
 def get_config(arg=None):
-  del arg
-  config = _main_config("tiny")
-  config.data.source = "random"  # "records" once the synthetic actors' records are encoded
-  config.data.global_batch_size = 8  # a multiple of 8 so it also runs on 8 host devices
-  config.data.random_examples = 256
-  config.data.text_len = 16          # toy prompts: 16 text-encoder states
-  config.train.steps = 200
-  config.train.warmup_steps = 20
-  config.train.learning_rate = 1e-3
-  config.train.log_every = 20
-  config.train.eval_every = 100
-  config.train.eval_batches = 2
-  config.train.profile_steps = 0   # no profiler trace in the demo
-  config.checkpoint.every = 50
-  config.checkpoint.keep = 2
+  stage = arg or "wildactor"
+  if stage not in ("wildactor", "backbone"):
+    raise ValueError(f"configs/demo_tiny.py:{arg}: expected no argument or 'backbone'")
+  config = config_lib.sibling_config(__file__, "wildactor_wan22_5b.py", "tiny")
+  config.model.update(dim=128, ffn_dim=384, num_heads=2, num_layers=4, text_dim=32,
+                      lora_rank=16)
+  config.vae = ml_collections.ConfigDict(dict(kind="pixel", spatial_factor=4, path=""))
+  config.text_encoder.update(path="", tokenizer_path="", max_length=48)
+  config.data.update(source="records", records="", height=64, width=64, frames=9,
+                     global_batch_size=8, r_max=4, max_faces=2, max_bodies=2, text_len=48)
+  config.train.update(steps=400, warmup_steps=30, learning_rate=1e-3, log_every=25,
+                      eval_every=200, eval_batches=2, profile_steps=0, trainable="lora")
+  config.checkpoint.update(every=200, keep=2)
+  config.sample.update(steps=25, cfg=3.0, shift=3.0, solver="unipc", require_references=True)
+  if stage == "backbone":
+    config.model.update(lora=False, lora_rank=0)
+    config.data.task_probs = dict(t2v=0.5, i2v=0.5, vc=0.0)
+    config.train.update(steps=800, trainable="all", learning_rate=2e-3, warmup_steps=50)
+    config.checkpoint.update(every=400)
+    config.sample.require_references = False
   # Test hooks: poison the batch of this step with NaN / SIGKILL the process after this step.
   config.debug = ml_collections.ConfigDict(dict(nan_at_step=-1, crash_at_step=-1))
   return config

@@ -2,7 +2,7 @@
 I-RoPE, viewpoint-adaptive sampling of 3 face + 3 body references, 480x832, 93 frames.
 
 arg: a mesh preset: v5p-64 (default), v6e-64, 8xh100, v5e-4, cpu; or "tiny" for the CPU test
-variant (toy model, random frozen weights, small clips). Ablations: configs/ablation_*.py or
+variant (toy model, random frozen weights, random batches with the pipeline's keys). Ablations: configs/ablation_*.py or
 --config.model.aipa=False / --config.model.irope=False / --config.data.sampler=uniform.
 """
 import ml_collections
@@ -37,5 +37,13 @@ def get_config(arg=None):
       weight_decay=0.01, b1=0.9, b2=0.999, grad_clip=1.0, seed=0, log_every=10 if tiny else 50,
       eval_every=50 if tiny else 1000, eval_timesteps=(0.25, 0.5, 0.75)))
   config.checkpoint = ml_collections.ConfigDict(dict(every=25 if tiny else 500, keep=3))
-  config.sample = ml_collections.ConfigDict(dict(steps=50, cfg=5.0, shift=5.0, solver="euler"))
+  config.sample = ml_collections.ConfigDict(dict(steps=50, cfg=5.0, shift=5.0, solver="unipc",
+                                                 require_references=True))
+  # Test hooks (off): poison the batch of this step with NaN / SIGKILL the process after it.
+  config.debug = ml_collections.ConfigDict(dict(nan_at_step=-1, crash_at_step=-1))
+  if tiny:  # CPU tests: random batches with the pipeline's keys, a multiple of 8 host devices
+    config.data.update(source="random", global_batch_size=8, random_examples=256, text_len=16)
+    config.train.update(steps=200, warmup_steps=20, learning_rate=1e-3, log_every=20,
+                        eval_every=100, eval_batches=2, profile_steps=0)
+    config.checkpoint.update(every=50, keep=2)
   return config

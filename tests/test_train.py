@@ -39,7 +39,7 @@ def load_config(name: str, arg=None):
 
 
 def tiny_config(steps: int = 4, every: int = 2, mesh=(1, -1, 1, 1)):
-  config = load_config("demo_tiny")
+  config = load_config("wildactor_wan22_5b", "tiny")
   config.mesh.shape = mesh
   config.train.steps, config.train.warmup_steps = steps, 1
   config.train.log_every, config.train.eval_every = steps, 0
@@ -119,7 +119,7 @@ def test_5b_state_is_sharded_under_the_v5p_preset():
 
 
 def _run_cli(workdir, *overrides, cache=None):
-  cmd = [sys.executable, "-m", "wildactor_jax.train", "--config", "configs/demo_tiny.py",
+  cmd = [sys.executable, "-m", "wildactor_jax.train", "--config", "configs/wildactor_wan22_5b.py:tiny",
          "--workdir", str(workdir), "--config.train.steps=8", "--config.train.warmup_steps=2",
          "--config.checkpoint.every=2", "--config.train.log_every=4",
          "--config.train.eval_every=0", *overrides]
@@ -143,7 +143,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     assert ("resuming from" in r.stderr) == (workdir == killed)
   assert metrics_lib.read_loss_log(killed) == metrics_lib.read_loss_log(clean)
   assert [e["step"] for e in metrics_lib.read_loss_log(clean)] == list(range(1, 9))
-  config = load_config("demo_tiny")
+  config = load_config("wildactor_wan22_5b", "tiny")
   mesh = create_mesh(config.mesh.shape, config.mesh.axes)
   a, b = (restore_train_state(str(w), config, mesh, 8) for w in (killed, clean))
   assert int(a["step"]) == 8
@@ -153,7 +153,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
 
 def test_sigterm_saves_and_stops(tmp_path):
   workdir = tmp_path / "preempted"
-  cmd = [sys.executable, "-m", "wildactor_jax.train", "--config", "configs/demo_tiny.py",
+  cmd = [sys.executable, "-m", "wildactor_jax.train", "--config", "configs/wildactor_wan22_5b.py:tiny",
          "--workdir", str(workdir), "--config.train.steps=100000", "--config.checkpoint.every=100000",
          "--config.train.eval_every=0"]
   proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"),
@@ -210,7 +210,7 @@ def test_checkpoint_restores_on_other_meshes(poisoned_run):
 
 def test_aot_compile_tiny_for_v5e_4():
   env = {k: v for k, v in os.environ.items() if k not in ("JAX_PLATFORMS", "XLA_FLAGS")}
-  r = subprocess.run([sys.executable, "launch/aot_compile.py", "--config", "configs/demo_tiny.py",
+  r = subprocess.run([sys.executable, "launch/aot_compile.py", "--config", "configs/wildactor_wan22_5b.py:tiny",
                       "--topology", "v5e-4"], cwd=ROOT, env=env, capture_output=True, text=True,
                      timeout=300)
   assert r.returncode == 0, r.stderr[-3000:]

@@ -26,6 +26,20 @@ BACKBONES = {
 VAE_GEOMETRY = {"wan22_ti2v_5b": (4, 16, 48), "wan21_t2v_1p3b": (4, 8, 16),
                 "wan21_t2v_14b": (4, 8, 16), "tiny": (4, 16, 48)}
 
+def vae_geometry(config) -> tuple[int, int, int]:
+  """(temporal factor, spatial factor, latent channels) of the config's autoencoder: the pixel
+  autoencoder of the CPU demo (space-to-depth by config.vae.spatial_factor), else the Wan VAE
+  of the backbone family."""
+  vae = config.get("vae")
+  if vae is not None and vae.get("kind") == "pixel":
+    s = int(vae.get("spatial_factor", 4))
+    return 4, s, 3 * s * s
+  name = config.model.get("name", "")
+  if name not in VAE_GEOMETRY:
+    raise ValueError(f"config.model.name {name!r}: expected one of {sorted(VAE_GEOMETRY)}")
+  return VAE_GEOMETRY[name]
+
+
 # Mesh presets: (data, fsdp, context, tensor); -1 takes the remaining devices.
 MESHES = {
     "cpu": (1, -1, 1, 1),
@@ -63,6 +77,13 @@ def backbone_config(backbone: str, mesh: str = "cpu") -> ml_collections.ConfigDi
   config.model = model_config(backbone)
   config.mesh = mesh_config(mesh)
   return config
+
+
+def sibling_config(this_file: str, name: str, arg=None) -> ml_collections.ConfigDict:
+  """get_config(arg) of another file in this config's folder (configs/ is not a package)."""
+  import os
+  path = os.path.join(os.path.dirname(os.path.abspath(this_file)), name)
+  return load_config_file(path + (f":{arg}" if arg else ""))
 
 
 def load_config_file(spec: str) -> ml_collections.ConfigDict:

@@ -55,6 +55,18 @@ def _evaluate(config, eval_step, frozen, lora, mesh, rules) -> dict[str, float]:
   return out
 
 
+def save_config(config, workdir: str) -> None:
+  """workdir/config.json (process 0, atomically): what `generate` restores the run with."""
+  if jax.process_index() != 0:
+    return
+  from etils import epath
+  folder = epath.Path(workdir)
+  folder.mkdir(parents=True, exist_ok=True)
+  tmp = folder / f".config.json.tmp-{os.getpid()}"
+  tmp.write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+  tmp.replace(folder / "config.json")  # overwrites: a resumed run rewrites it
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Runs (or resumes) training to config.train.steps; returns the last logged metrics."""
   total_steps = _require_positive(config, "train.steps")
@@ -65,15 +77,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
   mesh = create_mesh(config.mesh.shape, config.mesh.axes)
   rules = tuple((name, axes) for name, axes in config.mesh.rules)
   distributed.log_layout(mesh)
+  save_config(config, workdir)
   data_spec.check_batch_divides_mesh(config, mesh, rules)
   cfg = ModelConfig.from_mapping(config.model)
   tx, schedule = state_lib.build_optimizer(config.train)
-  setup = state_lib.make_setup(cfg, tx, mesh, rules, seed)
+  trainable = str(config.train.get("trainable", "lora"))
+  setup = state_lib.make_setup(cfg, tx, mesh, rules, seed, trainable)
 
   # Frozen weights: the converted backbone (or random from the seed, tiny configs), every start.
   model = create_model(cfg, seed=seed, backbone_path=config.get("backbone_path") or None,
                        mesh=mesh, rules=rules)
-  _, frozen, fresh_lora = state_lib.split_model(model)
+  _, frozen, fresh_lora = state_lib.split_model(model, trainable)
   del model
   record = ckpt_lib.backbone_record(config)
   checkpointer = ckpt_lib.Checkpointer(workdir, config.checkpoint.get("keep", 3),

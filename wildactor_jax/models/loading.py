@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -118,3 +119,18 @@ def load_backbone(path: str, *, mesh=None, rules=DEFAULT_RULES, **overrides: Any
   """
   cfg = config_from_checkpoint(path, **overrides)
   return create_model(cfg, backbone_path=path, mesh=mesh, rules=rules)
+
+
+def save_backbone(model: WanTransformer, out: str, dtype: str = "float32") -> None:
+  """Writes `model`'s frozen weights as a backbone checkpoint (the converter's format: OUT/params
+  + OUT/config.json, atomically), e.g. after pre-training or fine-tuning every parameter."""
+  from wildactor_jax.convert.common import write_checkpoint
+  params = jax.tree.map(np.asarray, jax.device_get(nnx.to_pure_dict(nnx.state(model, FROZEN))))
+
+  def build(tree):
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+      tree.put(tuple(str(getattr(k, "key", k)) for k in path), leaf)
+    return dict(model.cfg.backbone_fields(), kind="wan_transformer",
+                rope_max_seq_len=model.cfg.rope_max_seq_len)
+
+  write_checkpoint(out, build, dtype)

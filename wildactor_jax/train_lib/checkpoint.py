@@ -69,6 +69,11 @@ class Checkpointer:
     restored = self.manager.restore(step, args=ocp.args.Composite(**args))
     return restored["train"], restored["meta"]
 
+  def read_meta(self, step: int) -> dict:
+    """The `meta` item alone (model config, backbone record) without touching the arrays."""
+    restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    return restored["meta"]
+
   def check(self) -> None:
     """Raises the error of any failed background save (Orbax would otherwise only log it)."""
     self.manager.check_for_errors()

@@ -30,10 +30,7 @@ FLOAT_KEYS = ("video_latents", "text_embeds", "ref_latents")
 
 def latent_grid(config) -> tuple[int, int, int, int]:
   """(T, H, W, C) of a clip's latents for config.data's frames/height/width."""
-  name = config.model.get("name", "")
-  if name not in config_lib.VAE_GEOMETRY:
-    raise ValueError(f"config.model.name {name!r}: expected one of {sorted(config_lib.VAE_GEOMETRY)}")
-  tf, sf, z = config_lib.VAE_GEOMETRY[name]
+  tf, sf, z = config_lib.vae_geometry(config)
   d = config.data
   if (d.frames - 1) % tf or d.height % sf or d.width % sf:
     raise ValueError(f"config.data frames/height/width {d.frames}/{d.height}/{d.width}: expected "

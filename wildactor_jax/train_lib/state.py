@@ -57,9 +57,20 @@ def build_optimizer(train_cfg) -> tuple[optax.GradientTransformation, optax.Sche
   return tx, schedule
 
 
-def split_model(model) -> tuple[Any, nnx.State, nnx.State]:
-  """model -> (graphdef, frozen state, LoRA state); any other variable kind is an error."""
-  graphdef, frozen, lora, rest = nnx.split(model, FROZEN, nnx.LoRAParam, ...)
+TRAINABLE = ("lora", "all")
+
+
+def split_model(model, trainable: str = "lora") -> tuple[Any, nnx.State, nnx.State]:
+  """model -> (graphdef, frozen state, trained state); any other variable kind is an error.
+
+  trainable="lora" (WildActor): train the LoRA adapters, freeze the backbone. "all": train every
+  parameter (pre-training or fine-tuning a backbone, as the CPU demo does for its toy backbone);
+  the frozen state is then empty. The train state keeps the key "lora" for what is trained."""
+  if trainable not in TRAINABLE:
+    raise ValueError(f"train.trainable {trainable!r}: expected one of {TRAINABLE}")
+  frozen_filter, train_filter = ((FROZEN, nnx.LoRAParam) if trainable == "lora"
+                                 else (nnx.Nothing(), nnx.Param))
+  graphdef, frozen, lora, rest = nnx.split(model, frozen_filter, train_filter, ...)
   if jax.tree.leaves(rest):
     raise ValueError(f"model has variables that are neither frozen Params nor LoRAParams: "
                      f"{jax.tree.map(lambda x: getattr(x, 'shape', x), rest)}")
@@ -97,7 +108,7 @@ def shard_replicated(sharding: NamedSharding, shape, data_axes: tuple[str, ...])
 
 
 def make_setup(cfg: ModelConfig, tx: optax.GradientTransformation, mesh, rules,
-               seed: int = 0) -> Setup:
+               seed: int = 0, trainable: str = "lora") -> Setup:
   """Abstract train state and shardings for `mesh`: frozen weights by their logical names (FSDP
   over the fsdp axis under the default rules), LoRA the same (or ZeRO-split when that leaves
   them replicated), optimiser moments like their parameters, scalars replicated.
@@ -105,7 +116,7 @@ def make_setup(cfg: ModelConfig, tx: optax.GradientTransformation, mesh, rules,
   LoRA weights are trained in float32 whatever model.param_dtype says: bf16 master weights
   would round away updates smaller than ~0.4% of a weight. The model casts them to the compute
   dtype when it applies them, so merging float32 LoRA into a bf16 model is exact."""
-  graphdef, frozen_abs, lora_abs = split_model(abstract_model(cfg, seed))
+  graphdef, frozen_abs, lora_abs = split_model(abstract_model(cfg, seed), trainable)
   replicated = NamedSharding(mesh, P())
   frozen_sh = state_shardings(frozen_abs, mesh, rules)
   data_axes = _spec_axes(logical_to_spec(("batch",), rules)[0])

@@ -1,0 +1,167 @@
+"""`make demo`: the whole system end to end on CPU, on the embedded synthetic actors.
+
+    python -m wildactor_jax.demo --out demo_out [--actors 16 --clips-per-actor 6 --quick]
+
+1. render synthetic actors (data/synthetic_actors.py) -> 2. build the raw ArrayRecord dataset with
+row validation and identity splits (data/build_actor18m.py) -> 3. a small random UMT5 + tokenizer
+for the prompts -> 4. encode records (pixel autoencoder, UMT5) -> 5. pre-train the toy backbone
+(configs/demo_tiny.py:backbone; the real setting freezes pretrained Wan weights instead) and export
+it as a frozen backbone -> 6. train WildActor's reference LoRA on it (configs/demo_tiny.py) ->
+7. restore the checkpoint and generate clips for held-out actors from their references, and the
+same prompts without references -> 8. score identity transfer, plot the losses, write the report.
+Every stage is a real command of this repository; outputs land in OUT (videos, contact sheets,
+loss curves, report.md, summary.json).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def sh(cmd: list[str], log: str) -> str:
+  """Runs a repository command, logging its output; a failure stops the demo with the tail."""
+  env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"),
+             PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+  t0 = time.time()
+  with open(log, "w") as fh:
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=fh, text=True)
+  out = proc.stdout
+  with open(log, "a") as fh:
+    fh.write("\n--- stdout ---\n" + out)
+  if proc.returncode != 0:
+    with open(log) as fh:
+      tail = fh.read()[-2000:]
+    raise SystemExit(f"demo: `{' '.join(cmd[:4])} ...` failed ({proc.returncode}); log {log}:\n{tail}")
+  print(f"  done in {time.time() - t0:.0f}s", flush=True)
+  return out
+
+
+def last_json(text: str) -> dict:
+  lines = [l for l in text.splitlines() if l.startswith("{")]
+  return json.loads(lines[-1]) if lines else {}
+
+
+def build_text_encoder(raw: str, out: str, d_model: int) -> tuple[str, str]:
+  """A small random UMT5 whose vocabulary covers the prompts' words."""
+  from wildactor_jax.models import tokenizer, umt5
+  words = set()
+  with open(os.path.join(raw, "manifest.jsonl")) as fh:
+    for line in fh:
+      words.update(re.findall(r"\w+", json.loads(line)["prompt"].lower()))
+  tok = tokenizer.build_demo_tokenizer(sorted(words), os.path.join(out, "tokenizer"))
+  cfg = umt5.UMT5Config(vocab_size=len(words) + 3, d_model=d_model, d_kv=16, num_heads=2,
+                        d_ff=2 * d_model, num_layers=2)
+  umt5.save_random(os.path.join(out, "umt5"), cfg, seed=0, tokenizer_path=tok)
+  return os.path.join(out, "umt5"), tok
+
+
+def export_backbone(workdir: str, out: str) -> str:
+  """The pre-trained toy backbone (a full-parameter training checkpoint) -> a frozen-backbone
+  checkpoint in the converter's format, which WildActor training loads and hashes."""
+  from wildactor_jax import generate
+  from wildactor_jax.models.loading import save_backbone
+  args = generate.parse_args(["--workdir", workdir, "--prompt", "-", "--out", "x.mp4"])
+  config = generate.load_config(args, workdir)
+  _, step = generate.checkpoint_location(args)
+  model, _ = generate.restore_model(config, os.path.abspath(workdir), step, [1, -1, 1, 1])
+  save_backbone(model, out)
+  return out
+
+
+def held_out_actors(raw: str, test_fraction: float) -> dict[str, list[dict]]:
+  sys.path.insert(0, os.path.join(ROOT, "data"))
+  from actor18m.validate import actor_hash  # the builder's own split rule
+  rows = [json.loads(l) for l in open(os.path.join(raw, "manifest.jsonl"))]
+  actors = sorted({r["actor_id"] for r in rows})
+  test = [a for a in actors if actor_hash(a) < test_fraction] or actors[:1]
+  return {a: [r for r in rows if r["actor_id"] == a] for a in test}
+
+
+def pick_references(raw: str, actor: str) -> tuple[list[str], list[str]]:
+  """Two faces and two bodies from the actor's view renders: frontal and about 60 degrees."""
+  faces = sorted(glob.glob(os.path.join(raw, "refs", actor, "face_*.png")))
+  bodies = sorted(glob.glob(os.path.join(raw, "refs", actor, "body_*.png")))
+  pick = lambda paths: [p for p in paths if "+000" in p][:1] + [p for p in paths if "+060" in p
+                                                              or "-060" in p][:1]
+  return pick(faces) or faces[:2], pick(bodies) or bodies[:2]
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(prog="python -m wildactor_jax.demo")
+  p.add_argument("--out", default="demo_out")
+  p.add_argument("--actors", type=int, default=16)
+  p.add_argument("--clips-per-actor", type=int, default=6)
+  p.add_argument("--backbone-steps", type=int, default=None)
+  p.add_argument("--lora-steps", type=int, default=None)
+  p.add_argument("--quick", action="store_true", help="a few steps of each stage (smoke test)")
+  args = p.parse_args(argv)
+  py = sys.executable
+  out = os.path.abspath(args.out)
+  work = os.path.join(out, "work")
+  logs = os.path.join(out, "logs")
+  os.makedirs(logs, exist_ok=True)
+  raw, tfds_dir, enc = (os.path.join(work, d) for d in ("raw", "tfds", "encoded"))
+  t_start = time.time()
+  starts: list[tuple[str, float]] = []
+
+  def stage(name):
+    print(f"[demo] {name}", flush=True)
+    starts.append((name, time.time()))
+
+  stage("1/8 rendering synthetic actors")
+  if not os.path.exists(os.path.join(raw, "manifest.jsonl")):
+    sh([py, "data/synthetic_actors.py", "--out", raw, "--actors", str(args.actors),
+        "--clips-per-actor", str(args.clips_per_actor), "--seed", "0", "--size", "64",
+        "--frames", "9"], os.path.join(logs, "1_render.log"))
+  stage("2/8 building the raw dataset (validated rows, identity splits)")
+  build = last_json(sh([py, "data/build_actor18m.py", "--manifest",
+                        os.path.join(raw, "manifest.jsonl"), "--out", tfds_dir,
+                        "--test-fraction", "0.2"], os.path.join(logs, "2_build.log")))
+  stage("3/8 a small random UMT5 for the prompts")
+  from wildactor_jax.config_lib import load_config_file
+  demo_cfg = load_config_file(os.path.join(ROOT, "configs", "demo_tiny.py"))
+  te_path, tok = build_text_encoder(raw, os.path.join(work, "text"), int(demo_cfg.model.text_dim))
+  common = [f"--config.text_encoder.path={te_path}", f"--config.text_encoder.tokenizer_path={tok}",
+            f"--config.data.records={enc}"]
+  stage("4/8 encoding records")
+  sh([py, "-m", "wildactor_jax.encode", "--config", "configs/demo_tiny.py", "--records", tfds_dir,
+      "--out", enc, "--dtype", "float32", *common], os.path.join(logs, "4_encode.log"))
+  quick = ["--config.train.steps=6", "--config.train.warmup_steps=2",
+           "--config.checkpoint.every=3", "--config.train.eval_every=3",
+           "--config.train.log_every=3"] if args.quick else []
+  bb_steps = [f"--config.train.steps={args.backbone_steps}"] if args.backbone_steps else []
+  lora_steps = [f"--config.train.steps={args.lora_steps}"] if args.lora_steps else []
+  stage("5/8 pre-training the toy backbone (every parameter)")
+  bb_work = os.path.join(work, "backbone_run")
+  sh([py, "-m", "wildactor_jax.train", "--config", "configs/demo_tiny.py:backbone", "--workdir",
+      bb_work, *common, *quick, *bb_steps], os.path.join(logs, "5_backbone.log"))
+  backbone = export_backbone(bb_work, os.path.join(work, "backbone"))
+  stage("6/8 training WildActor's reference LoRA on the frozen backbone")
+  wa_work = os.path.join(work, "wildactor_run")
+  sh([py, "-m", "wildactor_jax.train", "--config", "configs/demo_tiny.py", "--workdir", wa_work,
+      *common, f"--config.backbone_path={backbone}", *quick, *lora_steps],
+     os.path.join(logs, "6_wildactor.log"))
+  stage("7/8 generating held-out actors, with and without references")
+  from wildactor_jax import demo_report
+  results = demo_report.generate_and_score(raw, wa_work, out, held_out_actors(raw, 0.2),
+                                           pick_references, quick=args.quick)
+  stage("8/8 report")
+  ends = [t for _, t in starts[1:]] + [time.time()]
+  stage_s = {name: round(end - t, 1) for (name, t), end in zip(starts, ends)}
+  summary = demo_report.write_report(out, bb_work, wa_work, build, results, stage_s,
+                                     total_s=time.time() - t_start, quick=args.quick)
+  print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+  main()
