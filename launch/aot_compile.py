@@ -17,7 +17,9 @@ work. XLA counts a loop body once whatever its trip count, so the layer scan is 
 difference comes from compiles that also differentiate the input latents: the first layer's
 inputs do not depend on LoRA, so a lone layer would otherwise skip most of the backward that the
 other L - 1 layers do. These cost compiles also run XLA attention as one dense call instead of a
-loop over query chunks (same FLOPs and logits traffic, no inner loop to mis-count).
+loop over query chunks (same FLOPs and logits traffic, no inner loop to mis-count). With full
+remat a one-layer compile lets XLA merge the recomputed forward with the first one, so the
+recomputation is added back from 0- and 1-layer compiles of the forward alone.
 predicted_mfu = model FLOPs (analytic, train_lib/flops.py) / (step_time x peak): an upper bound,
 with no collective, host or idle time. `analytic_hardware_flops_per_step` (model FLOPs plus the
 forward that full remat recomputes) cross-checks XLA's count.
@@ -34,13 +36,15 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from flax import nnx  # noqa: E402
 from absl import app, flags  # noqa: E402
 from jax.experimental import mesh_utils, topologies  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from wildactor_jax.models import attention as attention_lib  # noqa: E402
 from wildactor_jax.models.config import ModelConfig  # noqa: E402
-from wildactor_jax.sharding import create_mesh  # noqa: E402
+from wildactor_jax.sharding import activation_sharding, create_mesh  # noqa: E402
 from wildactor_jax.train_lib import data_spec, flops as flops_lib  # noqa: E402
 from wildactor_jax.train_lib import state as state_lib, step as step_lib  # noqa: E402
 
@@ -85,19 +89,41 @@ def make_mesh(config, devices, num_slices: int):
   return jax.sharding.Mesh(grid, axes)
 
 
-def compile_step(config, mesh, differentiate_inputs: bool = False):
-  """Lowers and compiles the train step on `mesh` from abstract inputs; returns the Compiled."""
+def _parts(config, mesh):
   rules = tuple((name, axes) for name, axes in config.mesh.rules)
   data_spec.check_batch_divides_mesh(config, mesh, rules)
   cfg = ModelConfig.from_mapping(config.model)
   tx, schedule = state_lib.build_optimizer(config.train)
   setup = state_lib.make_setup(cfg, tx, mesh, rules, int(config.train.seed))
-  batch = data_spec.abstract_batch(config, mesh, rules)
+  return rules, tx, schedule, setup, data_spec.abstract_batch(config, mesh, rules)
+
+
+def compile_step(config, mesh, differentiate_inputs: bool = False):
+  """Lowers and compiles the train step on `mesh` from abstract inputs; returns the Compiled."""
+  rules, tx, schedule, setup, batch = _parts(config, mesh)
   step = step_lib.jit_train_step(
       step_lib.make_train_step(setup, tx, schedule, float(config.flow.shift), mesh, rules,
                                differentiate_inputs=differentiate_inputs),
       setup, batch, mesh, rules)
   return step.lower(setup.abstract_frozen, setup.abstract_train, batch).compile()
+
+
+def compile_forward(config, mesh):
+  """The loss alone, no gradient, on the same shardings: the forward that full remat runs a
+  second time in the backward pass (a one-layer train step lets XLA merge it with the first)."""
+  rules, _, _, setup, batch = _parts(config, mesh)
+
+  def forward(frozen, lora, batch):
+    with activation_sharding(mesh, rules):
+      model = nnx.merge(setup.graphdef, frozen, lora)
+      x0 = batch["video_latents"]
+      noise = jax.random.normal(jax.random.key(0), x0.shape, jnp.float32)
+      return step_lib.flow_loss(model, batch, jnp.full((x0.shape[0],), 0.5), noise)
+
+  in_shardings = (setup.frozen_shardings, setup.train_shardings["lora"],
+                  step_lib.batch_shardings(batch, mesh, rules))
+  return jax.jit(forward, in_shardings=in_shardings).lower(
+      setup.abstract_frozen, setup.abstract_train["lora"], batch).compile()
 
 
 def _cost(compiled) -> dict:
@@ -150,7 +176,11 @@ def plan(config, topology: str, num_slices: int) -> dict:
     outside = _cost(compile_step(_with_layers(config, 0), mesh))
     probe0, probe1 = (_cost(compile_step(_with_layers(config, n), mesh, differentiate_inputs=True))
                       for n in (0, 1))
-  xla = {k: outside[k] + layers * (probe1[k] - probe0[k]) for k in outside}
+    remat_cost = {"flops": 0.0, "bytes": 0.0}
+    if config.model.remat == "full":
+      fwd0, fwd1 = (_cost(compile_forward(_with_layers(config, n), mesh)) for n in (0, 1))
+      remat_cost = {k: layers * (fwd1[k] - fwd0[k]) for k in fwd0}
+  xla = {k: outside[k] + layers * (probe1[k] - probe0[k]) + remat_cost[k] for k in outside}
 
   n = len(devices)
   model_flops = flops_lib.step_flops_for_config(config)
@@ -171,6 +201,7 @@ def plan(config, topology: str, num_slices: int) -> dict:
       "flops_per_step": model_flops["train"],
       "analytic_hardware_flops_per_step": model_flops["train"] + recompute,
       "xla_flops_per_device": xla["flops"], "xla_bytes_per_device": xla["bytes"],
+      "xla_remat_flops_per_device": remat_cost["flops"],
       "compute_s": compute_s, "memory_s": memory_s, "step_time_s": step_s,
       "predicted_mfu": model_flops["train"] / n / (peak * 1e12) / step_s,
       "compile_s": compile_s,
