@@ -116,7 +116,11 @@ def restore_model(config, workdir: str, step: int, mesh_shape):
   from wildactor_jax.models.loading import create_model
   from wildactor_jax.sharding import create_mesh
   from wildactor_jax.train_lib import checkpoint as ckpt_lib, state as state_lib
-  mesh = create_mesh(mesh_shape, config.mesh.axes)
+  import math
+  import jax
+  # An explicit shape (no -1) may use fewer devices than exist: the first ones.
+  devices = None if -1 in mesh_shape else jax.devices()[:math.prod(mesh_shape)]
+  mesh = create_mesh(mesh_shape, config.mesh.axes, devices=devices)
   rules = tuple((name, axes) for name, axes in config.mesh.rules)
   checkpointer = ckpt_lib.Checkpointer(workdir, keep=1000, async_save=False)
   try:

@@ -59,6 +59,16 @@ def encode_references(vae, images: Sequence[np.ndarray], types: Sequence[int]) -
   return References(latents[None], jnp.asarray([list(types)], jnp.int32), jnp.ones((1, r), bool))
 
 
+def _placer(model: WanTransformer):
+  """device_put onto the model's devices, replicated (inputs must live where the weights do)."""
+  leaf = jax.tree.leaves(nnx.state(model))[0]
+  sharding = getattr(leaf, "sharding", None)
+  if not isinstance(sharding, jax.sharding.NamedSharding):
+    return lambda tree: tree
+  replicated = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+  return lambda tree: jax.device_put(tree, replicated)
+
+
 def _double(tree):
   """Duplicates a batch-1 pytree for the cond/uncond CFG batch (axis 1 for per-layer K/V)."""
   return jax.tree.map(lambda a: jnp.concatenate([a, a], axis=1 if a.ndim == 5 else 0), tree)
@@ -94,11 +104,12 @@ def generate(model: WanTransformer, vae, text_encoder, prompt: str, images: Sequ
              on_step: Callable[[int, float], None] | None = None) -> tuple[np.ndarray, dict]:
   """-> (video (T, H, W, 3) float32 in [-1, 1], timings). Same seed, same output."""
   grid = check_geometry(s, vae, model.cfg.patch_size)
+  place = _placer(model)
   timings = {}
   t0 = time.perf_counter()
   embeds, _ = text_encoder.encode([prompt, ""])
-  text = jnp.asarray(embeds, model.cfg.jnp_dtype)
-  refs = encode_references(vae, images, types)
+  text = place(jnp.asarray(embeds, model.cfg.jnp_dtype))
+  refs = place(encode_references(vae, images, types))
   cache = None
   if refs is not None:
     tokens = (grid[0], grid[1] // model.cfg.patch_size[1], grid[2] // model.cfg.patch_size[2])
@@ -106,7 +117,7 @@ def generate(model: WanTransformer, vae, text_encoder, prompt: str, images: Sequ
     cache = nnx.jit(lambda m, r: m.encode_references(r, tokens))(model, refs)
     jax.block_until_ready(cache)
   timings["encode_s"] = time.perf_counter() - t0
-  noise = jax.random.normal(jax.random.key(s.seed), (1,) + grid + (model.cfg.in_channels,))
+  noise = place(jax.random.normal(jax.random.key(s.seed), (1,) + grid + (model.cfg.in_channels,)))
   step_times = []
 
   def record(i, dt):
@@ -120,6 +131,6 @@ def generate(model: WanTransformer, vae, text_encoder, prompt: str, images: Sequ
   # The first step includes compilation; report the steady per-step time separately.
   timings["denoise_step_s"] = float(np.median(step_times[1:] if len(step_times) > 1 else step_times))
   t0 = time.perf_counter()
-  video = np.asarray(vae.decode(latents), np.float32)[0]
+  video = np.asarray(vae.decode(np.asarray(latents)), np.float32)[0]
   timings["decode_s"] = time.perf_counter() - t0
   return np.clip(video, -1.0, 1.0), timings
