@@ -22,6 +22,7 @@ INSTALL_REQUIRES = [
     "tqdm",
     # clu.metric_writers imports TensorFlow; the input pipeline never does.
     "tensorflow-cpu==2.21.0",
+    "tensorboard==2.21.0",  # clu's summary writer needs it; tensorflow-cpu no longer pulls it
 ]
 
 EXTRAS = {
