@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import wan_oracle
+from wildactor_jax.testing import wan_oracle
 from wildactor_jax import models
 from wildactor_jax.convert.__main__ import main as convert_main
 

@@ -59,7 +59,7 @@ def encode_references(vae, images: Sequence[np.ndarray], types: Sequence[int]) -
   return References(latents[None], jnp.asarray([list(types)], jnp.int32), jnp.ones((1, r), bool))
 
 
-def _placer(model: WanTransformer):
+def placer(model: WanTransformer):
   """device_put onto the model's devices, replicated (inputs must live where the weights do)."""
   leaf = jax.tree.leaves(nnx.state(model))[0]
   sharding = getattr(leaf, "sharding", None)
@@ -69,17 +69,14 @@ def _placer(model: WanTransformer):
   return lambda tree: jax.device_put(tree, replicated)
 
 
-def _double(tree):
+def double_batch(tree):
   """Duplicates a batch-1 pytree for the cond/uncond CFG batch (axis 1 for per-layer K/V)."""
   return jax.tree.map(lambda a: jnp.concatenate([a, a], axis=1 if a.ndim == 5 else 0), tree)
 
 
-def denoise(model: WanTransformer, text: jax.Array, cache, noise: jax.Array,
-            s: GenerationSettings, on_step: Callable[[int, float], None] | None = None):
-  """Runs the sampler; text (2, S, D) = [cond; uncond]. Returns clean latents (1, T, H, W, C)."""
-  co = sampling.coefficients(s.solver, s.steps, s.shift)
-  table = sampling.coefficient_table(co)
-  cache2 = None if cache is None else _double(cache)
+def make_denoise_step(cfg_scale: float):
+  """step(model, solver_state, coefficient_row, text (2,S,D), cache2) -> solver_state: one CFG
+  pass (cond and uncond batched) and one solver update, jitted."""
 
   @nnx.jit
   def step(model, state, row, text, cache2):
@@ -87,8 +84,17 @@ def denoise(model: WanTransformer, text: jax.Array, cache, noise: jax.Array,
     t2 = jnp.full((2,), row.timestep)
     v = model(x2, t2, text, reference_cache=cache2).astype(jnp.float32)
     v_cond, v_uncond = jnp.split(v, 2, axis=0)
-    return sampling.solver_step(state, row, v_uncond + s.cfg * (v_cond - v_uncond))
+    return sampling.solver_step(state, row, v_uncond + cfg_scale * (v_cond - v_uncond))
 
+  return step
+
+
+def denoise(model: WanTransformer, text: jax.Array, cache, noise: jax.Array,
+            s: GenerationSettings, on_step: Callable[[int, float], None] | None = None):
+  """Runs the sampler; text (2, S, D) = [cond; uncond]. Returns clean latents (1, T, H, W, C)."""
+  table = sampling.coefficient_table(sampling.coefficients(s.solver, s.steps, s.shift))
+  cache2 = None if cache is None else double_batch(cache)
+  step = make_denoise_step(s.cfg)
   state = sampling.initial_state(noise)
   for i in range(s.steps):
     t0 = time.perf_counter()
@@ -104,7 +110,7 @@ def generate(model: WanTransformer, vae, text_encoder, prompt: str, images: Sequ
              on_step: Callable[[int, float], None] | None = None) -> tuple[np.ndarray, dict]:
   """-> (video (T, H, W, 3) float32 in [-1, 1], timings). Same seed, same output."""
   grid = check_geometry(s, vae, model.cfg.patch_size)
-  place = _placer(model)
+  place = placer(model)
   timings = {}
   t0 = time.perf_counter()
   embeds, _ = text_encoder.encode([prompt, ""])

@@ -1,4 +1,6 @@
-"""Builds tiny random diffusers Wan transformers and writes them in both key layouts."""
+"""Tiny random diffusers Wan transformers in both key layouts: the numerical oracle for tests and
+for `bench --vs diffusers`. Needs the test extra (torch, diffusers); never imported at run time
+by the library itself."""
 from __future__ import annotations
 
 import json
