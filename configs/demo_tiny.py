@@ -7,7 +7,7 @@ arg "backbone": the toy backbone's own pre-training (every parameter trained, te
   freezes: a random frozen backbone cannot denoise, so LoRA on top of it would learn nothing.
 
 Both read encoded synthetic-actor records (config.data.records) made with the parameter-free
-pixel autoencoder (64x64, 9 frames -> 3 x 16 x 16 x 48 latents) and a small random UMT5
+pixel autoencoder (32x32, 9 frames -> 3 x 16 x 16 x 12 latents) and a small random UMT5
 (config.text_encoder.*); `python -m wildactor_jax.demo` fills these paths in.
 
     python -m wildactor_jax.train --config configs/demo_tiny.py --workdir W \
@@ -23,16 +23,19 @@ def get_config(arg=None):
   if stage not in ("wildactor", "backbone"):
     raise ValueError(f"configs/demo_tiny.py:{arg}: expected no argument or 'backbone'")
   config = config_lib.sibling_config(__file__, "wildactor_wan22_5b.py", "tiny")
+  # Tokens carry 2 x 2 x 12 = 48 latent values in 128 dims: a token narrower than its patch
+  # (e.g. 48 channels at 64 px) cannot carry the noise through and never learns to denoise.
   config.model.update(dim=128, ffn_dim=384, num_heads=2, num_layers=4, text_dim=32,
-                      lora_rank=16)
-  config.vae = ml_collections.ConfigDict(dict(kind="pixel", spatial_factor=4, path=""))
+                      lora_rank=16, in_channels=12, out_channels=12)
+  config.vae = ml_collections.ConfigDict(dict(kind="pixel", spatial_factor=2, path=""))
   config.text_encoder.update(path="", tokenizer_path="", max_length=48)
-  config.data.update(source="records", records="", height=64, width=64, frames=9,
+  config.data.update(source="records", records="", height=32, width=32, frames=9,
                      global_batch_size=8, r_max=4, max_faces=2, max_bodies=2, text_len=48)
   config.train.update(steps=400, warmup_steps=30, learning_rate=1e-3, log_every=25,
                       eval_every=200, eval_batches=2, profile_steps=0, trainable="lora")
   config.checkpoint.update(every=200, keep=2)
-  config.sample.update(steps=25, cfg=3.0, shift=3.0, solver="unipc", require_references=True)
+  # cfg 1: the demo trains without prompt dropout, so an unconditional branch means nothing.
+  config.sample.update(steps=25, cfg=1.0, shift=3.0, solver="unipc", require_references=True)
   if stage == "backbone":
     config.model.update(lora=False, lora_rank=0)
     config.data.task_probs = dict(t2v=0.5, i2v=0.5, vc=0.0)

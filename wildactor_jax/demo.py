@@ -121,7 +121,7 @@ def main(argv=None):
   stage("1/8 rendering synthetic actors")
   if not os.path.exists(os.path.join(raw, "manifest.jsonl")):
     sh([py, "data/synthetic_actors.py", "--out", raw, "--actors", str(args.actors),
-        "--clips-per-actor", str(args.clips_per_actor), "--seed", "0", "--size", "64",
+        "--clips-per-actor", str(args.clips_per_actor), "--seed", "0", "--size", "32",
         "--frames", "9"], os.path.join(logs, "1_render.log"))
   stage("2/8 building the raw dataset (validated rows, identity splits)")
   build = last_json(sh([py, "data/build_actor18m.py", "--manifest",
