@@ -25,10 +25,17 @@ def needs_distributed() -> bool:
 
 
 def maybe_initialize() -> None:
-  """jax.distributed.initialize() when the environment describes a multi-process job (it then
-  auto-detects coordinator, process count and id on TPU, SLURM and Open MPI)."""
-  if needs_distributed():
-    jax.distributed.initialize()
+  """jax.distributed.initialize() when the environment describes a multi-process job. It
+  auto-detects coordinator, process count and id on TPU, SLURM and Open MPI; a plain list of
+  hosts (launch/gpu_multinode.sh --hosts) passes them as JAX_NUM_PROCESSES / JAX_PROCESS_ID,
+  which jax itself does not read."""
+  if not needs_distributed():
+    return
+  kwargs = {}
+  if os.environ.get("JAX_NUM_PROCESSES") and os.environ.get("JAX_PROCESS_ID"):
+    kwargs = {"num_processes": int(os.environ["JAX_NUM_PROCESSES"]),
+              "process_id": int(os.environ["JAX_PROCESS_ID"])}
+  jax.distributed.initialize(**kwargs)
 
 
 def log_layout(mesh) -> dict:
