@@ -1,5 +1,4 @@
 """Every attention implementation computes the same thing: softmax over the first kv_length keys."""
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

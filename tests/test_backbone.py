@@ -1,8 +1,6 @@
 """The Wan backbone against diffusers: conversion (both layouts), numerics, sharding, errors."""
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp

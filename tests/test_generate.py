@@ -3,7 +3,6 @@ and one clear error (exit 2, no output) per bad input."""
 import json
 import os
 
-import jax
 import numpy as np
 import pytest
 from PIL import Image

@@ -118,6 +118,19 @@ def test_5b_state_is_sharded_under_the_v5p_preset():
   assert all(leaf.dtype == np.float32 for leaf in lora)  # float32 master weights
 
 
+@pytest.mark.parametrize("spec", ["wildactor_wan22_5b.py", "wildactor_wan22_5b.py:tiny",
+                                  "ablation_no_aipa.py", "ablation_no_irope.py",
+                                  "ablation_uniform_sampling.py", "demo_tiny.py",
+                                  "demo_tiny.py:backbone", "bench_train_5b_random.py"])
+def test_training_configs_are_complete(spec):
+  name, _, arg = spec.partition(":")
+  config = load_config(name[:-3], arg or None)
+  assert config.train.steps > 0 and config.checkpoint.every > 0
+  assert config.train.warmup_steps < config.train.steps
+  ModelConfig.from_mapping(config.model)
+  data_spec.example_shapes(config)
+
+
 def _run_cli(workdir, *overrides, cache=None):
   cmd = [sys.executable, "-m", "wildactor_jax.train", "--config", "configs/wildactor_wan22_5b.py:tiny",
          "--workdir", str(workdir), "--config.train.steps=8", "--config.train.warmup_steps=2",
