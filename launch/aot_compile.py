@@ -9,20 +9,23 @@ it fits the chip's HBM, the analytic model FLOPs of a step, a roofline step time
 implies, and the compile time. Nothing is allocated: inputs are sharded ShapeDtypeStructs.
 
 Topology names follow Cloud TPU: v5p-N and v4-N count TensorCores (2 per chip, one jax device
-per chip), v5e-N / v6e-N count chips. Roofline (per device, communication not modelled):
-    step_time = max(XLA FLOPs / peak, XLA HBM bytes accessed / HBM bandwidth)
-from XLA's cost analysis of the compiled step, which includes remat recomputation and elementwise
-work. XLA counts a loop body once whatever its trip count, so the layer scan is extrapolated from
-0- and 1-layer compiles of the same step, cost(L) = cost(0) + L (cost(1) - cost(0)). The layer
-difference comes from compiles that also differentiate the input latents: the first layer's
-inputs do not depend on LoRA, so a lone layer would otherwise skip most of the backward that the
-other L - 1 layers do. These cost compiles also run XLA attention as one dense call instead of a
-loop over query chunks (same FLOPs and logits traffic, no inner loop to mis-count). With full
-remat a one-layer compile lets XLA merge the recomputed forward with the first one, so the
-recomputation is added back from 0- and 1-layer compiles of the forward alone.
+per chip), v5e-N / v6e-N count chips. Roofline per device (collectives not modelled; for FSDP of
+a 5B model the weight all-gathers are a few hundredths of a step):
+    step_time = max(FLOPs / peak, HBM bytes accessed / HBM bandwidth)
+FLOPs and bytes come from XLA's cost analysis of the compiled step (elementwise work included).
+XLA counts a loop body once whatever its trip count, so:
+  * the layer scan is extrapolated from 0- and 1-layer compiles: cost(L) = cost(0) + L x layer.
+    The layer comes from compiles that also differentiate the input latents: the first layer's
+    inputs do not depend on LoRA, so a lone layer would otherwise skip most of the backward the
+    other L - 1 layers do;
+  * these cost compiles run XLA attention as one dense call instead of a loop over query chunks
+    (same FLOPs and logits traffic, no inner loop to mis-count);
+  * full remat: in a one-layer compile XLA merges the recomputed forward with the first one, so
+    the recomputation is added back: its FLOPs analytically (the model's forward), its bytes from
+    0- and 1-layer compiles of the forward alone (a lower bound: that compile drops the last
+    layer's reference tail, which nothing reads).
 predicted_mfu = model FLOPs (analytic, train_lib/flops.py) / (step_time x peak): an upper bound,
-with no collective, host or idle time. `analytic_hardware_flops_per_step` (model FLOPs plus the
-forward that full remat recomputes) cross-checks XLA's count.
+with no collective, host or idle time.
 """
 from __future__ import annotations
 
@@ -34,6 +37,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Compile-only devices touch no chip: let several planners (or test runs) load libtpu at once.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -180,13 +185,15 @@ def plan(config, topology: str, num_slices: int) -> dict:
     if config.model.remat == "full":
       fwd0, fwd1 = (_cost(compile_forward(_with_layers(config, n), mesh)) for n in (0, 1))
       remat_cost = {k: layers * (fwd1[k] - fwd0[k]) for k in fwd0}
-  xla = {k: outside[k] + layers * (probe1[k] - probe0[k]) + remat_cost[k] for k in outside}
+  xla = {k: outside[k] + layers * (probe1[k] - probe0[k]) for k in outside}
 
   n = len(devices)
   model_flops = flops_lib.step_flops_for_config(config)
   recompute = model_flops["forward"] if config.model.remat == "full" else 0.0
-  compute_s = xla["flops"] / (peak * 1e12)
-  memory_s = xla["bytes"] / (hbm_tbps * 1e12)
+  flops_per_device = xla["flops"] + recompute / n
+  bytes_per_device = xla["bytes"] + remat_cost["bytes"]
+  compute_s = flops_per_device / (peak * 1e12)
+  memory_s = bytes_per_device / (hbm_tbps * 1e12)
   step_s = max(compute_s, memory_s)
   return {
       "topology": topology, "topology_name": name, "num_slices": num_slices, "devices": n,
@@ -199,9 +206,9 @@ def plan(config, topology: str, num_slices: int) -> dict:
       "peak_bytes": int(peak_bytes), "hbm_bytes": int(hbm_gib * 2**30),
       "fits": bool(peak_bytes <= hbm_gib * 2**30),
       "flops_per_step": model_flops["train"],
-      "analytic_hardware_flops_per_step": model_flops["train"] + recompute,
-      "xla_flops_per_device": xla["flops"], "xla_bytes_per_device": xla["bytes"],
-      "xla_remat_flops_per_device": remat_cost["flops"],
+      "model_flops_per_device": model_flops["train"] / n,
+      "xla_flops_per_device": xla["flops"], "remat_flops_per_device": recompute / n,
+      "xla_bytes_per_device": xla["bytes"], "xla_remat_bytes_per_device": remat_cost["bytes"],
       "compute_s": compute_s, "memory_s": memory_s, "step_time_s": step_s,
       "predicted_mfu": model_flops["train"] / n / (peak * 1e12) / step_s,
       "compile_s": compile_s,
