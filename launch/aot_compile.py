@@ -24,7 +24,7 @@ XLA counts a loop body once whatever its trip count, so:
     the recomputation is added back: its FLOPs analytically (the model's forward), its bytes from
     0- and 1-layer compiles of the forward alone (a lower bound: that compile drops the last
     layer's reference tail, which nothing reads).
-predicted_mfu = model FLOPs (analytic, train_lib/flops.py) / (step_time x peak): an upper bound,
+predicted_mfu = model FLOPs (analytic, wildactor_jax/flops.py) / (step_time x peak): an upper bound,
 with no collective, host or idle time.
 """
 from __future__ import annotations
@@ -50,7 +50,8 @@ from ml_collections import config_flags  # noqa: E402
 from wildactor_jax.models import attention as attention_lib  # noqa: E402
 from wildactor_jax.models.config import ModelConfig  # noqa: E402
 from wildactor_jax.sharding import activation_sharding, create_mesh  # noqa: E402
-from wildactor_jax.train_lib import data_spec, flops as flops_lib  # noqa: E402
+from wildactor_jax import flops as flops_lib  # noqa: E402
+from wildactor_jax.train_lib import data_spec  # noqa: E402
 from wildactor_jax.train_lib import state as state_lib, step as step_lib  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
@@ -164,7 +165,7 @@ def plan(config, topology: str, num_slices: int) -> dict:
   kind = devices[0].device_kind
   spec = flops_lib.chip_spec(kind)
   if spec is None:
-    raise ValueError(f"device kind {kind!r}: no peak/HBM figures in train_lib/flops.CHIPS")
+    raise ValueError(f"device kind {kind!r}: no peak/HBM figures in wildactor_jax/flops.CHIPS")
   peak, hbm_gib, hbm_tbps = spec
 
   start = time.perf_counter()
@@ -189,7 +190,7 @@ def plan(config, topology: str, num_slices: int) -> dict:
 
   n = len(devices)
   model_flops = flops_lib.step_flops_for_config(config)
-  recompute = model_flops["forward"] if config.model.remat == "full" else 0.0
+  recompute = model_flops.forward if config.model.remat == "full" else 0.0
   flops_per_device = xla["flops"] + recompute / n
   bytes_per_device = xla["bytes"] + remat_cost["bytes"]
   compute_s = flops_per_device / (peak * 1e12)
@@ -205,12 +206,12 @@ def plan(config, topology: str, num_slices: int) -> dict:
       "alias_bytes": int(mem.alias_size_in_bytes), "temp_bytes": int(mem.temp_size_in_bytes),
       "peak_bytes": int(peak_bytes), "hbm_bytes": int(hbm_gib * 2**30),
       "fits": bool(peak_bytes <= hbm_gib * 2**30),
-      "flops_per_step": model_flops["train"],
-      "model_flops_per_device": model_flops["train"] / n,
+      "flops_per_step": model_flops.train,
+      "model_flops_per_device": model_flops.train / n,
       "xla_flops_per_device": xla["flops"], "remat_flops_per_device": recompute / n,
       "xla_bytes_per_device": xla["bytes"], "xla_remat_bytes_per_device": remat_cost["bytes"],
       "compute_s": compute_s, "memory_s": memory_s, "step_time_s": step_s,
-      "predicted_mfu": model_flops["train"] / n / (peak * 1e12) / step_s,
+      "predicted_mfu": model_flops.train / n / (peak * 1e12) / step_s,
       "compile_s": compile_s,
   }
 

@@ -56,3 +56,17 @@ def test_cached_references_cost_only_the_longer_key_set():
   none = flops.forward_flops(cfg, 9360, 0)
   assert none.forward < cached.forward < live.forward
   assert cached.matmul_backprop == none.matmul_backprop and cached.lora == 0
+
+
+def test_lora_step_is_between_two_and_three_forwards_for_5b():
+  f = flops.forward_flops(ModelConfig(lora_rank=128), 9360, 2340, 512)  # Wan2.2-5B, paper clip
+  # frozen matmuls x2, attention x2-3: far below a full 6N-style step with weight gradients.
+  assert 2.0 < f.train / f.forward < 3.0
+  block_params = 30 * (4 * 3072**2 + 2 * 3072 * 14336)
+  assert 2 * block_params * 11700 < f.forward < 3 * 2 * block_params * 11700
+
+
+def test_chip_table():
+  assert flops.chip_spec("TPU v5 lite")[0] == 197.0 and flops.chip_spec("TPU v5")[0] == 459.0
+  assert flops.chip_spec("TPU v6 lite")[0] == 918.0
+  assert flops.chip_spec("TPU v5p")[1] == 95

@@ -98,7 +98,7 @@ def test_one_step_is_finite_and_updates_only_lora():
 
 
 def test_5b_state_is_sharded_under_the_v5p_preset():
-  """Abstract only: the preset's (1, 64, 1, 1) mesh as an AbstractMesh, no devices needed."""
+  """Abstract only: the preset's (1, 32, 1, 1) mesh as an AbstractMesh, no devices needed."""
   config = load_config("wildactor_wan22_5b", "v5p-64")
   mesh = AbstractMesh(tuple(config.mesh.shape), tuple(config.mesh.axes))
   tx, _ = state_lib.build_optimizer(config.train)

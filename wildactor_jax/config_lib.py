@@ -43,7 +43,7 @@ def vae_geometry(config) -> tuple[int, int, int]:
 # Mesh presets: (data, fsdp, context, tensor); -1 takes the remaining devices.
 MESHES = {
     "cpu": (1, -1, 1, 1),
-    "v5p-64": (1, 64, 1, 1),     # 64 chips: pure FSDP, 95 GiB HBM each
+    "v5p-64": (1, 32, 1, 1),     # v5p-N counts TensorCores: 32 chips (jax devices), 95 GiB each
     "v6e-64": (1, 32, 2, 1),     # 32 GiB chips: FSDP x context parallel for the long sequence
     "v5e-4": (1, 4, 1, 1),
     "8xh100": (1, 8, 1, 1),

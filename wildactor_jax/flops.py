@@ -15,26 +15,26 @@ import math
 
 from wildactor_jax.models.config import ModelConfig
 
-# bf16 dense peak TFLOP/s per device (REFERENCE.md section 4). TPU7x: 2 devices per chip.
-PEAK_TFLOPS = {
-    "TPU v4": 275.0, "TPU v5 lite": 197.0, "TPU v5e": 197.0, "TPU v5p": 459.0, "TPU v5": 459.0,
-    "TPU v6 lite": 918.0, "TPU v6e": 918.0, "TPU7x": 2307.0 / 2,
-    "NVIDIA H100": 989.0, "NVIDIA H200": 989.0, "NVIDIA B200": 2250.0,
+# Per jax device: bf16 dense peak TFLOP/s, HBM GiB, HBM TB/s (REFERENCE.md section 4), keyed by
+# `device.device_kind` prefix. A v5p chip is one jax device (megacore); a TPU7x chip is two.
+CHIPS = {
+    "TPU v4": (275.0, 32, 1.2), "TPU v5 lite": (197.0, 16, 0.82), "TPU v5e": (197.0, 16, 0.82),
+    "TPU v5": (459.0, 95, 2.77), "TPU v5p": (459.0, 95, 2.77), "TPU v6 lite": (918.0, 32, 1.64),
+    "TPU v6e": (918.0, 32, 1.64), "TPU7x": (2307.0 / 2, 96, 7.38 / 2),
+    "NVIDIA H100": (989.0, 80 * 1e9 / 2**30, 3.35), "NVIDIA H200": (989.0, 141 * 1e9 / 2**30, 4.8),
+    "NVIDIA B200": (2250.0, 180 * 1e9 / 2**30, 8.0),
 }
-HBM_GIB = {"TPU v4": 32, "TPU v5 lite": 16, "TPU v5e": 16, "TPU v5p": 95, "TPU v5": 95,
-           "TPU v6 lite": 32, "TPU v6e": 32, "TPU7x": 96}
-HBM_TBPS = {"TPU v4": 1.2, "TPU v5 lite": 0.82, "TPU v5e": 0.82, "TPU v5p": 2.77, "TPU v5": 2.77,
-            "TPU v6 lite": 1.64, "TPU v6e": 1.64, "TPU7x": 7.38 / 2, "NVIDIA H100": 3.35,
-            "NVIDIA H200": 4.8, "NVIDIA B200": 8.0}
+
+
+def chip_spec(device_kind: str) -> tuple[float, float, float] | None:
+  """(peak TFLOP/s, HBM GiB, HBM TB/s) for a jax `device_kind` (longest prefix); None if unknown."""
+  names = [n for n in CHIPS if device_kind.startswith(n)]
+  return CHIPS[max(names, key=len)] if names else None
 
 
 def device_peak_tflops(device_kind: str) -> float | None:
-  """The bf16 peak for a jax `device.device_kind`, longest matching prefix; None if unknown."""
-  best = None
-  for name in PEAK_TFLOPS:
-    if device_kind.startswith(name) and (best is None or len(name) > len(best)):
-      best = name
-  return PEAK_TFLOPS[best] if best else None
+  spec = chip_spec(device_kind)
+  return spec[0] if spec else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +85,30 @@ def forward_flops(cfg: ModelConfig, video_tokens: int, ref_tokens: int = 0, text
   cross = 2 * 2 * d * lv * s
   return StepFlops(batch * forward_only, batch * backprop, batch * lora,
                    batch * nl * self_attn, batch * nl * cross)
+
+
+def step_tokens(config, shapes: dict | None = None) -> tuple[ModelConfig, int, int, int]:
+  """(model config, video tokens, reference tokens (all R_max slots: the step computes padded
+  slots too), text tokens) per example, from the config (or per-example `shapes`)."""
+  from wildactor_jax.train_lib.data_spec import example_shapes
+  cfg = ModelConfig.from_mapping(config.model)
+  shapes = shapes or example_shapes(config)
+  t, h, w, _ = shapes["video_latents"]
+  pt, ph, pw = cfg.patch_size
+  per_frame = (h // ph) * (w // pw)
+  return cfg, (t // pt) * per_frame, shapes["ref_latents"][0] * per_frame, shapes["text_embeds"][0]
+
+
+def step_flops_for_config(config, shapes: dict | None = None) -> StepFlops:
+  """Model FLOPs of one global training step of `config`."""
+  cfg, video, refs, text = step_tokens(config, shapes)
+  return forward_flops(cfg, video, refs, text, batch=int(config.data.global_batch_size))
+
+
+def tokens_per_step(config, shapes: dict | None = None) -> int:
+  """Video + reference tokens of one global step (the sequence the DiT processes)."""
+  _, video, refs, _ = step_tokens(config, shapes)
+  return int(config.data.global_batch_size) * (video + refs)
 
 
 def mfu(flops: float, seconds: float, num_devices: int, device_kind: str) -> dict:

@@ -10,7 +10,7 @@ import time
 import jax
 import numpy as np
 
-from wildactor_jax.train_lib import flops as flops_lib
+from wildactor_jax import flops as flops_lib
 
 LOSS_LOG = "losses.jsonl"
 
@@ -34,7 +34,7 @@ class Throughput:
 
   def __init__(self, config, start_step: int, shapes: dict | None = None):
     """shapes: per-example shapes of the real batches (the records may differ from the config)."""
-    self.flops = flops_lib.step_flops_for_config(config, shapes)["train"]
+    self.flops = flops_lib.step_flops_for_config(config, shapes).train
     self.tokens = flops_lib.tokens_per_step(config, shapes)
     self.devices = jax.device_count()
     self.kind = jax.devices()[0].device_kind
@@ -51,7 +51,7 @@ class Throughput:
     if steps <= 0 or seconds <= 0:
       return {}
     per_step = seconds / steps
-    util = flops_lib.utilisation(self.flops, per_step, self.devices, self.kind)
+    util = flops_lib.mfu(self.flops, per_step, self.devices, self.kind)
     out = {"steps_per_sec": 1.0 / per_step,
            "tokens_per_sec_per_device": self.tokens / per_step / self.devices,
            "tflops_per_device": util["tflops_per_device"]}
