@@ -27,6 +27,8 @@ set -euo pipefail
 
 PROG=$(basename "$0")
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=launch/common.sh
+source "$REPO_ROOT/launch/common.sh"
 
 usage() {
   cat <<EOF
@@ -57,14 +59,11 @@ Training (python -m wildactor_jax.train, the same on every host):
 EOF
 }
 
-die() { echo "$PROG: error: $*" >&2; exit 2; }
-show() { local s; s=$(printf '%q ' "$@"); echo "+ ${s% }"; }
 
 HOSTS_ARG="" SLURM=0 NODES="" COORDINATOR="" PORT=8476 GPUS=8 REMOTE_DIR="$REPO_ROOT"
-PYTHON=.venv/bin/python LOG_DIR="" DRY_RUN=0 CONFIG="" WORKDIR=""
-SRUN_ARGS=() SSH_OPTS=() ENVS=() OVERRIDES=() EXTRA=()
+PYTHON=.venv/bin/python LOG_DIR="" DRY_RUN=0
+SRUN_ARGS=() SSH_OPTS=() ENVS=() EXTRA=()
 
-need() { [[ $# -ge 2 && -n $2 && $2 != --* ]] || die "$1 needs a value"; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
@@ -83,14 +82,8 @@ while [[ $# -gt 0 ]]; do
     --log-dir) need "$@"; LOG_DIR=$2; shift 2 ;;
     --env) need "$@"; ENVS+=("$2"); shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
-    --config) need "$@"; CONFIG=$2; shift 2 ;;
-    --config=*) CONFIG=${1#--config=}; shift ;;
-    --workdir) need "$@"; WORKDIR=$2; shift 2 ;;
-    --workdir=*) WORKDIR=${1#--workdir=}; shift ;;
-    --config.*=*) OVERRIDES+=("$1"); shift ;;
-    --config.*) die "override $1 needs the form --config.KEY=VALUE" ;;
     --) shift; EXTRA+=("$@"); break ;;
-    *) die "unknown argument: $1 (see --help)" ;;
+    *) train_arg "$@" || die "unknown argument: $1 (see --help)"; shift "$TRAIN_SHIFT" ;;
   esac
 done
 
@@ -120,10 +113,7 @@ fi
 for kv in ${ENVS[@]+"${ENVS[@]}"}; do
   [[ $kv =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "--env $kv: expected KEY=VALUE"
 done
-[[ -n $CONFIG ]] || die "--config is required (configs/X.py[:ARG])"
-CONFIG_FILE=${CONFIG%%:*}
-[[ $CONFIG_FILE == *.py && $CONFIG_FILE != /* ]] || die "--config $CONFIG: expected a .py path relative to the repo root, e.g. configs/wildactor_wan22_5b.py:8xh100"
-[[ -f $REPO_ROOT/$CONFIG_FILE ]] || die "--config $CONFIG: $CONFIG_FILE not found in this checkout"
+check_config configs/wildactor_wan22_5b.py:8xh100
 [[ -n $WORKDIR ]] || die "--workdir is required (a directory every host sees, or gs://...)"
 
 TRAIN=("$PYTHON" -m wildactor_jax.train --config "$CONFIG" --workdir "$WORKDIR"

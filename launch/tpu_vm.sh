@@ -15,6 +15,8 @@ set -euo pipefail
 
 PROG=$(basename "$0")
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=launch/common.sh
+source "$REPO_ROOT/launch/common.sh"
 JAX_COORDINATOR_PORT=8482  # the port JAX itself uses for Cloud TPU clusters
 
 usage() {
@@ -51,17 +53,12 @@ a step fails or the script is interrupted.
 EOF
 }
 
-die() { echo "$PROG: error: $*" >&2; exit 2; }
 
-# Show a command exactly as it will run (printf %q quoting), then run it unless --dry-run.
-show() { local s; s=$(printf '%q ' "$@"); echo "+ ${s% }"; }
-run() { show "$@"; if [[ $DRY_RUN == 1 ]]; then return 0; fi; "$@"; }
 
 NAME="" ZONE="" ACCEL="" VERSION="" PROJECT="" SPOT=0 QUEUED=0 EXISTING=0 KEEP=0 SKIP_INSTALL=0
-REMOTE_DIR="wildactor_jax" LOG_DIR="" DRY_RUN=0 CONFIG="" WORKDIR=""
-ENVS=() OVERRIDES=() EXTRA=()
+REMOTE_DIR="wildactor_jax" LOG_DIR="" DRY_RUN=0
+ENVS=() EXTRA=()
 
-need() { [[ $# -ge 2 && -n $2 && $2 != --* ]] || die "$1 needs a value"; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
@@ -79,14 +76,8 @@ while [[ $# -gt 0 ]]; do
     --log-dir) need "$@"; LOG_DIR=$2; shift 2 ;;
     --env) need "$@"; ENVS+=("$2"); shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
-    --config) need "$@"; CONFIG=$2; shift 2 ;;
-    --config=*) CONFIG=${1#--config=}; shift ;;
-    --workdir) need "$@"; WORKDIR=$2; shift 2 ;;
-    --workdir=*) WORKDIR=${1#--workdir=}; shift ;;
-    --config.*=*) OVERRIDES+=("$1"); shift ;;
-    --config.*) die "override $1 needs the form --config.KEY=VALUE" ;;
     --) shift; EXTRA+=("$@"); break ;;
-    *) die "unknown argument: $1 (see --help)" ;;
+    *) train_arg "$@" || die "unknown argument: $1 (see --help)"; shift "$TRAIN_SHIFT" ;;
   esac
 done
 
@@ -111,10 +102,7 @@ fi
 for kv in ${ENVS[@]+"${ENVS[@]}"}; do
   [[ $kv =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "--env $kv: expected KEY=VALUE"
 done
-[[ -n $CONFIG ]] || die "--config is required (configs/X.py[:ARG])"
-CONFIG_FILE=${CONFIG%%:*}
-[[ $CONFIG_FILE == *.py && $CONFIG_FILE != /* ]] || die "--config $CONFIG: expected a .py path relative to the repo root, e.g. configs/wildactor_wan22_5b.py:v5p-64"
-[[ -f $REPO_ROOT/$CONFIG_FILE ]] || die "--config $CONFIG: $CONFIG_FILE not found in this checkout"
+check_config configs/wildactor_wan22_5b.py:v5p-64
 [[ -n $WORKDIR ]] || die "--workdir is required (gs://BUCKET/PATH)"
 [[ $WORKDIR =~ ^gs://[^/]+(/.*)?$ ]] || die "--workdir $WORKDIR: must be a gs:// path (all workers of a slice write checkpoints there)"
 

@@ -18,6 +18,8 @@ set -euo pipefail
 
 PROG=$(basename "$0")
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=launch/common.sh
+source "$REPO_ROOT/launch/common.sh"
 
 usage() {
   cat <<EOF
@@ -51,15 +53,11 @@ Training (python -m wildactor_jax.train on every host):
 EOF
 }
 
-die() { echo "$PROG: error: $*" >&2; exit 2; }
-show() { local s; s=$(printf '%q ' "$@"); echo "+ ${s% }"; }
-run() { show "$@"; if [[ $DRY_RUN == 1 ]]; then return 0; fi; "$@"; }
 
 CLUSTER="" WORKLOAD="" TPU_TYPE="" NUM_SLICES=1 DOCKER_IMAGE="" SCRIPT_DIR="" BASE_IMAGE=""
-PROJECT="" ZONE="" PRIORITY="" MAX_RESTARTS="" DELETE=0 DRY_RUN=0 CONFIG="" WORKDIR=""
-ENVS=() OVERRIDES=() EXTRA=()
+PROJECT="" ZONE="" PRIORITY="" MAX_RESTARTS="" DELETE=0 DRY_RUN=0
+ENVS=() EXTRA=()
 
-need() { [[ $# -ge 2 && -n $2 && $2 != --* ]] || die "$1 needs a value"; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
@@ -77,14 +75,8 @@ while [[ $# -gt 0 ]]; do
     --env) need "$@"; ENVS+=("$2"); shift 2 ;;
     --delete) DELETE=1; shift ;;
     --dry-run) DRY_RUN=1; shift ;;
-    --config) need "$@"; CONFIG=$2; shift 2 ;;
-    --config=*) CONFIG=${1#--config=}; shift ;;
-    --workdir) need "$@"; WORKDIR=$2; shift 2 ;;
-    --workdir=*) WORKDIR=${1#--workdir=}; shift ;;
-    --config.*=*) OVERRIDES+=("$1"); shift ;;
-    --config.*) die "override $1 needs the form --config.KEY=VALUE" ;;
     --) shift; EXTRA+=("$@"); break ;;
-    *) die "unknown argument: $1 (see --help)" ;;
+    *) train_arg "$@" || die "unknown argument: $1 (see --help)"; shift "$TRAIN_SHIFT" ;;
   esac
 done
 
@@ -118,10 +110,7 @@ fi
 for kv in ${ENVS[@]+"${ENVS[@]}"}; do
   [[ $kv =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "--env $kv: expected KEY=VALUE"
 done
-[[ -n $CONFIG ]] || die "--config is required (configs/X.py[:ARG])"
-CONFIG_FILE=${CONFIG%%:*}
-[[ $CONFIG_FILE == *.py && $CONFIG_FILE != /* ]] || die "--config $CONFIG: expected a .py path relative to the repo root, e.g. configs/wildactor_wan22_5b.py:v5p-64"
-[[ -f $REPO_ROOT/$CONFIG_FILE ]] || die "--config $CONFIG: $CONFIG_FILE not found in this checkout"
+check_config configs/wildactor_wan22_5b.py:v5p-64
 [[ -n $WORKDIR ]] || die "--workdir is required (gs://BUCKET/PATH)"
 [[ $WORKDIR =~ ^gs://[^/]+(/.*)?$ ]] || die "--workdir $WORKDIR: must be a gs:// path (every host writes checkpoints there)"
 
