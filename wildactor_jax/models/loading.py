@@ -74,13 +74,10 @@ def create_model(cfg: ModelConfig, *, seed: int = 0, backbone_path: str | None =
   init_abs = nnx.state(abstract, init_filter)
   out_shardings = state_shardings(init_abs, mesh, rules) if mesh is not None else None
 
-  @jax.jit
   def init():  # unused initialisers (the frozen ones when loading) are dead code for XLA
     return nnx.state(WanTransformer(cfg, rngs=nnx.Rngs(seed)), init_filter)
 
-  if out_shardings is not None:
-    init = jax.jit(init.__wrapped__, out_shardings=out_shardings)
-  init_state = init()
+  init_state = jax.jit(init, out_shardings=out_shardings)()
   model = nnx.merge(graphdef, frozen_abs, rest_abs)
   nnx.update(model, init_state)
   if backbone_path is not None:
