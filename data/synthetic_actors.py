@@ -33,6 +33,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import render_actor as ra  # noqa: E402  (sibling module; this file also runs as a script)
+from wildactor_jax import media  # noqa: E402
 
 CAMERAS = ("orbit", "pan", "zoom")
 FACE_YAWS = (0, 30, -30, 60, -60, 90, -90)
@@ -127,20 +128,6 @@ def _camera_at(plan: dict, t: float, side: int) -> tuple[float, float, float, fl
   return azimuth, foot_x, zoom, offset
 
 
-def _write_mp4(path: str, frames: list[np.ndarray], fps: int) -> None:
-  import imageio_ffmpeg
-  h, w = frames[0].shape[:2]
-  # One thread and bitexact muxing: identical bytes for identical frames.
-  writer = imageio_ffmpeg.write_frames(
-      path, (w, h), fps=fps, codec="libx264", quality=None, macro_block_size=2,
-      output_params=["-crf", "16", "-threads", "1", "-fflags", "+bitexact",
-                     "-flags:v", "+bitexact"])
-  writer.send(None)
-  for frame in frames:
-    writer.send(np.ascontiguousarray(frame))
-  writer.close()
-
-
 def render_clip(job: tuple) -> tuple[dict, dict]:
   """Renders one clip; returns (manifest row without actor refs, annotation row)."""
   root, seed, index, clip, size, frames, fps = job
@@ -176,7 +163,7 @@ def render_clip(job: tuple) -> tuple[dict, dict]:
         refs.append(_ref_row(rel, region, yaw, vis, "self_crop", f))
     pixels.append(np.asarray(img.reduce(SUPERSAMPLE)))
   video = f"clips/{name}.mp4"
-  _write_mp4(os.path.join(root, video), pixels, fps)
+  media.write_mp4(os.path.join(root, video), pixels, fps)
   prompt = (f"{ident.describe()[0].upper()}{ident.describe()[1:]} {MOTION_TEXT[plan['motion']]}"
             f" while {CAMERA_TEXT[plan['camera']]}"
             f"{(' in' if plan['zoom'] > 1 else ' out') if plan['camera'] == 'zoom' else ''}.")

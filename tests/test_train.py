@@ -5,7 +5,6 @@ Runs on 8 host CPU devices (conftest.py). The tiny config keeps every compile to
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -20,6 +19,7 @@ import pytest
 from flax import nnx
 from jax.sharding import AbstractMesh
 
+from wildactor_jax.config_lib import load_config_file
 from wildactor_jax.models.config import ModelConfig
 from wildactor_jax.models.loading import create_model
 from wildactor_jax.sharding import create_mesh
@@ -32,10 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_config(name: str, arg=None):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return load_config_file(os.path.join(ROOT, "configs", f"{name}.py") + (f":{arg}" if arg else ""))
 
 
 def tiny_config(steps: int = 4, every: int = 2, mesh=(1, -1, 1, 1)):

@@ -152,10 +152,15 @@ def write_report(out: str, backbone_run: str, wildactor_run: str, build: dict, r
       "near zero without them is the most this scale can demonstrate; blurry, barely moving "
       "figures are expected.", "",
   ]
-  with open(os.path.join(out, ".report.md.tmp"), "w") as fh:
-    fh.write("\n".join(lines))
-  os.replace(os.path.join(out, ".report.md.tmp"), os.path.join(out, "report.md"))
-  with open(os.path.join(out, ".summary.json.tmp"), "w") as fh:
-    json.dump({"summary": summary, "actors": results}, fh, indent=2)
-  os.replace(os.path.join(out, ".summary.json.tmp"), os.path.join(out, "summary.json"))
+  from wildactor_jax.media import atomic_write
+
+  def text(content):
+    def write(tmp):
+      with open(tmp, "w") as fh:
+        fh.write(content)
+    return write
+
+  atomic_write(os.path.join(out, "report.md"), text("\n".join(lines)))
+  atomic_write(os.path.join(out, "summary.json"),
+               text(json.dumps({"summary": summary, "actors": results}, indent=2)))
   return summary

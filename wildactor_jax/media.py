@@ -34,7 +34,8 @@ def to_uint8(video: np.ndarray) -> np.ndarray:
   return np.round((np.clip(video, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
 
 
-def _atomic(path: str, write) -> str:
+def atomic_write(path: str, write) -> str:
+  """Runs write(tmp) on a temporary file beside `path`, then renames it into place."""
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   suffix = os.path.splitext(path)[1]
@@ -50,17 +51,23 @@ def _atomic(path: str, write) -> str:
   return path
 
 
-def write_mp4(path: str, frames: np.ndarray, fps: int = 16) -> str:
-  """frames (T, H, W, 3) uint8 -> H.264 mp4 (yuv420p, lossless-ish quality for small clips)."""
-  import imageio.v2 as imageio
+def write_mp4(path: str, frames, fps: int = 16) -> str:
+  """frames (T, H, W, 3) uint8 -> H.264 mp4 (crf 16). One thread and bitexact muxing, so
+  identical frames give identical bytes (the synthetic data's determinism rests on this)."""
+  import imageio_ffmpeg
 
   def write(tmp):
-    with imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", quality=10,
-                            pixelformat="yuv420p", macro_block_size=1) as w:
-      for f in frames:
-        w.append_data(f)
+    h, w = frames[0].shape[:2]
+    writer = imageio_ffmpeg.write_frames(
+        tmp, (w, h), fps=fps, codec="libx264", quality=None, macro_block_size=2,
+        output_params=["-crf", "16", "-threads", "1", "-fflags", "+bitexact",
+                       "-flags:v", "+bitexact"])
+    writer.send(None)
+    for frame in frames:
+      writer.send(np.ascontiguousarray(frame))
+    writer.close()
 
-  return _atomic(path, write)
+  return atomic_write(path, write)
 
 
 def read_mp4(path: str) -> np.ndarray:
@@ -71,7 +78,7 @@ def read_mp4(path: str) -> np.ndarray:
 
 def write_gif(path: str, frames: np.ndarray, fps: int = 8) -> str:
   images = [Image.fromarray(f) for f in frames]
-  return _atomic(path, lambda tmp: images[0].save(tmp, format="GIF", save_all=True,
+  return atomic_write(path, lambda tmp: images[0].save(tmp, format="GIF", save_all=True,
                                                   append_images=images[1:],
                                                   duration=int(1000 / fps), loop=0))
 
@@ -91,4 +98,4 @@ def contact_sheet(references: list[np.ndarray], frames: np.ndarray, columns: int
 
 
 def write_png(path: str, image: Image.Image) -> str:
-  return _atomic(path, lambda tmp: image.save(tmp, format="PNG"))
+  return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
