@@ -1,0 +1,169 @@
+"""Every user path, local or remote (gs://...), goes through here: read, glob, exists, atomic write.
+
+Built on `etils.epath`, the path layer Orbax itself uses, so a bucket URI given by the user is
+never turned into a local folder named `gs:` (`os.path.abspath("gs://b/x")` would do that).
+
+Atomic writes: the content goes to a temporary name beside the target, which is then renamed
+into place, so a crash never leaves a half-written file under the final name. Local files get the
+user's normal permissions (0666 & ~umask), not the 0600 of a temp-file default, because results
+are shared on clusters. On object stores a rename is a copy + delete of one object; the final
+object still appears whole or not at all.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import uuid
+from typing import Any, Callable
+
+from etils import epath
+
+REMOTE_SCHEMES = ("gs://", "s3://")
+
+
+class FsError(ValueError):
+  """A one-line, user-facing problem with a path."""
+
+
+def is_remote(path) -> bool:
+  return str(path).startswith(REMOTE_SCHEMES)
+
+
+def path(p) -> epath.Path:
+  """A user path as an epath.Path; local paths are made absolute, remote ones kept verbatim."""
+  if isinstance(p, epath.Path):
+    return p
+  s = os.fspath(p)
+  if not s:
+    raise FsError("empty path")
+  return epath.Path(s if is_remote(s) else os.path.abspath(os.path.expanduser(s)))
+
+
+def join(base, *parts) -> str:
+  """base/part/... as a string that keeps a gs:// scheme intact."""
+  return os.fspath(path(base).joinpath(*parts))
+
+
+def exists(p) -> bool:
+  return path(p).exists()
+
+
+def isdir(p) -> bool:
+  return path(p).is_dir()
+
+
+def isfile(p) -> bool:
+  q = path(p)
+  return q.exists() and not q.is_dir()
+
+
+def makedirs(p) -> epath.Path:
+  q = path(p)
+  q.mkdir(parents=True, exist_ok=True)
+  return q
+
+
+def listdir(p) -> list[str]:
+  """Names (not paths) in a folder, sorted; [] for a missing folder."""
+  q = path(p)
+  if not q.is_dir():
+    return []
+  return sorted(c.name for c in q.iterdir())
+
+
+def glob(pattern) -> list[str]:
+  """Sorted paths matching a glob whose wildcards are in the last parts (`gs://b/x/*.json`)."""
+  s = os.fspath(pattern)
+  head, tail = s, ""
+  while any(ch in head for ch in "*?["):
+    head, part = head.rsplit("/", 1)
+    tail = part if not tail else f"{part}/{tail}"
+  if not tail:
+    return [s] if exists(s) else []
+  base = path(head)
+  if not base.is_dir():
+    return []
+  return sorted(os.fspath(m) for m in base.glob(tail))
+
+
+def read_bytes(p) -> bytes:
+  return path(p).read_bytes()
+
+
+def read_text(p) -> str:
+  return path(p).read_text()
+
+
+def read_json(p) -> Any:
+  return json.loads(read_text(p))
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
+def _staging_name(target: epath.Path) -> epath.Path:
+  return target.parent / f".{target.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def atomic_write(p, write: Callable[[str], None]) -> str:
+  """Runs write(local_filename) and moves the result to `p` atomically; returns str(p).
+
+  `write` gets a real local file name (what PIL, imageio and ffmpeg need) ending in the target's
+  suffix. Locally that file sits beside the target and is renamed; for a remote target it is a
+  local temp file, copied to a staging object beside the target, then renamed.
+  """
+  target = path(p)
+  target.parent.mkdir(parents=True, exist_ok=True)
+  suffix = target.suffix
+  if not is_remote(target):
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.partial-", suffix=suffix,
+                               dir=os.fspath(target.parent))
+    os.close(fd)
+    try:
+      write(tmp)
+      os.chmod(tmp, 0o666 & ~_umask())
+      os.replace(tmp, os.fspath(target))
+    finally:
+      if os.path.exists(tmp):
+        os.remove(tmp)
+    return os.fspath(target)
+  with tempfile.TemporaryDirectory() as local:
+    tmp = os.path.join(local, "payload" + suffix)
+    write(tmp)
+    staging = _staging_name(target)
+    try:
+      staging.write_bytes(open(tmp, "rb").read())
+      staging.rename(target)
+    finally:
+      if staging.exists():
+        staging.unlink()
+  return os.fspath(target)
+
+
+def atomic_write_bytes(p, data: bytes) -> str:
+  def write(tmp):
+    with open(tmp, "wb") as fh:
+      fh.write(data)
+  return atomic_write(p, write)
+
+
+def atomic_write_text(p, text: str) -> str:
+  return atomic_write_bytes(p, text.encode("utf-8"))
+
+
+def atomic_write_json(p, obj: Any, **kwargs) -> str:
+  kwargs.setdefault("indent", 2)
+  return atomic_write_text(p, json.dumps(obj, **kwargs) + "\n")
+
+
+def local_path(p, what: str) -> str:
+  """The local file name for a path that a library can only open locally (ArrayRecord readers,
+  mmap'd safetensors). A gs:// path here is a one-line error saying to mount the bucket."""
+  if is_remote(p):
+    raise FsError(f"{what} {p}: this reader needs a local path; mount the bucket with gcsfuse "
+                  f"(launch/*.sh --mount-bucket does it on pods) and pass the mounted path")
+  return os.fspath(path(p))
