@@ -12,7 +12,7 @@ import json
 import sys
 import time
 
-from wildactor_jax.convert.common import ConversionError
+from wildactor_jax.models.checkpoint_io import CheckpointError
 
 KINDS = {
     "transformer": "wildactor_jax.convert.transformer",
@@ -32,7 +32,7 @@ def main(argv=None) -> int:
   try:
     module = importlib.import_module(KINDS[args.kind])
     info = module.convert(args.src, args.out, args.dtype)
-  except ConversionError as e:
+  except CheckpointError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   print(json.dumps(dict(info or {}, kind=args.kind, out=args.out, dtype=args.dtype,

@@ -1,28 +1,25 @@
-"""Shared machinery for the weight converters: safe tensor reading, key checks, checkpoint I/O.
+"""Shared machinery for the weight converters: safe tensor reading and key checks.
 
 Weight files are read tensor by tensor from `.safetensors` (memory-mapped); pickled formats
-(`.pt`, `.pth`, `.bin`, `.ckpt`) are refused, since unpickling runs arbitrary code. Converted
-tensors go straight into disk-backed arrays, so even a 5B model in float32 converts without two
-full copies in RAM. The output is an Orbax checkpoint of the parameter tree (`params/`) plus the
-model config (`config.json`), written to a temporary folder and renamed into place.
+(`.pt`, `.pth`, `.bin`, `.ckpt`) are refused, since unpickling runs arbitrary code. The output
+format (and its writer) is `wildactor_jax.models.checkpoint_io`'s.
 """
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-from typing import Callable, Iterable, Mapping
+from typing import Iterable
 
 import ml_dtypes
 import numpy as np
 
+from wildactor_jax.models.checkpoint_io import CheckpointError
+
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
-DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16}
 
 
-class ConversionError(ValueError):
-  """A one-line, user-facing reason a conversion cannot proceed."""
+class ConversionError(CheckpointError):
+  """A one-line, user-facing reason a conversion cannot proceed (bad or unsupported weights)."""
 
 
 def safetensors_files(src: str) -> list[str]:
@@ -113,90 +110,3 @@ def check_keys(expected: set[str], found: set[str], what: str) -> None:
     if unknown:
       parts.append(f"unknown {len(unknown)} keys {unknown[:20]}")
     raise ConversionError(f"{what}: " + "; ".join(parts))
-
-
-def read_json(path: str, what: str) -> dict:
-  try:
-    with open(path) as fh:
-      return json.load(fh)
-  except FileNotFoundError:
-    raise ConversionError(f"{path}: missing {what}") from None
-  except json.JSONDecodeError as e:
-    raise ConversionError(f"{path}: not valid JSON ({e})") from None
-
-
-class DiskTree:
-  """Builds a nested dict of disk-backed (memory-mapped) arrays, one tensor at a time."""
-
-  def __init__(self, folder: str, dtype):
-    self.folder = folder
-    self.dtype = dtype
-    self.tree: dict = {}
-    self._count = 0
-
-  def _node(self, path: tuple[str, ...]) -> dict:
-    node = self.tree
-    for p in path[:-1]:
-      node = node.setdefault(p, {})
-    return node
-
-  def put(self, path: tuple[str, ...], value: np.ndarray) -> None:
-    self.allocate(path, value.shape)[...] = value.astype(self.dtype)
-
-  def allocate(self, path: tuple[str, ...], shape) -> np.ndarray:
-    node = self._node(path)
-    if path[-1] not in node:
-      self._count += 1
-      file = os.path.join(self.folder, f"t{self._count}.npy")
-      node[path[-1]] = np.lib.format.open_memmap(file, mode="w+", dtype=self.dtype,
-                                                 shape=tuple(shape))
-    return node[path[-1]]
-
-
-def write_checkpoint(out: str, build: Callable[[DiskTree], dict], dtype: str) -> None:
-  """Runs `build(tree) -> config` and writes OUT/{params/, config.json} atomically."""
-  import orbax.checkpoint as ocp
-  if dtype not in DTYPES:
-    raise ConversionError(f"--dtype {dtype}: expected one of {sorted(DTYPES)}")
-  out = os.path.abspath(out)
-  parent = os.path.dirname(out)
-  os.makedirs(parent, exist_ok=True)
-  staging = tempfile.mkdtemp(prefix=".convert-", dir=parent)
-  scratch = tempfile.mkdtemp(prefix=".scratch-", dir=parent)
-  try:
-    tree = DiskTree(scratch, DTYPES[dtype])
-    config = build(tree)
-    config = dict(config, param_dtype=dtype)
-    with ocp.StandardCheckpointer() as ckptr:
-      ckptr.save(os.path.join(staging, "params"), tree.tree)
-      ckptr.wait_until_finished()
-    with open(os.path.join(staging, "config.json"), "w") as fh:
-      json.dump(config, fh, indent=2, sort_keys=True)
-    if os.path.exists(out):
-      shutil.rmtree(out)
-    os.replace(staging, out)
-  except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
-    raise
-  finally:
-    shutil.rmtree(scratch, ignore_errors=True)
-
-
-def read_config(path: str) -> dict:
-  return read_json(os.path.join(path, "config.json"), "config.json (is this a converted checkpoint?)")
-
-
-def read_params(path: str, abstract: Mapping | None = None) -> dict:
-  """Restores OUT/params. With `abstract` (a tree of jax.ShapeDtypeStruct with shardings), the
-  arrays land directly on those devices/shardings; otherwise as host numpy arrays."""
-  import orbax.checkpoint as ocp
-  params_dir = os.path.join(os.path.abspath(path), "params")
-  if not os.path.isdir(params_dir):
-    raise ConversionError(f"{path}: no params/ folder (is this a converted checkpoint?)")
-  with ocp.StandardCheckpointer() as ckptr:
-    if abstract is None:
-      meta = ckptr.metadata(params_dir)
-      tree = getattr(meta, "item_metadata", meta)
-      import jax
-      abstract = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), tree)
-    return ckptr.restore(params_dir, abstract)

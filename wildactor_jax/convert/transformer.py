@@ -13,8 +13,9 @@ import re
 
 import numpy as np
 
-from wildactor_jax.convert.common import (ConversionError, TensorReader, check_keys, read_json,
-                                          safetensors_files, write_checkpoint)
+from wildactor_jax.convert.common import (ConversionError, TensorReader, check_keys,
+                                          safetensors_files)
+from wildactor_jax.models.checkpoint_io import read_json, write_checkpoint
 
 # original Wan name -> diffusers name (module prefixes; block-level parts handled below)
 _ORIGINAL_TOP = {

@@ -20,8 +20,9 @@ import re
 
 import numpy as np
 
-from wildactor_jax.convert.common import (
-    ConversionError, TensorReader, check_keys, read_json, safetensors_files, write_checkpoint)
+from wildactor_jax.convert.common import (ConversionError, TensorReader, check_keys,
+                                          safetensors_files)
+from wildactor_jax.models.checkpoint_io import read_json, write_checkpoint
 
 RESIDUAL = {
     "residual.0.gamma": "norm1.gamma", "residual.2.weight": "conv1.weight",
