@@ -3,9 +3,11 @@
 The converters (`python -m wildactor_jax.convert`) and the models' own savers write it; the model
 loaders read it. It lives under `models/` so that loading a model never imports the converters.
 
-Converted tensors go straight into disk-backed arrays, so even a 5B model in float32 is written
-without two full copies in RAM; the checkpoint is written to a temporary folder and renamed
-into place.
+Writing is staged: tensors go into disk-backed arrays (so a 5B model in float32 is never held
+twice in RAM), the checkpoint is written to a hidden folder beside OUT, then renamed into place.
+An existing OUT is only ever replaced when it is one of our checkpoints, and then by rename
+(old aside, new in, old removed), so a crash at any point leaves a complete checkpoint under OUT.
+A non-empty folder that is not a checkpoint, or a file, is refused: user files are never deleted.
 """
 from __future__ import annotations
 
@@ -13,12 +15,20 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from typing import Callable, Mapping
 
 import ml_dtypes
 import numpy as np
 
+from wildactor_jax import fs
+from wildactor_jax.models.tokenizer import TOKENIZER_FILES
+
 DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16}
+PARAMS = "params"
+CONFIG = "config.json"
+# What a checkpoint folder may hold besides params/ and config.json: the text encoder's tokenizer.
+EXTRA_FILES = frozenset(TOKENIZER_FILES)
 
 
 class CheckpointError(ValueError):
@@ -26,13 +36,38 @@ class CheckpointError(ValueError):
 
 
 def read_json(path: str, what: str) -> dict:
+  """A JSON file (local or gs://) whose absence or damage is a one-line error naming it."""
   try:
-    with open(path) as fh:
-      return json.load(fh)
+    return json.loads(fs.read_text(path))
   except FileNotFoundError:
     raise CheckpointError(f"{path}: missing {what}") from None
-  except json.JSONDecodeError as e:
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+
+
+def read_config(path: str) -> dict:
+  return read_json(fs.join(path, CONFIG), "config.json (is this a converted checkpoint?)")
+
+
+def is_checkpoint(path: str) -> bool:
+  """Whether folder `path` is one of our checkpoints: params/ + config.json and nothing else but
+  tokenizer files (so replacing it can never take a user's file with it)."""
+  names = set(fs.listdir(path))
+  return (PARAMS in names and CONFIG in names and fs.isdir(fs.join(path, PARAMS))
+          and names <= {PARAMS, CONFIG} | EXTRA_FILES)
+
+
+def check_output(out: str) -> None:
+  """Refuses an output path that writing a checkpoint would clobber: a file, or a non-empty
+  folder that is not one of our checkpoints. A missing or empty folder, or a checkpoint, is fine."""
+  if not fs.exists(out):
+    return
+  if not fs.isdir(out):
+    raise CheckpointError(f"{out}: is an existing file; expected a new folder or a converted "
+                          "checkpoint to replace")
+  if fs.listdir(out) and not is_checkpoint(out):
+    raise CheckpointError(f"{out}: is a non-empty folder that is not a converted checkpoint "
+                          f"(params/ + {CONFIG}); refusing to replace it, choose a new folder")
 
 
 class DiskTree:
@@ -63,45 +98,85 @@ class DiskTree:
     return node[path[-1]]
 
 
-def write_checkpoint(out: str, build: Callable[[DiskTree], dict], dtype: str) -> None:
-  """Runs `build(tree) -> config` and writes OUT/{params/, config.json} atomically."""
+def _save(folder: str, tree: DiskTree, config: dict) -> None:
   import orbax.checkpoint as ocp
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(fs.join(folder, PARAMS), tree.tree)
+    ckptr.wait_until_finished()
+  fs.atomic_write_json(fs.join(folder, CONFIG), config, sort_keys=True)
+
+
+def _sibling(target, tag: str):
+  """A hidden name beside `target`, unique to this call."""
+  return target.parent / f".{target.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def write_checkpoint(out: str, build: Callable[[DiskTree], dict], dtype: str,
+                     extra: Callable[[str], object] | None = None):
+  """Runs `build(tree) -> config` and writes OUT/{params/, config.json}; returns `extra(folder)`,
+  which may add files (e.g. a tokenizer) to the local folder being published as the checkpoint.
+
+  Locally the checkpoint is staged beside OUT and renamed into place. On an object store (gs://)
+  a folder cannot be renamed: OUT must be new (or empty), and config.json is written last, so a
+  checkpoint without it reads as incomplete.
+  """
   if dtype not in DTYPES:
     raise CheckpointError(f"--dtype {dtype}: expected one of {sorted(DTYPES)}")
-  out = os.path.abspath(out)
-  parent = os.path.dirname(out)
-  os.makedirs(parent, exist_ok=True)
-  staging = tempfile.mkdtemp(prefix=".convert-", dir=parent)
-  scratch = tempfile.mkdtemp(prefix=".scratch-", dir=parent)
+  check_output(out)
+  target = fs.path(out)
+  remote = fs.is_remote(target)
+  if remote and fs.listdir(target):
+    raise CheckpointError(f"{out}: replacing a checkpoint in an object store is not atomic; "
+                          "write to a new path (or delete the old one yourself)")
+  target.parent.mkdir(parents=True, exist_ok=True)
+  # Local: scratch arrays and the staged checkpoint beside OUT (same disk, big enough, renames).
+  near = None if remote else os.fspath(target.parent)
+  scratch = tempfile.mkdtemp(prefix=f".{target.name}.scratch-", dir=near)
+  if remote:
+    staging = fs.path(tempfile.mkdtemp(prefix="checkpoint-extra-"))
+  else:  # mkdir (not mkdtemp's 0700) so the published folder has the user's umask permissions
+    staging = _sibling(target, "partial")
+    staging.mkdir()
   try:
     tree = DiskTree(scratch, DTYPES[dtype])
-    config = build(tree)
-    config = dict(config, param_dtype=dtype)
-    with ocp.StandardCheckpointer() as ckptr:
-      ckptr.save(os.path.join(staging, "params"), tree.tree)
-      ckptr.wait_until_finished()
-    with open(os.path.join(staging, "config.json"), "w") as fh:
-      json.dump(config, fh, indent=2, sort_keys=True)
-    if os.path.exists(out):
-      shutil.rmtree(out)
-    os.replace(staging, out)
-  except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
-    raise
+    config = dict(build(tree), param_dtype=dtype)
+    result = extra(os.fspath(staging)) if extra is not None else None
+    if remote:  # extra files, then params, then config.json
+      for name in fs.listdir(staging):
+        fs.atomic_write_bytes(fs.join(target, name), fs.read_bytes(fs.join(staging, name)))
+      _save(os.fspath(target), tree, config)
+    else:
+      _save(os.fspath(staging), tree, config)
+      _publish(staging, target)
+    return result
   finally:
     shutil.rmtree(scratch, ignore_errors=True)
+    shutil.rmtree(os.fspath(staging), ignore_errors=True)
 
 
-def read_config(path: str) -> dict:
-  return read_json(os.path.join(path, "config.json"), "config.json (is this a converted checkpoint?)")
+def _publish(staging, target) -> None:
+  """Renames the finished `staging` folder to `target`; an old checkpoint (or empty folder) at
+  `target` is renamed aside first and removed only once the new one is in place."""
+  if not target.exists():
+    staging.rename(target)
+    return
+  check_output(os.fspath(target))  # still ours: nothing was put there while we converted
+  aside = _sibling(target, "old")
+  target.rename(aside)
+  try:
+    staging.rename(target)
+  except BaseException:
+    aside.rename(target)
+    raise
+  shutil.rmtree(os.fspath(aside))
 
 
 def read_params(path: str, abstract: Mapping | None = None) -> dict:
   """Restores OUT/params. With `abstract` (a tree of jax.ShapeDtypeStruct with shardings), the
   arrays land directly on those devices/shardings; otherwise as host numpy arrays."""
   import orbax.checkpoint as ocp
-  params_dir = os.path.join(os.path.abspath(path), "params")
-  if not os.path.isdir(params_dir):
+  params_dir = fs.join(path, PARAMS)
+  if not fs.isdir(params_dir):
     raise CheckpointError(f"{path}: no params/ folder (is this a converted checkpoint?)")
   with ocp.StandardCheckpointer() as ckptr:
     if abstract is None:
