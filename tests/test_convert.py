@@ -201,3 +201,22 @@ def test_truncated_safetensors_file(wan_src, tmp_path, capsys):
 def test_bucket_source_needs_a_mount(tmp_path, capsys):
   _refused(capsys, "gs://bucket/wan", tmp_path / "out", "gs://bucket/wan", "mount the bucket")
   assert not os.listdir(tmp_path)
+
+
+# ----------------------------------------------------------------------------- model defaults
+
+@pytest.mark.parametrize("backbone", ["wan22_ti2v_5b", "wan21_t2v_1p3b", "tiny"])
+def test_model_defaults_have_one_source(backbone):
+  """config_lib.model_config is ModelConfig's defaults plus the backbone preset, field for field:
+  a default changed in one place cannot drift from the other."""
+  import dataclasses
+  from wildactor_jax import config_lib
+  from wildactor_jax.models.config import ModelConfig
+  cfg = config_lib.model_config(backbone).to_dict()
+  assert cfg.pop("name") == backbone
+  preset = config_lib.BACKBONES[backbone]
+  for f in dataclasses.fields(ModelConfig):
+    assert cfg.pop(f.name) == preset.get(f.name, f.default), f.name
+  assert not cfg  # no field that ModelConfig does not have
+  built = ModelConfig.from_mapping(config_lib.model_config(backbone))
+  assert built == dataclasses.replace(ModelConfig(), **{k: v for k, v in preset.items()})
