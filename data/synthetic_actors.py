@@ -4,7 +4,7 @@
       [--size 128 --frames 17 --fps 8 --workers 2]
 
 Writes into DIR (built in a sibling temp folder, renamed into place when complete):
-  manifest.jsonl      one row per clip, exactly the REFERENCE.md section 3 schema
+  manifest.jsonl      one row per clip, exactly the Actor-18M schema (docs/method.md s.3)
   annotations.jsonl   per clip: motion, camera move and the true yaw of every frame
   clips/<actor>_c<k>.mp4                       H.264, size x size, `frames` frames at `fps`
   refs/<actor>/face_y<yaw>.png, body_y<yaw>.png  clean-background view renders (view_aug)

@@ -12,7 +12,7 @@ import ml_collections
 from wildactor_jax.models.config import ModelConfig
 from wildactor_jax.sharding import DEFAULT_RULES
 
-# REFERENCE.md section 2 (diffusers WanTransformer3DModel naming).
+# The released Wan configs, diffusers WanTransformer3DModel naming (docs/method.md s.2).
 BACKBONES = {
     "wan22_ti2v_5b": dict(dim=3072, ffn_dim=14336, num_heads=24, num_layers=30, in_channels=48,
                           out_channels=48),

@@ -1,4 +1,4 @@
-"""Analytic model FLOPs and hardware peaks, for TFLOP/s and MFU (REFERENCE.md section 4).
+"""Analytic model FLOPs and hardware peaks, for TFLOP/s and MFU (docs/method.md s.4).
 
 Counts multiply-adds as 2 FLOPs, attention in full (non-causal, both QK^T and PV), and nothing
 for elementwise work. A training step of frozen weights + LoRA needs the forward, the backward
@@ -15,7 +15,7 @@ import math
 
 from wildactor_jax.models.config import ModelConfig
 
-# Per jax device: bf16 dense peak TFLOP/s, HBM GiB, HBM TB/s (REFERENCE.md section 4), keyed by
+# Per jax device: bf16 dense peak TFLOP/s, HBM GiB, HBM TB/s (docs/method.md s.4), keyed by
 # `device.device_kind` prefix. A v5p chip is one jax device (megacore); a TPU7x chip is two.
 CHIPS = {
     "TPU v4": (275.0, 32, 1.2), "TPU v5 lite": (197.0, 16, 0.82), "TPU v5e": (197.0, 16, 0.82),

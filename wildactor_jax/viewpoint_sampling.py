@@ -1,6 +1,6 @@
 """Viewpoint-adaptive Monte Carlo choice of reference images (pure numpy).
 
-The rule (our reading of WildActor's sampler; the release does not ship it, REFERENCE.md s.1):
+The rule (our reading of WildActor's sampler; the release does not ship it, docs/method.md s.1):
 
   Each candidate i has a yaw_i in degrees. Angular distance is taken on the circle,
   d(a, b) = min(|a - b| mod 360, 360 - |a - b| mod 360), so 170 and -170 are 20 degrees apart.

@@ -3,7 +3,7 @@
   tfds build data/actor18m --manual_dir MEDIA_ROOT --data_dir OUT --file_format array_record
   python data/build_actor18m.py --manifest MEDIA_ROOT/manifest.jsonl --out OUT   # same, + summary
 
-MEDIA_ROOT holds `manifest.jsonl` (REFERENCE.md section 3) and the media it names; every path is
+MEDIA_ROOT holds `manifest.jsonl` (docs/method.md s.3) and the media it names; every path is
 resolved inside it (a path escaping it is rejected). Each row is validated (`validate.py`); bad
 rows are skipped, counted by reason and listed in a JSON-lines report, so one bad row never stops
 a build. Splits are by `actor_id` (sha256 of the id; see `validate.split_by_actor`): no identity

@@ -2,7 +2,7 @@
 
 A row is kept only if all of these hold, checked in this order; the first failure is its reason:
   malformed_json     the line is not a JSON object
-  schema             a field is missing or has the wrong type / value (REFERENCE.md section 3)
+  schema             a field is missing or has the wrong type / value (docs/method.md s.3)
   no_references      "refs" is an empty list
   path_escapes_root  a media path is absolute or resolves (symlinks included) outside the root
   missing_file       a media file does not exist
