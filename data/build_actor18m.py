@@ -1,9 +1,9 @@
 """Build the Actor-18M TFDS dataset (ArrayRecord) from a manifest; wraps data/actor18m/.
 
-  python data/build_actor18m.py --manifest DIR/manifest.jsonl --out OUT \
+  python -m data.build_actor18m --manifest DIR/manifest.jsonl --out OUT \
       [--test-fraction 0.1] [--num-shards N] [--report PATH]
 
-Media paths in the manifest resolve inside the manifest's folder. Bad rows are skipped and
+Run from the repository root (`data` is a package). Media paths in the manifest resolve inside the manifest's folder. Bad rows are skipped and
 reported (see data/actor18m/validate.py). The last stdout line is one JSON object:
   {"written": N, "skipped": {"<reason>": count, ...}, "report": "<path>"}
 Output: OUT/actor18m/1.0.0/actor18m-{train,test}.array_record-NNNNN-of-MMMMM plus TFDS metadata
@@ -17,13 +17,12 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def build(manifest: str, out: str, test_fraction: float = 0.1, num_shards: int | None = None,
           report: str | None = None) -> dict:
   import tensorflow_datasets as tfds
-  from actor18m import actor18m_dataset_builder as adb  # same module name `tfds build` uses
+  from data.actor18m import actor18m_dataset_builder as adb
 
   report = report or os.path.join(out, adb.REPORT_NAME)
   builder = adb.Builder(manifest=manifest, test_fraction=test_fraction, report_path=report,

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
+from data import synthetic_actors
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "data"))
-import synthetic_actors  # noqa: E402
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 
@@ -64,9 +64,9 @@ def read_split(data_dir: pathlib.Path, split: str) -> list[dict]:
 
 def test_build_skips_exactly_the_planted_rows(media, tmp_path):
   out = tmp_path / "tfds"
-  proc = subprocess.run([sys.executable, str(REPO / "data" / "build_actor18m.py"), "--manifest",
+  proc = subprocess.run([sys.executable, "-m", "data.build_actor18m", "--manifest",
                          str(media / "manifest.jsonl"), "--out", str(out), "--num-shards", "2"],
-                        capture_output=True, text=True, timeout=180, env=ENV)
+                        capture_output=True, text=True, timeout=180, env=ENV, cwd=REPO)
   assert proc.returncode == 0, proc.stderr[-2000:]
   summary = json.loads(proc.stdout.strip().splitlines()[-1])
   assert set(summary) == {"written", "skipped", "report"}
@@ -105,9 +105,9 @@ def test_tfds_build_cli_path(media, tmp_path):
 
 
 def test_bad_arguments_fail_with_one_line(tmp_path):
-  proc = subprocess.run([sys.executable, str(REPO / "data" / "build_actor18m.py"), "--manifest",
+  proc = subprocess.run([sys.executable, "-m", "data.build_actor18m", "--manifest",
                          str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o")],
-                        capture_output=True, text=True, timeout=60, env=ENV)
+                        capture_output=True, text=True, timeout=60, env=ENV, cwd=REPO)
   assert proc.returncode == 1
   assert proc.stderr.strip().count("\n") == 0 and "nope.jsonl" in proc.stderr
   assert not (tmp_path / "o").exists()

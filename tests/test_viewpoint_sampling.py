@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wildactor_jax import viewpoint_sampling as vs
+from wildactor_jax.input import viewpoint_sampling as vs
 
 
 def frontal_heavy_pool(rng: np.random.Generator) -> np.ndarray:

@@ -1,7 +1,7 @@
 """TFDS builder for Actor-18M style manifests, written as ArrayRecord.
 
   tfds build data/actor18m --manual_dir MEDIA_ROOT --data_dir OUT --file_format array_record
-  python data/build_actor18m.py --manifest MEDIA_ROOT/manifest.jsonl --out OUT   # same, + summary
+  python -m data.build_actor18m --manifest MEDIA_ROOT/manifest.jsonl --out OUT  # same, + summary
 
 MEDIA_ROOT holds `manifest.jsonl` (REFERENCE.md section 3) and the media it names; every path is
 resolved inside it (a path escaping it is rejected). Each row is validated (`validate.py`); bad

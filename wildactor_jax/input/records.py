@@ -1,6 +1,6 @@
 """The ENCODED training record: one clip's latents, text embeddings and references as bytes.
 
-Written by `wildactor_jax.encode`, read by `wildactor_jax.input_pipeline`. No TensorFlow and
+Written by `wildactor_jax.encode`, read by `wildactor_jax.input.records_source`. No TensorFlow and
 no pickle: a record is
 
   b"WAREC001" | uint32 little-endian header length | header (UTF-8 JSON) | zero padding to a
