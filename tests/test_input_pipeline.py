@@ -202,6 +202,32 @@ def test_to_global_on_a_mesh(encoded):
   np.testing.assert_array_equal(np.asarray(out["ref_mask"]), batch["ref_mask"])
 
 
+def test_faces_seen_from_behind_are_never_face_references(tmp_path):
+  """Faces 0, 1 are usable; 2 (back view), 3 (yaw 160) and 4 (visibility 0.1) never are. Bodies
+  seen from behind (6) stay candidates."""
+  yaw = np.asarray([0.0, 30.0, 175.0, -160.0, 10.0, 0.0, 180.0], np.float32)
+  view = np.asarray([records.VIEWS.index(v) for v in
+                     ("front", "left", "back", "back", "front", "front", "back")], np.int8)
+  rng = np.random.default_rng(0)
+  writer = array_record_module.ArrayRecordWriter(str(tmp_path / "train-00000-of-00001.array_record"),
+                                                 "group_size:1")
+  for i in range(6):
+    ex = make_example(i, rng)
+    writer.write(records.serialize(dict(
+        ex, ref_latents=((1000.0 * i + np.arange(7))[:, None, None, None]
+                         * np.ones((1,) + LATENT[1:])).astype(np.float32),
+        ref_type=np.asarray([0, 0, 0, 0, 0, 1, 1], np.int8), ref_yaw=yaw, ref_view=view,
+        ref_visibility=np.asarray([0.9, 0.8, 0.9, 0.9, 0.1, 1.0, 1.0], np.float32))))
+  writer.close()
+  cfg = config(tmp_path, task_probs=dict(vc=1.0), global_batch_size=6)
+  faces, bodies = set(), set()
+  for b in take(ip.create_dataset(cfg), 30):
+    index = b["ref_latents"][..., 0, 0, 0].astype(np.float32) % 1000   # which reference
+    faces |= set(index[b["ref_mask"] & (b["ref_type"] == 0)].astype(int).tolist())
+    bodies |= set(index[b["ref_mask"] & (b["ref_type"] == 1)].astype(int).tolist())
+  assert faces == {0, 1} and bodies == {5, 6}
+
+
 def test_both_sources_yield_the_schema(encoded):
   """The records pipeline and the random source agree with `schema` on keys, dtypes, shapes."""
   from wildactor_jax.input import random_source

@@ -25,7 +25,9 @@ first_frame_clean = True (the train step sets t = 0 on the first latent frame); 
 body counts drawn uniformly from 0..max_faces and 0..max_bodies (or fixed num_faces/num_bodies
 when random_counts is False), capped by what the record holds and by r_max (the larger count
 gives way first), at least one reference in all; the references of each type are chosen by
-`viewpoint_sampling.sample_views`. A vc draw on a record with no references becomes t2v.
+`viewpoint_sampling.sample_views`, faces only among `viewpoint_sampling.usable_faces` (a face
+seen from behind or barely visible is never a face reference). A vc draw on a record with no
+usable references becomes t2v.
 
 Batches: the keys, dtypes and shapes of `schema`, with a leading per-process batch axis
 b = global_batch_size / P; float keys keep the records' dtype.
@@ -38,8 +40,10 @@ config.data fields:
   task_probs         {"t2v": p, "i2v": p, "vc": p}, normalised
   random_counts      True: counts ~ U{0..max_*}; False: num_faces / num_bodies
   num_faces, num_bodies, max_faces, max_bodies, r_max
-  sampler            "adaptive" | "uniform"; delta (deg), decay; debias (default True);
+  sampler            "adaptive" | "uniform": the angular decay on or off; delta (deg), decay
+  debias             frontal de-biasing start weights, default True, in either sampler mode;
                      bandwidth (deg, default delta)
+  face_max_yaw, min_face_visibility   which faces may be references (viewpoint_sampling)
   text_len           default 512; read_threads (default 2); prefetch (default 4)
 """
 from __future__ import annotations
@@ -142,7 +146,10 @@ class PrepareExample(grain.transforms.RandomMap):
     yaw = np.asarray(rec["ref_yaw"], np.float32)
     chosen = np.zeros((0,), np.int64)
     if task == VC:
-      faces, bodies = np.flatnonzero(ref_type == 0), np.flatnonzero(ref_type == 1)
+      usable = viewpoint_sampling.usable_faces(
+          yaw, rec["ref_view"], rec.get("ref_visibility"), max_yaw=o["face_max_yaw"],
+          min_visibility=o["min_face_visibility"])
+      faces, bodies = np.flatnonzero((ref_type == 0) & usable), np.flatnonzero(ref_type == 1)
       nf, nb = choose_counts(rng, len(faces), len(bodies), o)
       pick = lambda pool, k: pool[viewpoint_sampling.sample_views(
           yaw[pool], k, rng, mode=o["sampler"], delta=o["delta"], decay=o["decay"],
@@ -176,7 +183,10 @@ def _options(cfg) -> dict:
       "max_bodies": int(get("max_bodies", 5)), "r_max": int(get("r_max", 10)),
       "sampler": str(get("sampler", "adaptive")), "delta": float(get("delta", 25.0)),
       "decay": float(get("decay", 0.25)), "debias": bool(get("debias", True)),
-      "bandwidth": get("bandwidth", None), "text_len": int(get("text_len", 512))}
+      "bandwidth": get("bandwidth", None), "text_len": int(get("text_len", 512)),
+      "face_max_yaw": float(get("face_max_yaw", viewpoint_sampling.FACE_MAX_YAW)),
+      "min_face_visibility": float(get("min_face_visibility",
+                                       viewpoint_sampling.MIN_FACE_VISIBILITY))}
   if opts["sampler"] not in viewpoint_sampling.MODES:
     raise ValueError(f"config.data.sampler {opts['sampler']!r}: expected one of "
                      f"{viewpoint_sampling.MODES}")
