@@ -13,15 +13,14 @@ import numpy as np
 import pytest
 from array_record.python import array_record_module
 
-from wildactor_jax import encode, input_pipeline, records
+from data import build_actor18m, synthetic_actors
+from wildactor_jax import encode
+from wildactor_jax.input import records, records_source
 from wildactor_jax.models import tokenizer as tk
 from wildactor_jax.models import umt5
 from wildactor_jax.models.pixel_autoencoder import PixelAutoencoder
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "data"))
-import build_actor18m  # noqa: E402
-import synthetic_actors  # noqa: E402
 
 ENV = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
 TEXT_LEN = 48
@@ -109,7 +108,7 @@ def test_encode_writes_one_shard_per_input_shard(world, tmp_path):
   # The pipeline reads what the job wrote.
   data = ml_collections.ConfigDict(dict(records=str(out), global_batch_size=2, r_max=4,
                                         text_len=TEXT_LEN))
-  batch = next(input_pipeline.create_dataset(data))
+  batch = next(records_source.create_dataset(data))
   assert batch["video_latents"].shape == (2, 2, 8, 12, 48)
   assert batch["ref_latents"].shape == (2, 4, 8, 12, 48)
 

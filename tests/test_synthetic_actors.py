@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from data import render_actor, synthetic_actors
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "data" / "synthetic_actors.py"
-sys.path.insert(0, str(REPO / "data"))
-import render_actor  # noqa: E402
-import synthetic_actors  # noqa: E402
 
 ROW_KEYS = {"video", "prompt", "actor_id", "source", "width", "height", "duration_sec", "refs"}
 REF_KEYS = {"path", "region", "view", "angle", "visibility", "source_frame", "metadata"}

@@ -25,8 +25,9 @@ from wildactor_jax.models.loading import create_model
 from wildactor_jax.sharding import create_mesh
 from wildactor_jax.train import NonFiniteError, train_and_evaluate
 from wildactor_jax.train_lib import checkpoint as ckpt_lib
-from wildactor_jax.train_lib import data_spec, metrics as metrics_lib
-from wildactor_jax.train_lib import state as state_lib, step as step_lib, synthetic_source
+from wildactor_jax.input import batches, random_source, schema
+from wildactor_jax.train_lib import metrics as metrics_lib
+from wildactor_jax.train_lib import state as state_lib, step as step_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -74,13 +75,13 @@ def test_one_step_is_finite_and_updates_only_lora():
       nnx.state(nnx.merge(graphdef, frozen, lora_state), nnx.Param)))
   before = params(lora)
   state = state_lib.init_train_state(lora, tx, setup, seed=0)
-  batch_abs = data_spec.abstract_batch(config, mesh, rules)
+  batch_abs = batches.abstract_batch(config, mesh, rules)
   train_step = step_lib.jit_train_step(
       step_lib.make_train_step(setup, tx, schedule, config.flow.shift, mesh, rules),
       setup, batch_abs, mesh, rules)
-  batch = next(synthetic_source.create_dataset(config))
-  assert {k: v.shape for k, v in batch.items()} == {k: v.shape for k, v in batch_abs.items()}
-  state, metrics = train_step(frozen, state, data_spec.to_global(batch, mesh, rules))
+  batch = next(random_source.create_dataset(config))
+  assert {k: batch[k].shape for k in batch_abs} == {k: v.shape for k, v in batch_abs.items()}
+  state, metrics = train_step(frozen, state, batches.to_global(batch, mesh, rules))
   metrics = jax.device_get(metrics)
   assert metrics["finite"] and np.isfinite(metrics["loss"]) and metrics["grad_norm"] > 0
   assert int(state["step"]) == 1
@@ -125,7 +126,7 @@ def test_training_configs_are_complete(spec):
   assert config.train.steps > 0 and config.checkpoint.every > 0
   assert config.train.warmup_steps < config.train.steps
   ModelConfig.from_mapping(config.model)
-  data_spec.example_shapes(config)
+  schema.example_shapes(config)
 
 
 def _run_cli(workdir, *overrides, cache=None):

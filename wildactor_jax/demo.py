@@ -78,8 +78,7 @@ def export_backbone(workdir: str, out: str) -> str:
 
 
 def held_out_actors(raw: str, test_fraction: float) -> dict[str, list[dict]]:
-  sys.path.insert(0, os.path.join(ROOT, "data"))
-  from actor18m.validate import actor_hash  # the builder's own split rule
+  from data.actor18m.validate import actor_hash  # the builder's own split rule
   rows = [json.loads(l) for l in open(os.path.join(raw, "manifest.jsonl"))]
   actors = sorted({r["actor_id"] for r in rows})
   test = [a for a in actors if actor_hash(a) < test_fraction] or actors[:1]
@@ -123,7 +122,7 @@ def main(argv=None):
         "--clips-per-actor", str(args.clips_per_actor), "--seed", "0", "--size", "32",
         "--frames", "9"], os.path.join(logs, "1_render.log"))
   stage("2/8 building the raw dataset (validated rows, identity splits)")
-  build = last_json(sh([py, "data/build_actor18m.py", "--manifest",
+  build = last_json(sh([py, "-m", "data.build_actor18m", "--manifest",
                         os.path.join(raw, "manifest.jsonl"), "--out", tfds_dir,
                         "--test-fraction", "0.2"], os.path.join(logs, "2_build.log")))
   stage("3/8 a small random UMT5 for the prompts")

@@ -36,7 +36,7 @@ import warnings
 
 import numpy as np
 
-from wildactor_jax import records
+from wildactor_jax.input import records
 
 RAW_NAME = "actor18m"
 

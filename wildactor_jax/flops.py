@@ -90,7 +90,7 @@ def forward_flops(cfg: ModelConfig, video_tokens: int, ref_tokens: int = 0, text
 def step_tokens(config, shapes: dict | None = None) -> tuple[ModelConfig, int, int, int]:
   """(model config, video tokens, reference tokens (all R_max slots: the step computes padded
   slots too), text tokens) per example, from the config (or per-example `shapes`)."""
-  from wildactor_jax.train_lib.data_spec import example_shapes
+  from wildactor_jax.input.schema import example_shapes
   cfg = ModelConfig.from_mapping(config.model)
   shapes = shapes or example_shapes(config)
   t, h, w, _ = shapes["video_latents"]

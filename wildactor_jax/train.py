@@ -19,7 +19,8 @@ from wildactor_jax.models.config import ModelConfig
 from wildactor_jax.models.loading import create_model
 from wildactor_jax.sharding import create_mesh
 from wildactor_jax.train_lib import checkpoint as ckpt_lib
-from wildactor_jax.train_lib import data_spec, distributed, metrics as metrics_lib
+from wildactor_jax.input import batches as data_spec  # the old name keeps the body unchanged
+from wildactor_jax.train_lib import distributed, metrics as metrics_lib
 from wildactor_jax.train_lib import state as state_lib, step as step_lib, writers as writers_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)

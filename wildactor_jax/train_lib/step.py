@@ -17,7 +17,7 @@ from flax import nnx
 from wildactor_jax.models.transformer import References
 from wildactor_jax.sharding import activation_sharding
 from wildactor_jax.train_lib import flow
-from wildactor_jax.train_lib.data_spec import batch_sharding
+from wildactor_jax.input.batches import batch_sharding
 from wildactor_jax.train_lib.state import Setup
 
 
