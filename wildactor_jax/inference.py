@@ -107,8 +107,12 @@ def denoise(model: WanTransformer, text: jax.Array, cache, noise: jax.Array,
 
 def generate(model: WanTransformer, vae, text_encoder, prompt: str, images: Sequence[np.ndarray],
              types: Sequence[int], s: GenerationSettings,
-             on_step: Callable[[int, float], None] | None = None) -> tuple[np.ndarray, dict]:
-  """-> (video (T, H, W, 3) float32 in [-1, 1], timings). Same seed, same output."""
+             on_step: Callable[[int, float], None] | None = None,
+             noise: jax.Array | None = None) -> tuple[np.ndarray, dict]:
+  """-> (video (T, H, W, 3) float32 in [-1, 1], timings). Same seed, same output.
+
+  noise: the initial latents (1, T', H', W', C); default drawn from `s.seed`.
+  """
   grid = check_geometry(s, vae, model.cfg.patch_size)
   place = placer(model)
   timings = {}
@@ -123,7 +127,12 @@ def generate(model: WanTransformer, vae, text_encoder, prompt: str, images: Sequ
     cache = nnx.jit(lambda m, r: m.encode_references(r, tokens))(model, refs)
     jax.block_until_ready(cache)
   timings["encode_s"] = time.perf_counter() - t0
-  noise = place(jax.random.normal(jax.random.key(s.seed), (1,) + grid + (model.cfg.in_channels,)))
+  shape = (1,) + grid + (model.cfg.in_channels,)
+  if noise is None:
+    noise = jax.random.normal(jax.random.key(s.seed), shape)
+  elif tuple(noise.shape) != shape:
+    raise ValueError(f"noise shape {tuple(noise.shape)}: expected {shape}")
+  noise = place(jnp.asarray(noise, jnp.float32))
   step_times = []
 
   def record(i, dt):
