@@ -74,17 +74,34 @@ def double_batch(tree):
   return jax.tree.map(lambda a: jnp.concatenate([a, a], axis=1 if a.ndim == 5 else 0), tree)
 
 
+def guided_velocity(model: WanTransformer, x: jax.Array, timestep, text: jax.Array, cache2,
+                    cfg_scale: float) -> jax.Array:
+  """Classifier-free guided velocity at x (1, T, H, W, C): cond and uncond as one batch of 2.
+  text (2, S, D) = [cond; uncond]; cache2 the reference K/V doubled for that batch (or None)."""
+  x2 = jnp.concatenate([x, x], axis=0).astype(model.cfg.jnp_dtype)
+  t2 = jnp.full((2,), timestep, jnp.float32)
+  v = model(x2, t2, text, reference_cache=cache2).astype(jnp.float32)
+  v_cond, v_uncond = jnp.split(v, 2, axis=0)
+  return v_uncond + cfg_scale * (v_cond - v_uncond)
+
+
+def predict_x0(model: WanTransformer, x: jax.Array, sigma: float, text: jax.Array, cache2=None,
+               cfg_scale: float = 1.0) -> jax.Array:
+  """The sampler's one-step clean-latent estimate at flow time sigma: the model sees the timestep
+  the sampler gives it (floor(1000 sigma)) and m = x - sigma v, exactly as inside a solver step."""
+  timestep = float(np.floor(sigma * sampling.TIMESTEP_SCALE))
+  v = guided_velocity(model, x, timestep, text, cache2, cfg_scale)
+  return sampling.data_prediction(x, sigma, v)
+
+
 def make_denoise_step(cfg_scale: float):
   """step(model, solver_state, coefficient_row, text (2,S,D), cache2) -> solver_state: one CFG
   pass (cond and uncond batched) and one solver update, jitted."""
 
   @nnx.jit
   def step(model, state, row, text, cache2):
-    x2 = jnp.concatenate([state[0], state[0]], axis=0).astype(model.cfg.jnp_dtype)
-    t2 = jnp.full((2,), row.timestep)
-    v = model(x2, t2, text, reference_cache=cache2).astype(jnp.float32)
-    v_cond, v_uncond = jnp.split(v, 2, axis=0)
-    return sampling.solver_step(state, row, v_uncond + cfg_scale * (v_cond - v_uncond))
+    v = guided_velocity(model, state[0], row.timestep, text, cache2, cfg_scale)
+    return sampling.solver_step(state, row, v)
 
   return step
 
