@@ -26,7 +26,6 @@ the same --out is refused. Prints one JSON summary line per process.
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -36,7 +35,8 @@ import warnings
 
 import numpy as np
 
-from wildactor_jax import records
+from wildactor_jax import media, records
+from wildactor_jax.infer.encoders import text_encoder_from_config, vae_from_config
 
 RAW_NAME = "actor18m"
 
@@ -83,14 +83,6 @@ def decode_clip(data: bytes, frames: int, height: int, width: int) -> np.ndarray
   return np.stack(out).astype(np.float32) / 127.5 - 1.0
 
 
-def fit_image(data: bytes, height: int, width: int) -> np.ndarray:
-  """(height, width, 3) float32 in [-1, 1]: the whole image, letterboxed on white."""
-  from PIL import Image, ImageOps
-  with Image.open(io.BytesIO(data)) as img:
-    img = ImageOps.pad(img.convert("RGB"), (width, height), Image.BICUBIC, color=(255, 255, 255))
-  return np.asarray(img, np.float32) / 127.5 - 1.0
-
-
 class ShardedCall:
   """Runs `fn` over a leading batch axis in fixed-size chunks split across the local devices
   (fixed size: one compilation; the last chunk is padded and the padding dropped)."""
@@ -117,29 +109,6 @@ class ShardedCall:
     return np.concatenate(outs)
 
 
-def vae_from_config(config, sharding=None):
-  """The autoencoder named by config.vae: "pixel" (parameter-free, demos) or "wan" (converted)."""
-  from wildactor_jax import models
-  kind = config.vae.kind
-  if kind == "pixel":
-    from wildactor_jax.models.pixel_autoencoder import PixelAutoencoder
-    return PixelAutoencoder(int(config.vae.get("spatial_factor", 4)))
-  if kind == "wan":
-    if not config.vae.get("path"):
-      raise ValueError("config.vae.path: expected a converted Wan VAE checkpoint folder")
-    return models.load_vae(config.vae.path, sharding=sharding)
-  raise ValueError(f"config.vae.kind {kind!r}: expected 'wan' or 'pixel'")
-
-
-def text_encoder_from_config(config):
-  from wildactor_jax import models
-  if not config.text_encoder.get("path"):
-    raise ValueError("config.text_encoder.path: expected a converted UMT5 checkpoint folder")
-  return models.load_text_encoder(config.text_encoder.path,
-                                  config.text_encoder.get("tokenizer_path") or None,
-                                  text_len=int(config.text_encoder.get("max_length", 512)))
-
-
 def load_models(config, batch_size: int):
   """(video encoder: (N, T, H, W, 3) -> latents, text encoder, info dict) from the config."""
   call = ShardedCall(None, batch_size)
@@ -163,7 +132,7 @@ def encode_batch(raws: list[dict], geometry: dict, video_call, text_encoder, dty
   for raw in raws:
     try:
       clip = decode_clip(raw["video"], frames, height, width)
-      images = [fit_image(b, height, width) for b in raw["refs"]["image"]]
+      images = [media.fit_image(b, height, width) for b in raw["refs"]["image"]]
     except Exception:  # corrupt media: count it, never stop the job
       skipped["undecodable"] = skipped.get("undecodable", 0) + 1
       continue
