@@ -35,7 +35,7 @@ import warnings
 
 import numpy as np
 
-from wildactor_jax import media, records
+from wildactor_jax import fs, media, records
 from wildactor_jax.infer.encoders import text_encoder_from_config, vae_from_config
 
 RAW_NAME = "actor18m"
@@ -176,17 +176,13 @@ def output_name(input_name: str) -> str:
 
 
 def _check_info(out: str, info: dict, is_writer: bool) -> None:
-  path = os.path.join(out, "encode_info.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
+  path = fs.join(out, "encode_info.json")
+  if fs.exists(path):
+    old = fs.read_json(path)
     if old != info:
       raise ValueError(f"{path}: encoded with {old}, this run is {info}; use another --out")
   elif is_writer:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-      json.dump(info, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    fs.atomic_write_json(path, info, indent=1, sort_keys=True)
 
 
 def run(config, records_dir: str, out: str, splits: list[str] | None = None,

@@ -74,19 +74,26 @@ def double_batch(tree):
   return jax.tree.map(lambda a: jnp.concatenate([a, a], axis=1 if a.ndim == 5 else 0), tree)
 
 
+@nnx.jit
+def denoise_step(model, state, row, text, cache2, cfg_scale):
+  """One CFG pass (cond and uncond batched) and one solver update, jitted once per shape: the
+  guidance scale is an argument, not a constant, so clips with any scale share the compile."""
+  x2 = jnp.concatenate([state[0], state[0]], axis=0).astype(model.cfg.jnp_dtype)
+  t2 = jnp.full((2,), row.timestep)
+  v = model(x2, t2, text, reference_cache=cache2).astype(jnp.float32)
+  v_cond, v_uncond = jnp.split(v, 2, axis=0)
+  return sampling.solver_step(state, row, v_uncond + cfg_scale * (v_cond - v_uncond))
+
+
 def make_denoise_step(cfg_scale: float):
-  """step(model, solver_state, coefficient_row, text (2,S,D), cache2) -> solver_state: one CFG
-  pass (cond and uncond batched) and one solver update, jitted."""
+  """step(model, solver_state, coefficient_row, text (2,S,D), cache2) -> solver_state."""
+  scale = jnp.float32(cfg_scale)
+  return lambda model, state, row, text, cache2: denoise_step(model, state, row, text, cache2, scale)
 
-  @nnx.jit
-  def step(model, state, row, text, cache2):
-    x2 = jnp.concatenate([state[0], state[0]], axis=0).astype(model.cfg.jnp_dtype)
-    t2 = jnp.full((2,), row.timestep)
-    v = model(x2, t2, text, reference_cache=cache2).astype(jnp.float32)
-    v_cond, v_uncond = jnp.split(v, 2, axis=0)
-    return sampling.solver_step(state, row, v_uncond + cfg_scale * (v_cond - v_uncond))
 
-  return step
+# The reference K/V cache, jitted once per token grid (a static argument).
+encode_reference_cache = nnx.jit(lambda model, refs, tokens: model.encode_references(refs, tokens),
+                                 static_argnums=2)
 
 
 def denoise(model: WanTransformer, text: jax.Array, cache, noise: jax.Array,
@@ -120,7 +127,7 @@ def generate(model: WanTransformer, vae, text_encoder, prompt: str, images: Sequ
   if refs is not None:
     tokens = (grid[0], grid[1] // model.cfg.patch_size[1], grid[2] // model.cfg.patch_size[2])
     refs = refs._replace(latents=refs.latents.astype(model.cfg.jnp_dtype))
-    cache = nnx.jit(lambda m, r: m.encode_references(r, tokens))(model, refs)
+    cache = encode_reference_cache(model, refs, tokens)
     jax.block_until_ready(cache)
   timings["encode_s"] = time.perf_counter() - t0
   noise = place(jax.random.normal(jax.random.key(s.seed), (1,) + grid + (model.cfg.in_channels,)))

@@ -135,7 +135,7 @@ def _train(config, workdir: str, allow_config_change: bool, train_source) -> dic
   writer = writers_lib.create_writer(workdir)
   if start == 0:
     writer.write_hparams({k: str(v) if isinstance(v, (tuple, list)) else v
-                          for k, v in _flatten(config.to_dict()).items()})
+                          for k, v in workdir_lib.flatten(config.to_dict()).items()})
   hooks = writers_lib.progress_hooks(workdir, total_steps, writer,
                                      int(config.train.get("profile_steps", 5)), start + 10)
   loss_log = metrics_lib.LossLog(workdir, start)
@@ -191,6 +191,9 @@ def _train(config, workdir: str, allow_config_change: bool, train_source) -> dic
         summary.update(metrics_lib.hbm_in_use())
         writer.write_scalars(step, {k: v for k, v in summary.items() if k != "step"})
         window.clear()
+      if log_now or save_now:
+        loss_log.flush()  # a no-op locally; rewrites the log on an object store
+        writer.flush()
       if save_now:
         checkpointer.save(step, state, train_iter, ckpt_lib.metadata(config, step, mesh.shape))
       if eval_now:
@@ -211,16 +214,6 @@ def _train(config, workdir: str, allow_config_change: bool, train_source) -> dic
     writer.close()
     checkpointer.close()  # waits for in-flight saves of good states; raises their errors
   return summary
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
 
 
 def main(argv):

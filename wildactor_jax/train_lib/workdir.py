@@ -105,11 +105,12 @@ class WorkdirLock:
     self.release()
 
 
-def _flatten(d: dict, prefix: str) -> dict:
+def flatten(d: dict, prefix: str = "") -> dict:
+  """{"a": {"b": 1}} -> {"a.b": 1}"""
   out = {}
   for k, v in d.items():
     if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
+      out.update(flatten(v, f"{prefix}{k}."))
     else:
       out[f"{prefix}{k}"] = v
   return out
@@ -118,7 +119,7 @@ def _flatten(d: dict, prefix: str) -> dict:
 def model_config_diff(saved: dict, current: dict) -> list[str]:
   """['model.lora_rank: 16 -> 32', ...] between two config.model mappings (JSON-normalised, so a
   tuple and the list it was saved as compare equal)."""
-  norm = lambda d: _flatten(json.loads(json.dumps(d, default=str)), "model.")
+  norm = lambda d: flatten(json.loads(json.dumps(d, default=str)), "model.")
   a, b = norm(saved), norm(current)
   missing = object()
   return [f"{k}: {a.get(k, '(unset)')} -> {b.get(k, '(unset)')}" for k in sorted(set(a) | set(b))
