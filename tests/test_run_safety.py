@@ -167,7 +167,9 @@ def test_moved_backbone_is_the_same_backbone(tmp_path, caplog):
   with caplog.at_level(logging.INFO):
     ckpt_lib.check_backbone(saved, ckpt_lib.backbone_record(config), "ckpts")
   assert "now read from " + str(tmp_path / "bucket_copy") in caplog.text
-  save_backbone(create_model(cfg, seed=4), str(tmp_path / "other"))
+  shutil.copytree(tmp_path / "a", tmp_path / "other")
+  with open(tmp_path / "other" / "config.json", "a") as fh:
+    fh.write("\n")  # any change of content is another backbone
   config.backbone_path = str(tmp_path / "other")
   with pytest.raises(ckpt_lib.BackboneMismatchError, match="trained on backbone"):
     ckpt_lib.check_backbone(saved, ckpt_lib.backbone_record(config), "ckpts")
@@ -198,3 +200,32 @@ def test_stale_lock_is_taken_over_and_foreign_host_refused(tmp_path, caplog):
   with pytest.raises(ckpt_lib.RunError, match="host elsewhere.*another host"):
     workdir_lib.WorkdirLock(str(workdir)).acquire()
   assert json.loads(lock.read_text())["host"] == "elsewhere"  # someone else's: left alone
+
+
+def test_checkpoints_from_before_the_params_item_still_restore(trained, tmp_path):
+  """Older checkpoints hold the trained parameters inside `train`: training and load_run both
+  restore them, to the same values as the current layout."""
+  import jax
+  import numpy as np
+  import orbax.checkpoint as ocp
+  config = tiny_config()
+  rs = state_lib.setup_from_config(config)
+  new = ckpt_lib.Checkpointer(str(trained), async_save=False, read_only=True)
+  state, meta = new.restore(4, rs.setup.abstract_train)
+  new.close()
+  legacy_dir = tmp_path / "legacy"
+  legacy = ckpt_lib.Checkpointer(str(legacy_dir), async_save=False)
+  legacy.manager.save(4, args=ocp.args.Composite(train=ocp.args.StandardSave(state),
+                                                 meta=ocp.args.JsonSave(meta)))
+  legacy.wait()
+  assert not (legacy_dir / "checkpoints" / "4" / "params").exists()
+  again, _ = legacy.restore(4, rs.setup.abstract_train)
+  legacy.close()
+  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(again)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  shutil.copy(trained / "config.json", legacy_dir / "config.json")
+  a, b = (load_run(str(w), [1, 1, 1, 1]) for w in (trained, legacy_dir))
+  assert a.step == b.step == 4
+  from flax import nnx
+  for x, y in zip(jax.tree.leaves(nnx.state(a.model)), jax.tree.leaves(nnx.state(b.model))):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
