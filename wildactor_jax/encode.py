@@ -194,6 +194,9 @@ def run(config, records_dir: str, out: str, splits: list[str] | None = None,
   import tensorflow_datasets as tfds
   from array_record.python import array_record_module
   from tqdm import tqdm
+  # ArrayRecord reads and writes local files: a bucket is used through a gcsfuse mount (a gs://
+  # path here is a one-line error saying so, never a local folder named "gs:").
+  records_dir, out = fs.local_path(records_dir, "--records"), fs.local_path(out, "--out")
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   np_dtype = np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)

@@ -157,7 +157,9 @@ class Checkpointer:
     <workdir>/damaged_checkpoints/ (never deleted), so that the resumed run can save those steps
     again. If no step restores, nothing is moved (the failure may not be damage: the same error
     on every step suggests the environment) and the error is one line. A RunError from
-    `restore_step` (a mismatch, not damage) propagates."""
+    `restore_step` (a mismatch, not damage) propagates. On several processes every one must
+    see the same damage (they read one shared file system or bucket), or they would disagree
+    about the step."""
     steps = sorted(self.all_steps() if steps is None else steps, reverse=True)
     if not steps:
       return None
