@@ -129,17 +129,23 @@ def test_generate_restore_falls_back_but_never_changes_the_workdir(trained, tmp_
   assert snapshot(workdir) == before
 
 
-@pytest.mark.parametrize("override,diff", [
-    ("--config.model.lora_rank=16", "model.lora_rank: 8 -> 16"),
-    ("--config.model.aipa=False", "model.aipa: True -> False"),
-    ("--config.model.irope=False", "model.irope: True -> False"),
-])
-def test_changed_model_config_is_refused_before_writing(trained, tmp_path, override, diff):
+def test_changed_model_config_is_refused_before_writing_cli(trained, tmp_path):
   workdir = copy_run(trained, tmp_path)
   before = snapshot(workdir)
-  line = one_line_error(cli(workdir, override))
-  assert diff in line and "--allow_config_change" in line
+  line = one_line_error(cli(workdir, "--config.model.lora_rank=16"))
+  assert "model.lora_rank: 8 -> 16" in line and "--allow_config_change" in line
   assert snapshot(workdir) == before  # config.json included
+
+
+@pytest.mark.parametrize("field", ["aipa", "irope"])
+def test_changed_model_config_without_new_shapes_is_refused_too(trained, tmp_path, field):
+  workdir = copy_run(trained, tmp_path)
+  before = snapshot(workdir)
+  config = tiny_config()
+  config.model[field] = False
+  with pytest.raises(ckpt_lib.RunError, match=f"model.{field}: True -> False.*allow_config_change"):
+    train_and_evaluate(config, str(workdir))
+  assert snapshot(workdir) == before
 
 
 def test_allow_config_change_resumes_only_same_shapes(trained, tmp_path):
