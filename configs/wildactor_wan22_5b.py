@@ -39,8 +39,6 @@ def get_config(arg=None):
   config.checkpoint = ml_collections.ConfigDict(dict(every=25 if tiny else 500, keep=3))
   config.sample = ml_collections.ConfigDict(dict(steps=50, cfg=5.0, shift=5.0, solver="unipc",
                                                  require_references=True))
-  # Test hooks (off): poison the batch of this step with NaN / SIGKILL the process after it.
-  config.debug = ml_collections.ConfigDict(dict(nan_at_step=-1, crash_at_step=-1))
   if tiny:  # CPU tests: random batches with the pipeline's keys, a multiple of 8 host devices
     config.data.update(source="random", global_batch_size=8, random_examples=256, text_len=16)
     config.train.update(steps=200, warmup_steps=20, learning_rate=1e-3, log_every=20,

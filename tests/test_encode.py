@@ -14,7 +14,7 @@ import pytest
 from array_record.python import array_record_module
 
 from data import build_actor18m, synthetic_actors
-from wildactor_jax import encode
+from wildactor_jax import encode, media
 from wildactor_jax.input import records, records_source
 from wildactor_jax.models import tokenizer as tk
 from wildactor_jax.models import umt5
@@ -100,7 +100,7 @@ def test_encode_writes_one_shard_per_input_shard(world, tmp_path):
     clip = encode.decode_clip((world / "media" / row["video"]).read_bytes(), 5, 32, 48)
     np.testing.assert_allclose(ex["video_latents"], np.asarray(vae.encode(clip[None]))[0], atol=1e-6)
     # ... and each reference is one latent frame of the letterboxed image at video resolution.
-    image = encode.fit_image((world / "media" / row["refs"][0]["path"]).read_bytes(), 32, 48)
+    image = media.fit_image((world / "media" / row["refs"][0]["path"]).read_bytes(), 32, 48)
     np.testing.assert_allclose(ex["ref_latents"][0],
                                np.asarray(vae.encode(image[None, None]))[0, 0], atol=1e-6)
   assert json.loads((out / "encode_info.json").read_text())["z_dim"] == 48

@@ -29,7 +29,6 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from wildactor_jax import flops
-from wildactor_jax.models.config import ModelConfig
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config", lock_config=False)
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "generate"], "what to time")
@@ -78,21 +77,16 @@ def _summary(times, compile_s, model_flops, tokens, mesh, env) -> dict:
 
 
 def bench_train(config, mesh, rules) -> dict:
-  from wildactor_jax.models.loading import create_model
-  from wildactor_jax.input import batches, random_source, schema
+  from wildactor_jax.input import batches, random_source
   from wildactor_jax.train_lib import state as state_lib, step as step_lib
-  cfg = ModelConfig.from_mapping(config.model)
-  trainable = str(config.train.get("trainable", "lora"))
-  tx, schedule = state_lib.build_optimizer(config.train)
-  setup = state_lib.make_setup(cfg, tx, mesh, rules, int(config.train.seed), trainable)
-  model = create_model(cfg, seed=0, backbone_path=config.get("backbone_path") or None, mesh=mesh,
-                       rules=rules)
-  _, frozen, lora = state_lib.split_model(model, trainable)
-  state = [state_lib.init_train_state(lora, tx, setup, 0)]
+  rs = state_lib.setup_from_config(config, mesh)
+  cfg = rs.model_cfg
+  _, frozen, lora = state_lib.split_model(rs.create_model(), rs.trainable)
+  state = [state_lib.init_train_state(lora, rs.tx, rs.setup, 0)]
   abstract = batches.abstract_batch(config, mesh, rules)
-  step = step_lib.jit_train_step(step_lib.make_train_step(setup, tx, schedule,
+  step = step_lib.jit_train_step(step_lib.make_train_step(rs.setup, rs.tx, rs.schedule,
                                                           float(config.flow.shift), mesh, rules),
-                                 setup, abstract, mesh, rules)
+                                 rs.setup, abstract, mesh, rules)
   source = random_source.create_dataset(config, "train", jax.process_index(),
                                         jax.process_count())
   batch = batches.to_global(next(source), mesh, rules)  # one batch: time the step, not I/O
@@ -115,12 +109,12 @@ def bench_train(config, mesh, rules) -> dict:
 
 def bench_generate(config, mesh, rules) -> dict:
   from wildactor_jax import inference, sampling
-  from wildactor_jax.models.loading import create_model
   from wildactor_jax.models.transformer import References
   from wildactor_jax.input import schema
-  cfg = ModelConfig.from_mapping(config.model)
-  model = create_model(cfg, seed=0, backbone_path=config.get("backbone_path") or None, mesh=mesh,
-                       rules=rules)
+  from wildactor_jax.train_lib import state as state_lib
+  rs = state_lib.setup_from_config(config, mesh, optimizer=False)
+  cfg = rs.model_cfg
+  model = rs.create_model()
   t, h, w, c = schema.latent_grid(config)
   grid = (t, h // cfg.patch_size[1], w // cfg.patch_size[2])
   r = int(config.data.num_faces) + int(config.data.num_bodies)

@@ -67,13 +67,9 @@ def build_text_encoder(raw: str, out: str, d_model: int) -> tuple[str, str]:
 def export_backbone(workdir: str, out: str) -> str:
   """The pre-trained toy backbone (a full-parameter training checkpoint) -> a frozen-backbone
   checkpoint in the converter's format, which WildActor training loads and hashes."""
-  from wildactor_jax import generate
+  from wildactor_jax.infer import load_run
   from wildactor_jax.models.loading import save_backbone
-  args = generate.parse_args(["--workdir", workdir, "--prompt", "-", "--out", "x.mp4"])
-  config = generate.load_config(args, workdir)
-  _, step = generate.checkpoint_location(args)
-  model, _ = generate.restore_model(config, os.path.abspath(workdir), step, [1, -1, 1, 1])
-  save_backbone(model, out)
+  save_backbone(load_run(workdir).model, out)
   return out
 
 

@@ -94,16 +94,23 @@ def predict_x0(model: WanTransformer, x: jax.Array, sigma: float, text: jax.Arra
   return sampling.data_prediction(x, sigma, v)
 
 
+@nnx.jit
+def denoise_step(model, state, row, text, cache2, cfg_scale):
+  """One CFG pass (cond and uncond batched) and one solver update, jitted once per shape: the
+  guidance scale is an argument, not a constant, so clips with any scale share the compile."""
+  v = guided_velocity(model, state[0], row.timestep, text, cache2, cfg_scale)
+  return sampling.solver_step(state, row, v)
+
+
 def make_denoise_step(cfg_scale: float):
-  """step(model, solver_state, coefficient_row, text (2,S,D), cache2) -> solver_state: one CFG
-  pass (cond and uncond batched) and one solver update, jitted."""
+  """step(model, solver_state, coefficient_row, text (2,S,D), cache2) -> solver_state."""
+  scale = jnp.float32(cfg_scale)
+  return lambda model, state, row, text, cache2: denoise_step(model, state, row, text, cache2, scale)
 
-  @nnx.jit
-  def step(model, state, row, text, cache2):
-    v = guided_velocity(model, state[0], row.timestep, text, cache2, cfg_scale)
-    return sampling.solver_step(state, row, v)
 
-  return step
+# The reference K/V cache, jitted once per token grid (a static argument).
+encode_reference_cache = nnx.jit(lambda model, refs, tokens: model.encode_references(refs, tokens),
+                                 static_argnums=2)
 
 
 def denoise(model: WanTransformer, text: jax.Array, cache, noise: jax.Array,
@@ -141,7 +148,7 @@ def generate(model: WanTransformer, vae, text_encoder, prompt: str, images: Sequ
   if refs is not None:
     tokens = (grid[0], grid[1] // model.cfg.patch_size[1], grid[2] // model.cfg.patch_size[2])
     refs = refs._replace(latents=refs.latents.astype(model.cfg.jnp_dtype))
-    cache = nnx.jit(lambda m, r: m.encode_references(r, tokens))(model, refs)
+    cache = encode_reference_cache(model, refs, tokens)
     jax.block_until_ready(cache)
   timings["encode_s"] = time.perf_counter() - t0
   shape = (1,) + grid + (model.cfg.in_channels,)

@@ -1,11 +1,12 @@
 """Reading reference images and writing videos, GIFs and contact sheets (atomically).
 
-Reference images go through the same letterboxing as the training records (`encode.fit_image`),
+Reference images go through the same letterboxing as the training records (`fit_image`),
 so a reference at inference looks like one at training. Every output is written to a temporary
 name beside the target and renamed, so a failure never leaves a half-written file.
 """
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 
@@ -17,9 +18,17 @@ class MediaError(ValueError):
   """A one-line, user-facing problem with an input or output file."""
 
 
+def fit_image(data: bytes, height: int, width: int) -> np.ndarray:
+  """(height, width, 3) float32 in [-1, 1]: the whole image, letterboxed on white (nothing of a
+  face is cropped away); the same for training records and generation references."""
+  from PIL import Image, ImageOps
+  with Image.open(io.BytesIO(data)) as img:
+    img = ImageOps.pad(img.convert("RGB"), (width, height), Image.BICUBIC, color=(255, 255, 255))
+  return np.asarray(img, np.float32) / 127.5 - 1.0
+
+
 def load_reference(path: str, height: int, width: int, what: str) -> np.ndarray:
   """(height, width, 3) float32 in [-1, 1]; `what` names the flag for errors (e.g. --face)."""
-  from wildactor_jax.encode import fit_image
   if not os.path.isfile(path):
     raise MediaError(f"{what} {path}: no such file")
   with open(path, "rb") as fh:
