@@ -133,3 +133,32 @@ def attention_mass(model, batches, t: float = 0.5, seed: int = 0) -> list[float]
   if not count:
     raise ValueError("no example with references: attention mass is undefined")
   return [float(v) for v in total / count]
+
+
+def record_batches(config, records: str, split: str, batch_size: int = 4,
+                   max_batches: int = 8, seed: int = 0) -> list[dict]:
+  """Up to max_batches batches of the split's encoded records in file order, every example with
+  the model's full reference count (task vc, fixed counts), references chosen under `seed`."""
+  import itertools
+  import grain
+  from ml_collections import ConfigDict
+  from wildactor_jax.input import records_source
+  n = len(grain.sources.ArrayRecordDataSource(records_source.split_files(records, split)))
+  data = ConfigDict(config.data.to_dict())
+  data.update(records=records, shuffle=False, num_epochs=1, task_probs={"vc": 1.0},
+              random_counts=False, num_faces=int(data.get("max_faces", 5)),
+              num_bodies=int(data.get("max_bodies", 5)), seed=seed,
+              global_batch_size=max(2, min(batch_size, n)))
+  if n < 2:
+    raise ValueError(f"{records}: the {split} split has {n} record(s); the diagnostics need 2")
+  return [dict(b) for b in itertools.islice(records_source.create_dataset(data, split),
+                                            max_batches)]
+
+
+def run(model, config, records: str, split: str, times=(0.5, 0.9), batch_size: int = 4,
+        max_batches: int = 8, seed: int = 0) -> dict:
+  """Both diagnostics on a restored model: {"flow_loss": {...}, "attention_mass": [...], ...}."""
+  batches = record_batches(config, records, split, batch_size, max_batches, seed)
+  return {"split": split, "examples": int(sum(len(b["ref_mask"]) for b in batches)),
+          "flow_loss": flow_losses(model, batches, times, seed),
+          "attention_mass_per_layer": attention_mass(model, batches, times[0], seed)}
