@@ -48,7 +48,9 @@ def test_pixel_autoencoder_geometry_and_exact_roundtrip():
 def world(tmp_path_factory):
   """Raw TFDS records (3 actors x 2 clips, 2 shards per split) and a tiny random UMT5."""
   root = tmp_path_factory.mktemp("enc")
-  synthetic_actors.generate(str(root / "media"), 3, 2, seed=11, size=32, frames=5, workers=1)
+  # Describing prompts: unique per clip, so the test can key clips by prompt.
+  synthetic_actors.generate(str(root / "media"), 3, 2, seed=11, size=32, frames=5, workers=1,
+                            describe_appearance=True)
   build_actor18m.build(str(root / "media" / "manifest.jsonl"), str(root / "raw"), num_shards=2)
   prompts = [json.loads(l)["prompt"] for l in (root / "media" / "manifest.jsonl").open()]
   words = sorted({w for p in prompts for w in re.findall(r"\w+", p.lower())})
