@@ -18,6 +18,10 @@ Config fields read: config.data.{height, width, frames}; config.vae.kind ("wan":
 VAE at config.vae.path; "pixel": the parameter-free models.pixel_autoencoder with
 config.vae.spatial_factor, default 4); config.text_encoder.{path, tokenizer_path, max_length}.
 
+--records and --out may be gs:// URIs: an input shard in a bucket is copied to a local temporary
+file while it is read (ArrayRecord opens local files only), and output shards are written
+locally and then copied into the bucket.
+
 Scale-out: JAX process p of P takes input shards p, p + P, ...; within a process each encoder
 call is sharded over the local devices (batch padded to a multiple of their count). Resumable:
 an output shard is written to a temp name and renamed when complete, and shards whose output
@@ -43,17 +47,16 @@ RAW_NAME = "actor18m"
 
 
 def find_raw_dataset(path: str) -> str:
-  """The TFDS version folder under `path` (itself, or actor18m/<latest version>)."""
-  if os.path.isfile(os.path.join(path, "dataset_info.json")):
+  """The TFDS version folder under `path` (itself, or actor18m/<latest version>); local or gs://."""
+  if fs.isfile(fs.join(path, "dataset_info.json")):
     return path
-  base = os.path.join(path, RAW_NAME)
-  versions = sorted((d for d in os.listdir(base) if os.path.isfile(
-      os.path.join(base, d, "dataset_info.json"))), key=lambda v: tuple(map(int, v.split("."))),
-      ) if os.path.isdir(base) else []
+  base = fs.join(path, RAW_NAME)
+  versions = sorted((d for d in fs.listdir(base) if fs.isfile(fs.join(base, d, "dataset_info.json"))),
+                    key=lambda v: tuple(map(int, v.split("."))))
   if not versions:
     raise FileNotFoundError(f"--records {path}: no built {RAW_NAME} dataset (expected "
                             f"dataset_info.json here or in {RAW_NAME}/<version>/)")
-  return os.path.join(base, versions[-1])
+  return fs.join(base, versions[-1])
 
 
 def decode_clip(data: bytes, frames: int, height: int, width: int) -> np.ndarray | None:
@@ -195,9 +198,6 @@ def run(config, records_dir: str, out: str, splits: list[str] | None = None,
   import tensorflow_datasets as tfds
   from array_record.python import array_record_module
   from tqdm import tqdm
-  # ArrayRecord reads and writes local files: a bucket is used through a gcsfuse mount (a gs://
-  # path here is a one-line error saying so, never a local folder named "gs:").
-  records_dir, out = fs.local_path(records_dir, "--records"), fs.local_path(out, "--out")
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   np_dtype = np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
@@ -207,24 +207,25 @@ def run(config, records_dir: str, out: str, splits: list[str] | None = None,
   builder = tfds.builder_from_directory(find_raw_dataset(records_dir))
   features = builder.info.features
   splits = splits or sorted(builder.info.splits)
-  shards = []
+  lengths = {}  # input shard -> its number of records (from the dataset info: nothing opened)
   for split in splits:
     if split not in builder.info.splits:
       raise ValueError(f"--splits {split}: not in the raw dataset ({sorted(builder.info.splits)})")
-    shards += [str(p) for p in builder.info.splits[split].filepaths]
-  mine = sorted(shards)[process_index::process_count]
+    info = builder.info.splits[split]
+    lengths.update(zip((os.fspath(p) for p in info.filepaths), info.shard_lengths))
+  mine = sorted(lengths)[process_index::process_count]
   batch_size = batch_size or jax.local_device_count()
   video_call, text_encoder, model_info = load_models(config, batch_size)
-  os.makedirs(out, exist_ok=True)
+  fs.makedirs(out)
   _check_info(out, dict(geometry, dtype=dtype, **model_info), process_index == 0)
-  todo = [p for p in mine if not os.path.exists(os.path.join(out, output_name(os.path.basename(p))))]
-  readers = {p: array_record_module.ArrayRecordReader(p) for p in todo}
-  bar = tqdm(total=sum(r.num_records() for r in readers.values()), unit="clip",
-             desc=f"encode p{process_index}", disable=not progress)
+  finals = {p: fs.join(out, output_name(fs.path(p).name)) for p in mine}
+  todo = [p for p in mine if not fs.exists(finals[p])]
+  bar = tqdm(total=sum(lengths[p] for p in todo), unit="clip", desc=f"encode p{process_index}",
+             disable=not progress)
   written, skipped = 0, {}
-  for path, reader in readers.items():
-    final = os.path.join(out, output_name(os.path.basename(path)))
-    tmp = os.path.join(out, f".{os.path.basename(final)}.tmp-{os.getpid()}")
+
+  def encode_shard(reader, tmp: str) -> None:
+    nonlocal written
     writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
     n = reader.num_records()
     for lo in range(0, n, batch_size):
@@ -239,8 +240,17 @@ def run(config, records_dir: str, out: str, splits: list[str] | None = None,
         written += 1
       bar.update(min(n, lo + batch_size) - lo)
     writer.close()
-    reader.close()
-    os.replace(tmp, final)
+
+  # ArrayRecord reads and writes local files: a shard in a bucket is read from a local copy (one
+  # at a time), and each output shard is written locally, then moved to --out (a bucket or a
+  # folder) under its final name only when complete.
+  for path in todo:
+    with fs.local_copy(path, "--records shard") as local:
+      reader = array_record_module.ArrayRecordReader(local)
+      try:
+        fs.atomic_write(finals[path], lambda tmp: encode_shard(reader, tmp))
+      finally:
+        reader.close()
   bar.close()
   return {"written": written, "skipped": skipped, "shards_done": len(todo),
           "shards_reused": len(mine) - len(todo)}

@@ -11,8 +11,10 @@ object still appears whole or not at all.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
 import uuid
 from typing import Any, Callable
@@ -20,6 +22,7 @@ from typing import Any, Callable
 from etils import epath
 
 REMOTE_SCHEMES = ("gs://", "s3://")
+_CHUNK = 16 << 20  # bytes per read/write when streaming a file to or from an object store
 
 
 class FsError(ValueError):
@@ -134,14 +137,20 @@ def atomic_write(p, write: Callable[[str], None]) -> str:
   with tempfile.TemporaryDirectory() as local:
     tmp = os.path.join(local, "payload" + suffix)
     write(tmp)
-    staging = _staging_name(target)
-    try:
-      staging.write_bytes(open(tmp, "rb").read())
-      staging.rename(target)
-    finally:
-      if staging.exists():
-        staging.unlink()
+    _upload(tmp, target)
   return os.fspath(target)
+
+
+def _upload(local: str, target: epath.Path) -> None:
+  """Streams a local file to a staging object beside the remote `target`, then renames it."""
+  staging = _staging_name(target)
+  try:
+    with open(local, "rb") as src, staging.open("wb") as dst:
+      shutil.copyfileobj(src, dst, _CHUNK)
+    staging.rename(target)
+  finally:
+    if staging.exists():
+      staging.unlink()
 
 
 def atomic_write_bytes(p, data: bytes) -> str:
@@ -167,3 +176,50 @@ def local_path(p, what: str) -> str:
     raise FsError(f"{what} {p}: this reader needs a local path; mount the bucket with gcsfuse "
                   f"(launch/*.sh --mount-bucket does it on pods) and pass the mounted path")
   return os.fspath(path(p))
+
+
+def walk_files(p) -> list[str]:
+  """Every file below folder `p` (recursively), as '/'-separated paths relative to `p`, folder by
+  folder (folders sorted by path, files sorted within: the order of `sorted(os.walk(p))`);
+  [] for a missing folder. One listing per folder. (Not epath's Path.walk: its fsspec backend
+  yields bucket paths without the gs:// scheme, i.e. local relative paths.)"""
+  found = []
+
+  def visit(folder: epath.Path, rel: str) -> None:
+    for child in folder.iterdir():
+      name = f"{rel}/{child.name}" if rel else child.name
+      if child.is_dir():
+        visit(child, name)
+      else:
+        found.append((rel, child.name))
+
+  base = path(p)
+  if base.is_dir():
+    visit(base, "")
+  return [f"{rel}/{name}" if rel else name for rel, name in sorted(found)]
+
+
+def copy_to_local(p, local: str) -> str:
+  """Streams file `p` (local or remote) to the local file name `local`; returns `local`."""
+  with path(p).open("rb") as src, open(local, "wb") as dst:
+    shutil.copyfileobj(src, dst, _CHUNK)
+  return local
+
+
+@contextlib.contextmanager
+def local_copy(p, what: str):
+  """A local file name holding `p`'s bytes, for a reader that opens files itself (ArrayRecord):
+  `p` itself when local; for a remote `p`, a copy in a temporary folder, removed on exit (so
+  only one such file at a time needs local disk)."""
+  if not is_remote(p):
+    if not isfile(p):
+      raise FsError(f"{what} {p}: no such file")
+    yield os.fspath(path(p))
+    return
+  with tempfile.TemporaryDirectory(prefix="wildactor-cache-") as tmp:
+    yield copy_to_local(p, os.path.join(tmp, path(p).name))
+
+
+def put_file(local: str, p) -> str:
+  """Copies the local file `local` to `p` (local or remote) atomically; returns str(p)."""
+  return atomic_write(p, lambda tmp: shutil.copyfile(local, tmp))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from typing import Any
 
 import jax
@@ -16,6 +15,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from wildactor_jax import fs
 from wildactor_jax.models.checkpoint_io import (CheckpointError, read_config, read_params,
                                                 write_checkpoint)
 from wildactor_jax.models.config import ModelConfig
@@ -43,19 +43,19 @@ def state_shardings(state: nnx.State, mesh, rules=DEFAULT_RULES) -> nnx.State:
 
 
 def backbone_hash(path: str) -> str:
-  """A content hash of a converted backbone: its config and the checkpoint's metadata files.
+  """A content hash of a converted backbone (local or gs://): its config and the checkpoint's
+  metadata files.
 
   Orbax metadata records every array's shape/dtype and the per-file checksums it wrote; hashing
-  those (not 10-20 GB of weights) identifies a checkpoint cheaply and stably.
+  those (not 10-20 GB of weights) identifies a checkpoint cheaply and stably, wherever it lives:
+  a copy in a bucket hashes like the local original (same files, same order).
   """
   h = hashlib.sha256()
-  for root, _, files in sorted(os.walk(path)):
-    for f in sorted(files):
-      full = os.path.join(root, f)
-      if f.endswith((".json", "_METADATA", "manifest.ocdbt")) or f == "config.json":
-        h.update(os.path.relpath(full, path).encode())
-        with open(full, "rb") as fh:
-          h.update(fh.read())
+  for rel in fs.walk_files(path):
+    name = rel.rsplit("/", 1)[-1]
+    if name.endswith((".json", "_METADATA", "manifest.ocdbt")):
+      h.update(rel.encode())
+      h.update(fs.read_bytes(fs.join(path, rel)))
   return h.hexdigest()[:16]
 
 

@@ -330,6 +330,7 @@ def save_random(out: str, cfg: UMT5Config, seed: int = 0, dtype: str = "float32"
     jax.tree_util.tree_map_with_path(put, params)
     return cfg.to_dict()
 
-  write_checkpoint(out, build, dtype)
-  copied = copy_tokenizer_files(tokenizer_path, out) if tokenizer_path else []
-  return dict(cfg.to_dict(), tokenizer=copied)
+  # The tokenizer goes into the folder being published (OUT may be a gs:// URI).
+  copied = write_checkpoint(out, build, dtype, extra=(
+      lambda folder: copy_tokenizer_files(tokenizer_path, folder)) if tokenizer_path else None)
+  return dict(cfg.to_dict(), tokenizer=copied or [])

@@ -5,6 +5,9 @@ the `tensorboard` package; both are base dependencies in setup.py.)
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 
 import jax
 
@@ -51,10 +54,52 @@ class Writers:
     return lambda *args: [getattr(w, name)(*args) for w in self.writers] and None
 
 
+class StagedSummaries:
+  """clu's default writer for a workdir in an object store: TensorBoard event files are written
+  to a local folder, and each flush copies those that grew to the workdir through `fs`.
+
+  Left to itself, TensorFlow would open gs:// with its own GCS client, outside `fs` and the
+  backend it is configured with. An object cannot be appended to, so each copy rewrites the
+  whole event file, as TensorFlow's GCS writer does on every flush; events after the last
+  flush are lost in a crash, like the trainer's other logs.
+  """
+
+  def __init__(self, workdir: str):
+    self.workdir = workdir
+    self.local = tempfile.mkdtemp(prefix="wildactor-summaries-")
+    self.writer = metric_writers.create_default_writer(self.local)
+    self.copied: dict[str, int] = {}
+
+  def __getattr__(self, name):  # write_scalars, write_images, ...: clu's writer
+    return getattr(self.writer, name)
+
+  def _copy(self) -> None:
+    for root, _, files in os.walk(self.local):
+      for name in files:
+        full = os.path.join(root, name)
+        rel = os.path.relpath(full, self.local)
+        size = os.path.getsize(full)
+        if self.copied.get(rel) != size:
+          fs.put_file(full, fs.join(self.workdir, rel))
+          self.copied[rel] = size
+
+  def flush(self) -> None:
+    self.writer.flush()
+    self._copy()
+
+  def close(self) -> None:
+    self.writer.close()
+    self._copy()
+    shutil.rmtree(self.local, ignore_errors=True)
+
+
 def create_writer(workdir: str):
   """Every process logs; process 0 also writes TensorBoard summaries and W/metrics.jsonl."""
   chief = jax.process_index() == 0
-  writers = [metric_writers.create_default_writer(workdir, just_logging=not chief)]
+  if chief and fs.is_remote(workdir):
+    writers = [StagedSummaries(workdir)]
+  else:
+    writers = [metric_writers.create_default_writer(workdir, just_logging=not chief)]
   if chief:
     writers.append(JsonlWriter(workdir))
   return Writers(writers)
