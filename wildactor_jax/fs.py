@@ -147,7 +147,7 @@ def _upload(local: str, target: epath.Path) -> None:
   try:
     with open(local, "rb") as src, staging.open("wb") as dst:
       shutil.copyfileobj(src, dst, _CHUNK)
-    staging.rename(target)
+    staging.replace(target)  # rename() refuses an existing target on every epath backend
   finally:
     if staging.exists():
       staging.unlink()
