@@ -197,3 +197,31 @@ def test_remote_storage_generate_reads_and_writes_the_bucket(bucket, world, caps
       out, f"{bucket}/videos/wave.png", f"{bucket}/videos/wave.gif")
   assert listing(f"{bucket}/videos") == ["wave.gif", "wave.mp4", "wave.png"]
   assert fs.read_bytes(out)[4:8] == b"ftyp"
+
+
+def test_remote_storage_encode_bucket_to_bucket(bucket, world, tmp_path):
+  """Raw records in the bucket -> encoded shards in the bucket, byte-identical to a local run;
+  the trainer then refuses those gs:// shards with the one line that says how to mount them."""
+  from data import build_actor18m, synthetic_actors
+  from wildactor_jax import encode
+  from wildactor_jax.input import records_source
+  config, _ = world
+  synthetic_actors.generate(str(tmp_path / "media"), 2, 1, seed=5, size=32, frames=5, workers=1)
+  build_actor18m.build(str(tmp_path / "media" / "manifest.jsonl"), str(tmp_path / "raw"),
+                       test_fraction=0.0, num_shards=2)
+  for rel in fs.walk_files(tmp_path / "raw"):
+    fs.put_file(str(tmp_path / "raw" / rel), f"{bucket}/raw/{rel}")
+  remote = encode.run(config, f"{bucket}/raw", f"{bucket}/encoded", batch_size=2, progress=False)
+  local = encode.run(config, str(tmp_path / "raw"), str(tmp_path / "encoded"), batch_size=2,
+                     progress=False)
+  assert remote == local and remote["written"] == 2 and remote["shards_done"] == 2
+  names = sorted(os.listdir(tmp_path / "encoded"))
+  assert listing(f"{bucket}/encoded") == names == [
+      "encode_info.json", "train-00000-of-00002.array_record", "train-00001-of-00002.array_record"]
+  for name in names:
+    assert fs.read_bytes(f"{bucket}/encoded/{name}") == (tmp_path / "encoded" / name).read_bytes()
+  # Rerun: every shard is found in the bucket and skipped.
+  again = encode.run(config, f"{bucket}/raw", f"{bucket}/encoded", batch_size=2, progress=False)
+  assert (again["shards_done"], again["shards_reused"]) == (0, 2)
+  with pytest.raises(fs.FsError, match=r"^config.data.records gs://.*gcsfuse.*--mount-bucket"):
+    records_source.split_files(f"{bucket}/encoded", "train")
