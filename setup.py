@@ -36,6 +36,10 @@ EXTRAS = {
         "transformers==5.24.0",
         "sentencepiece==0.2.3",
         "matplotlib",
+        # tests/test_remote_storage.py: a GCS emulator on loopback, and epath's fsspec backend
+        # for gs:// (TensorFlow's GCS client, epath's default, cannot be pointed at an emulator).
+        "gcp-storage-emulator==2026.7.19",
+        "gcsfs==2026.10.1",
     ],
     # Deviceless TPU compilation (AOT planning) on a CPU machine.
     "tpu": ["libtpu==0.0.52"],

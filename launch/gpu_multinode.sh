@@ -114,6 +114,7 @@ for kv in ${ENVS[@]+"${ENVS[@]}"}; do
   [[ $kv =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "--env $kv: expected KEY=VALUE"
 done
 check_config configs/wildactor_wan22_5b.py:8xh100
+[[ ${#MOUNTS[@]} -eq 0 ]] || die "--mount-bucket: not done by this launcher; mount the bucket with gcsfuse on every host (or copy the records to the shared filesystem) and pass that path"
 [[ -n $WORKDIR ]] || die "--workdir is required (a directory every host sees, or gs://...)"
 
 TRAIN=("$PYTHON" -m wildactor_jax.train --config "$CONFIG" --workdir "$WORKDIR"

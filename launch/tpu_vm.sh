@@ -45,7 +45,13 @@ Slice:
 Training (python -m wildactor_jax.train on every worker):
   --config PATH[:ARG]       config file relative to the repo root, with optional :ARG
   --workdir gs://...        run directory; must be on GCS (every worker writes checkpoints there)
-  --config.KEY=VALUE        config overrides, passed through unchanged (repeatable)
+  --config.KEY=VALUE        config overrides, passed through unchanged (repeatable), except:
+  --config.data.records=gs://BUCKET/PATH
+                            ArrayRecord/Grain read local files: BUCKET is mounted read-only with
+                            gcsfuse at $GCSFUSE_ROOT/BUCKET on every worker and the override
+                            becomes $GCSFUSE_ROOT/BUCKET/PATH
+  --mount-bucket BUCKET     also mount BUCKET there (repeatable), e.g. for a config file that
+                            names $GCSFUSE_ROOT/BUCKET/... itself
   -- ARGS                   anything after -- is passed to the training command as is
 
 Cleanup: unless --keep/--existing, the slice (or queued resource) is deleted on exit, also when
@@ -105,6 +111,7 @@ done
 check_config configs/wildactor_wan22_5b.py:v5p-64
 [[ -n $WORKDIR ]] || die "--workdir is required (gs://BUCKET/PATH)"
 [[ $WORKDIR =~ ^gs://[^/]+(/.*)?$ ]] || die "--workdir $WORKDIR: must be a gs:// path (all workers of a slice write checkpoints there)"
+mount_records
 
 GCLOUD_FLAGS=("--zone=$ZONE")
 [[ -z $PROJECT ]] || GCLOUD_FLAGS+=("--project=$PROJECT")
@@ -177,6 +184,13 @@ if [[ $SKIP_INSTALL == 0 ]]; then
   INSTALL+=" && .venv/bin/python -c 'import jax, libtpu; print(\"jax\", jax.__version__)'"
   echo "# on each worker: $INSTALL"
   run gcloud compute tpus tpu-vm ssh "$NAME" "${GCLOUD_FLAGS[@]}" --worker=all --command="$INSTALL"
+fi
+
+# --- 2b. mount the buckets the input pipeline reads (every launch: mounts do not survive reboots) ---
+MOUNT=$(mount_command)
+if [[ -n $MOUNT ]]; then
+  echo "# 2b. mount $(printf 'gs://%s ' "${MOUNTS[@]}")read-only with gcsfuse under $GCSFUSE_ROOT on all workers"
+  run gcloud compute tpus tpu-vm ssh "$NAME" "${GCLOUD_FLAGS[@]}" --worker=all --command="set -eo pipefail; $MOUNT"
 fi
 
 # --- 3. coordinator address, 4. train: the same command on all workers ---

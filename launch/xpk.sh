@@ -48,7 +48,12 @@ Workload:
 Training (python -m wildactor_jax.train on every host):
   --config PATH[:ARG]       config file relative to the repo root, with optional :ARG
   --workdir gs://...        run directory; must be on GCS
-  --config.KEY=VALUE        config overrides, passed through unchanged (repeatable)
+  --config.KEY=VALUE        config overrides, passed through unchanged (repeatable), except:
+  --config.data.records=gs://BUCKET/PATH
+                            ArrayRecord/Grain read local files: BUCKET is mounted read-only with
+                            gcsfuse at $GCSFUSE_ROOT/BUCKET in every container and the override
+                            becomes $GCSFUSE_ROOT/BUCKET/PATH
+  --mount-bucket BUCKET     also mount BUCKET there (repeatable)
   -- ARGS                   anything after -- is passed to the training command as is
 EOF
 }
@@ -113,12 +118,17 @@ done
 check_config configs/wildactor_wan22_5b.py:v5p-64
 [[ -n $WORKDIR ]] || die "--workdir is required (gs://BUCKET/PATH)"
 [[ $WORKDIR =~ ^gs://[^/]+(/.*)?$ ]] || die "--workdir $WORKDIR: must be a gs:// path (every host writes checkpoints there)"
+mount_records
 
 # The command every host runs (a shell string: xpk runs it with bash -c in the container).
 TRAIN=(python -m wildactor_jax.train --config "$CONFIG" --workdir "$WORKDIR"
        ${OVERRIDES[@]+"${OVERRIDES[@]}"} ${EXTRA[@]+"${EXTRA[@]}"})
 COMMAND=""
-[[ -n $DOCKER_IMAGE ]] || COMMAND="pip install -q -e '.[tpu]' && "
+# Buckets for the input pipeline are mounted inside the container first (xpk runs TPU containers
+# privileged, which FUSE needs).
+MOUNT=$(mount_command)
+[[ -z $MOUNT ]] || COMMAND="$MOUNT && "
+[[ -n $DOCKER_IMAGE ]] || COMMAND+="pip install -q -e '.[tpu]' && "
 if [[ ${#ENVS[@]} -gt 0 ]]; then
   COMMAND+=$(printf '%q ' env "${ENVS[@]}" "${TRAIN[@]}")
 else

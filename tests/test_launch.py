@@ -20,6 +20,9 @@ CONFIG = "configs/wildactor_wan22_5b.py:v5p-64"
 # Overrides that need quoting: a space and a glob, parentheses and a comma.
 ODD_OVERRIDES = ["--config.data.records=gs://bucket/my data/*.array_record",
                  "--config.train.eval_timesteps=(0.25, 0.5)"]
+# What the TPU launchers pass on: the records' bucket is read through its gcsfuse mount.
+MOUNTED_OVERRIDES = ["--config.data.records=/tmp/gcsfuse/bucket/my data/*.array_record",
+                     ODD_OVERRIDES[1]]
 
 
 def _run(script: str, *args: str, env: dict | None = None, cwd: Path | None = None):
@@ -65,8 +68,9 @@ def test_tpu_vm_dry_run_commands():
   assert _flag(create, "--version") == "v2-alpha-tpuv5"
   scp, = _find(cmds, "gcloud", "compute", "tpus", "tpu-vm", "scp")
   assert "--worker=all" in scp and "wa-v5p:wildactor_jax.tgz" in scp
-  install, train = _find(cmds, "gcloud", "compute", "tpus", "tpu-vm", "ssh")
-  for ssh in (install, train):
+  install, mount, train = _find(cmds, "gcloud", "compute", "tpus", "tpu-vm", "ssh")
+  assert _mounts(_flag(mount, "--command")) == {"bucket": "/tmp/gcsfuse/bucket"}
+  for ssh in (install, mount, train):
     assert ssh[5] == "wa-v5p" and "--worker=all" in ssh and "--zone=us-east5-a" in ssh
   assert "pip install -q -e '.[tpu]'" in _flag(install, "--command")
   assert _flag(train, "--output-directory").startswith("logs/tpu_vm-wa-v5p-")
@@ -74,7 +78,7 @@ def test_tpu_vm_dry_run_commands():
   assert "JAX_COORDINATOR_ADDRESS=WORKER0_IP:8482" in shlex.split(remote)
   assert _train_argv(remote) == [
       ".venv/bin/python", "-m", "wildactor_jax.train", "--config", CONFIG,
-      "--workdir", "gs://my-bucket/runs/wa1", "--config.train.steps=10", *ODD_OVERRIDES,
+      "--workdir", "gs://my-bucket/runs/wa1", "--config.train.steps=10", *MOUNTED_OVERRIDES,
       "--alsologtostderr"]
   # Worker 0's IP is read before training; the slice is deleted last.
   describe, = _find(cmds, "gcloud", "compute", "tpus", "tpu-vm", "describe")
@@ -103,7 +107,47 @@ def test_tpu_vm_queued_resource_and_keep():
   cmds = _commands(res.stdout)
   assert res.returncode == 0 and not _find(cmds, "gcloud", "compute", "tpus", "tpu-vm", "create")
   assert not _find(cmds, "gcloud", "compute", "tpus", "tpu-vm", "delete")
-  assert len(_find(cmds, "gcloud", "compute", "tpus", "tpu-vm", "ssh")) == 1
+  # No install: the bucket mount and the training.
+  assert len(_find(cmds, "gcloud", "compute", "tpus", "tpu-vm", "ssh")) == 2
+
+
+def _mounts(shell: str) -> dict[str, str]:
+  """{bucket: mount point} of the gcsfuse commands in a worker's shell string."""
+  words = shlex.split(shell.replace(";", " ; "))
+  return {words[i + 4]: words[i + 5] for i, w in enumerate(words) if w == "gcsfuse"
+          and words[i + 1:i + 4] == ["--implicit-dirs", "-o", "ro"]}
+
+
+def test_tpu_vm_mounts_buckets_before_training(tmp_path):
+  """--mount-bucket (gs:// or not, repeated) and the records' bucket: each mounted once, read
+  only, on all workers, after the install and before training; the mount command installs
+  gcsfuse where it is missing. Without a gs:// records path or --mount-bucket, no mount step."""
+  res = _run("tpu_vm.sh", *TPU_ARGS, "--mount-bucket", "gs://ckpt-bucket", "--mount-bucket=bucket",
+             "--mount-bucket", "ckpt-bucket/", "--dry-run")
+  assert res.returncode == 0, res.stderr
+  install, mount, train = _find(_commands(res.stdout), "gcloud", "compute", "tpus", "tpu-vm", "ssh")
+  shell = _flag(mount, "--command")
+  assert _mounts(shell) == {"ckpt-bucket": "/tmp/gcsfuse/ckpt-bucket", "bucket": "/tmp/gcsfuse/bucket"}
+  assert shell.startswith("set -eo pipefail;") and "command -v gcsfuse" in shell
+  assert "apt-get install -y -q gcsfuse" in shell and "--worker=all" in mount
+  plain = [a for a in TPU_ARGS if not a.startswith("--config.data.records")]
+  res = _run("tpu_vm.sh", *plain, "--dry-run")
+  assert res.returncode == 0 and len(_find(_commands(res.stdout), "gcloud", "compute", "tpus",
+                                           "tpu-vm", "ssh")) == 2
+  # The mount command runs as given: a stub gcsfuse/mountpoint on PATH, the mount root in tmp.
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  log = tmp_path / "gcsfuse.log"
+  _stub(bin_dir, "gcsfuse", f'echo "$*" >> {shlex.quote(str(log))}\n')
+  _stub(bin_dir, "mountpoint", "exit 1\n")
+  env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+  local = shell.replace("/tmp/gcsfuse", str(tmp_path / "mnt"))
+  done = subprocess.run(["bash", "-c", local], env=env, capture_output=True, text=True, timeout=30)
+  assert done.returncode == 0, done.stderr
+  assert log.read_text().splitlines() == [
+      f"--implicit-dirs -o ro ckpt-bucket {tmp_path}/mnt/ckpt-bucket",
+      f"--implicit-dirs -o ro bucket {tmp_path}/mnt/bucket"]
+  assert (tmp_path / "mnt" / "bucket").is_dir()
 
 
 def _stub(bin_dir: Path, name: str, body: str) -> None:
@@ -124,7 +168,8 @@ case "$*" in
 esac
 """)
   env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-  res = _run("tpu_vm.sh", *TPU_ARGS, "--skip-install", "--log-dir", str(tmp_path / "logs"), env=env)
+  plain = [a for a in TPU_ARGS if not a.startswith("--config.data.records")]  # no mount step
+  res = _run("tpu_vm.sh", *plain, "--skip-install", "--log-dir", str(tmp_path / "logs"), env=env)
   assert res.returncode == 7, (res.stdout, res.stderr)
   lines = calls.read_text().splitlines()
   assert lines[0].startswith("compute tpus tpu-vm create wa-v5p")
@@ -145,10 +190,12 @@ def test_xpk_dry_run_commands():
   assert _flag(create, "--tpu-type") == "v5p-64" and _flag(create, "--num-slices") == "2"
   assert _flag(create, "--docker-image") == "gcr.io/p/wildactor:latest"
   assert _flag(create, "--zone") == "us-east5-a"
-  command = shlex.split(_flag(create, "--command"))
+  mount, train = _flag(create, "--command").split(" && env ")
+  assert _mounts(mount) == {"bucket": "/tmp/gcsfuse/bucket"}
+  command = shlex.split("env " + train)
   assert command[:2] == ["env", "LIBTPU_INIT_ARGS=--xla_tpu_enable_async_collective_fusion=true"]
   assert command[2:] == ["python", "-m", "wildactor_jax.train", "--config", CONFIG,
-                         "--workdir", "gs://my-bucket/runs/wa1", *ODD_OVERRIDES]
+                         "--workdir", "gs://my-bucket/runs/wa1", *MOUNTED_OVERRIDES]
 
 
 def test_xpk_script_dir_and_delete():
@@ -243,6 +290,8 @@ echo "REMOTE: $last"
     ("gpu_multinode.sh", ["--hosts", "a,b", "--port", "99999", *GPU_TRAIN], "--port 99999"),
     ("gpu_multinode.sh", ["--slurm", *GPU_TRAIN], "--slurm needs --nodes"),
     ("gpu_multinode.sh", ["--hosts", "a,b", "--workdir", "/w"], "--config is required"),
+    ("gpu_multinode.sh", ["--hosts", "a,b", "--mount-bucket", "b1", *GPU_TRAIN], "--mount-bucket"),
+    ("tpu_vm.sh", [*TPU_ARGS, "--mount-bucket", "Bad_Bucket"], "bucket 'Bad_Bucket'"),
 ])
 def test_bad_arguments(script, args, needle):
   env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}

@@ -137,6 +137,7 @@ def world(bucket, tmp_path_factory):
   config.vae.update(kind="pixel", spatial_factor=4)
   config.text_encoder.update(path=f"{bucket}/umt5", tokenizer_path=tok, max_length=16)
   config.data.update(height=32, width=32, frames=5)
+  config.model.num_layers = 1  # storage is under test, not depth: keeps compiles short
   config.mesh.shape = (1, 8, 1, 1)
   config.train.update(steps=4, warmup_steps=1, log_every=2, eval_every=0, profile_steps=0)
   config.checkpoint.update(every=2, keep=5)

@@ -174,7 +174,8 @@ def local_path(p, what: str) -> str:
   mmap'd safetensors). A gs:// path here is a one-line error saying to mount the bucket."""
   if is_remote(p):
     raise FsError(f"{what} {p}: this reader needs a local path; mount the bucket with gcsfuse "
-                  f"(launch/*.sh --mount-bucket does it on pods) and pass the mounted path")
+                  f"and pass the mounted path (launch/tpu_vm.sh and launch/xpk.sh mount the bucket "
+                  f"of a gs:// --config.data.records themselves, others with --mount-bucket)")
   return os.fspath(path(p))
 
 
