@@ -11,7 +11,10 @@ How each layer reaches the emulator (no request leaves 127.0.0.1):
     back to anonymous access;
   * Orbax's arrays (tensorstore's `gcs` kvstore): TENSORSTORE_GCS_HTTP_URL, with
     GOOGLE_AUTH_TOKEN_FOR_TESTING so that no metadata server or credential file is consulted.
-Nothing is mocked: every byte goes through the emulator's HTTP API.
+Nothing is mocked: every byte goes through the emulator's HTTP API. An audit hook records any
+Python-level connection or name lookup that is not loopback, and the fixture fails on one
+(tensorstore's C++ HTTP client is outside its view; its endpoint and token come from the
+environment above).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import importlib.util
 import json
 import os
 import socket
+import sys
 import tempfile
 from http import HTTPStatus
 
@@ -42,6 +46,24 @@ from wildactor_jax.train_lib import metrics as metrics_lib  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUCKET = "wildactor-test"
 PROMPT = "a person in a red shirt waves"
+
+
+# Python-level network use while the bucket fixture is active: any connection or name lookup
+# that is not loopback is recorded (an audit hook cannot be removed, so it checks a switch).
+_OUTSIDE: dict = {"watching": False, "seen": []}
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _audit(event, args):
+  if not _OUTSIDE["watching"]:
+    return
+  if event == "socket.connect" and isinstance(args[1], tuple) and args[1][0] not in _LOOPBACK:
+    _OUTSIDE["seen"].append(args[1])
+  elif event == "socket.getaddrinfo" and args[0] not in _LOOPBACK + (None,):
+    _OUTSIDE["seen"].append(args[0])
+
+
+sys.addaudithook(_audit)
 
 
 def _free_port() -> int:
@@ -105,9 +127,11 @@ def bucket(tmp_path_factory):
     gpath._is_tf_installed.cache_clear()  # cached at the first epath use: re-read EPATH_USE_TF
     tmp_before = set(os.listdir(tempfile.gettempdir()))
     mp.chdir(tmp_path_factory.mktemp("cwd"))  # a relative "gs:/..." folder would appear here
+    _OUTSIDE.update(watching=True, seen=[])
     try:
       yield f"gs://{BUCKET}"
     finally:
+      _OUTSIDE["watching"] = False
       cwd = os.getcwd()
       new_tmp = [os.path.join(tempfile.gettempdir(), n)
                  for n in set(os.listdir(tempfile.gettempdir())) - tmp_before]
@@ -117,6 +141,7 @@ def bucket(tmp_path_factory):
       server.stop()
   assert not _local_gs_folders(cwd, ROOT, *[p for p in new_tmp if os.path.isdir(p)])
   assert "gs:" not in os.listdir(tempfile.gettempdir())
+  assert not _OUTSIDE["seen"], f"network use outside loopback: {_OUTSIDE['seen'][:5]}"
 
 
 def listing(uri: str) -> list[str]:
