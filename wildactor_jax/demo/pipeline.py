@@ -24,7 +24,7 @@ import sys
 import time
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def sh(cmd: list[str], log: str) -> str:
@@ -146,7 +146,7 @@ def main(argv=None):
       *common, f"--config.backbone_path={backbone}", *quick, *lora_steps],
      os.path.join(logs, "6_wildactor.log"))
   stage("7/8 generating held-out actors, with and without references")
-  from wildactor_jax import demo_report
+  from wildactor_jax.demo import report as demo_report
   results = demo_report.generate_and_score(raw, wa_work, out, held_out_actors(raw, 0.2),
                                            pick_references, quick=args.quick)
   stage("8/8 report")
@@ -156,6 +156,3 @@ def main(argv=None):
                                      total_s=time.time() - t_start, quick=args.quick)
   print(json.dumps(summary), flush=True)
 
-
-if __name__ == "__main__":
-  main()

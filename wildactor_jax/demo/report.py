@@ -11,7 +11,7 @@ from PIL import Image
 
 
 def _palettes(raw: str) -> dict[str, np.ndarray]:
-  from wildactor_jax import identity_score as ids
+  from wildactor_jax.demo import identity_score as ids
   out = {}
   for folder in sorted(glob.glob(os.path.join(raw, "refs", "*", ""))):
     renders = [np.asarray(Image.open(p).convert("RGB"))
@@ -23,7 +23,8 @@ def _palettes(raw: str) -> dict[str, np.ndarray]:
 
 def generate_and_score(raw: str, workdir: str, out: str, held_out: dict, pick_references,
                        quick: bool = False, max_actors: int = 4) -> list[dict]:
-  from wildactor_jax import identity_score as ids, inference, media
+  from wildactor_jax import inference, media
+  from wildactor_jax.demo import identity_score as ids
   from wildactor_jax.infer import encoders, load_run
   from wildactor_jax.infer.settings import settings_from_config
   run = load_run(workdir)
