@@ -91,3 +91,78 @@ def test_ulysses_degree_must_divide_heads():
       attn.attention(x, x, x, implementation="splash", context_parallel="ulysses")
   with pytest.raises(ValueError, match="model.context_parallel 'ring'"):
     attn.attention(x, x, x, context_parallel="ring")
+
+
+def tiny_training(layout):
+  """The tiny WildActor config on `layout`, its random model split into (frozen, LoRA) states
+  (the weights do not depend on the attention backend, so both runs share them)."""
+  from wildactor_jax.config_lib import load_config_file
+  from wildactor_jax.train_lib import state as state_lib
+  config = load_config_file("configs/wildactor_wan22_5b.py:tiny")
+  config.train.warmup_steps = 0
+  mesh = create_mesh(layout, config.mesh.axes)
+  model = create_model(ModelConfig.from_mapping(config.model), seed=0, mesh=mesh,
+                       rules=tuple(config.mesh.rules))
+  _, frozen, lora = state_lib.split_model(model)
+  return config, mesh, frozen, lora
+
+
+def train_run(training, attention: str, steps: int = 2):
+  """`steps` jitted, sharded train steps (train_lib/step.py) -> (losses, final LoRA)."""
+  from wildactor_jax.train_lib import data_spec, state as state_lib, step as step_lib
+  from wildactor_jax.train_lib import synthetic_source
+  config, mesh, frozen, lora = training
+  rules = tuple(config.mesh.rules)
+  cfg = dataclasses.replace(ModelConfig.from_mapping(config.model), attention=attention)
+  tx, schedule = state_lib.build_optimizer(config.train)
+  setup = state_lib.make_setup(cfg, tx, mesh, rules)
+  state = state_lib.init_train_state(lora, tx, setup, seed=0)
+  step = step_lib.jit_train_step(
+      step_lib.make_train_step(setup, tx, schedule, config.flow.shift, mesh, rules),
+      setup, data_spec.abstract_batch(config, mesh, rules), mesh, rules)
+  batches = synthetic_source.create_dataset(config)
+  losses = []
+  for _ in range(steps):
+    state, metrics = step(frozen, state, data_spec.to_global(next(batches), mesh, rules))
+    losses.append(float(metrics["loss"]))
+  return np.array(losses), jax.device_get(state["lora"])
+
+
+def test_train_steps_with_splash_equal_xla():
+  training = tiny_training((1, 2, 2, 2))
+  xla_losses, xla_lora = train_run(training, "xla")
+  losses, lora = train_run(training, "splash")
+  assert xla_losses[0] != xla_losses[1]  # the second step saw updated LoRA weights
+  np.testing.assert_allclose(losses, xla_losses, rtol=1e-4, atol=1e-4)
+  for a, b in zip(jax.tree.leaves(lora), jax.tree.leaves(xla_lora)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_denoise_with_sharded_splash_equals_xla():
+  """The generation path: reference K/V cache, then jitted CFG denoise steps, on the mesh inside
+  activation_sharding; a CFG batch of 2 that the 4 fsdp devices do not divide, video tokens over
+  2 context devices, Ulysses against XLA's all-gather."""
+  from flax import nnx
+  from wildactor_jax import inference
+  from wildactor_jax.config_lib import load_config_file
+  from wildactor_jax.models.loading import abstract_model
+  config = load_config_file("configs/wildactor_wan22_5b.py:tiny")
+  mesh, rules = create_mesh((1, 4, 2, 1)), tuple(config.mesh.rules)
+  cfg = ModelConfig.from_mapping(config.model)
+  _, state = nnx.split(create_model(cfg, seed=0, mesh=mesh, rules=rules))
+  rng = np.random.default_rng(0)
+  f = lambda *s: jnp.asarray(rng.standard_normal(s, dtype=np.float32))
+  grid, refs = (3, 4, 4), References(f(1, 2, 4, 4, 48), jnp.asarray([[0, 1]]), jnp.ones((1, 2), bool))
+  text, noise = f(2, 6, cfg.text_dim), f(1, *grid, 48)
+  settings = inference.GenerationSettings(frames=9, height=64, width=64, steps=2, solver="euler")
+
+  def generate(attention, context_parallel):
+    graphdef, _ = nnx.split(abstract_model(dataclasses.replace(
+        cfg, attention=attention, context_parallel=context_parallel)))
+    model = nnx.merge(graphdef, state)
+    with activation_sharding(mesh, rules):
+      cache = nnx.jit(lambda m, r: m.encode_references(r, (3, 2, 2)))(model, refs)
+      return jax.device_get(inference.denoise(model, text, cache, noise, settings))
+
+  np.testing.assert_allclose(generate("splash", "ulysses"), generate("xla", "all_gather"),
+                             rtol=1e-5, atol=1e-5)
