@@ -93,6 +93,18 @@ def active() -> tuple[Mesh, tuple] | None:
   return getattr(_state, "value", None)
 
 
+def platform(mesh: Mesh | None = None) -> str:
+  """The platform ("tpu", "gpu", "cpu") a program on `mesh` compiles for: the mesh's devices (a
+  deviceless TPU topology in AOT compiles), else the default backend."""
+  abstract = getattr(mesh, "abstract_device", None)
+  if abstract is not None:
+    return abstract.platform
+  try:
+    return mesh.devices.flat[0].platform
+  except (AttributeError, ValueError, TypeError):  # no mesh, or an AbstractMesh without one
+    return jax.default_backend()
+
+
 def axes_of(entry) -> tuple[str, ...]:
   """The mesh axes of one PartitionSpec entry (None, a name, or a tuple of names)."""
   return () if entry is None else ((entry,) if isinstance(entry, str) else tuple(entry))

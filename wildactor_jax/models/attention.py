@@ -62,7 +62,7 @@ def chunked_attention(q, k, v, kv_lengths=None, chunk: int = QUERY_CHUNK):
 
 
 def local_attention(q, k, v, kv_lengths=None, implementation: str = "xla",
-                    block_sizes=DEFAULT_BLOCK_SIZES):
+                    block_sizes=DEFAULT_BLOCK_SIZES, interpret: bool | None = None):
   """One backend's call on arrays it sees whole (one device's shard under shard_map)."""
   if implementation == "xla" and q.shape[1] > QUERY_CHUNK:
     return chunked_attention(q, k, v, kv_lengths, QUERY_CHUNK)
@@ -70,7 +70,7 @@ def local_attention(q, k, v, kv_lengths=None, implementation: str = "xla",
     return jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=kv_lengths,
                                         implementation=implementation)
   if implementation == "splash":
-    return splash_attention(q, k, v, kv_lengths, block_sizes)
+    return splash_attention(q, k, v, kv_lengths, block_sizes, interpret)
   raise ValueError(f"attention implementation {implementation!r}: expected one of {IMPLEMENTATIONS}")
 
 
@@ -93,9 +93,11 @@ def attention(q: jax.Array, k: jax.Array | Sequence[jax.Array], v: jax.Array | S
                      f"{IMPLEMENTATIONS}")
   cp.check_mode(context_parallel)
   k_parts, v_parts = _parts(k), _parts(v)
-  local = functools.partial(local_attention, implementation=implementation,
-                            block_sizes=tuple(block_sizes))
   active = sharding.active()
+  # The kernel compiles for the mesh's chips: Mosaic on TPU (also deviceless AOT), else interpreted.
+  local = functools.partial(local_attention, implementation=implementation,
+                            block_sizes=tuple(block_sizes),
+                            interpret=sharding.platform(active and active[0]) != "tpu")
   if active is not None and (implementation == "splash" or context_parallel == "ulysses"):
     return cp.sharded_attention(local, q, k_parts, v_parts, kv_lengths, context_parallel, *active)
   cat = lambda xs: sharding.constrain(xs[0] if len(xs) == 1 else jnp.concatenate(xs, 1),

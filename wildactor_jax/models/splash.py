@@ -33,8 +33,10 @@ DEFAULT_BLOCK_SIZES = (512, 512, 512)
 
 
 def block_sizes_for(chip: str) -> tuple[int, int, int]:
-  """Block sizes for a TPU generation ('v5p', 'v6e', 'v5e', or a mesh preset like 'v6e-64')."""
-  generation = chip.split("-")[0]
+  """Block sizes for a TPU generation: 'v5p', a preset 'v6e-64' or a topology 'v5e:4x4'; the
+  default for anything else."""
+  generation = chip.replace(":", "-").split("-")[0]
+  generation = {"v5litepod": "v5e"}.get(generation, generation)
   return CHIP_BLOCK_SIZES.get(generation, DEFAULT_BLOCK_SIZES)
 
 
@@ -71,12 +73,15 @@ def _kernel(heads: int, lq: int, lk: int, bq: int, bkv: int, bkvc: int, interpre
                               interpret=interpret)
 
 
-def splash_attention(q, k, v, kv_lengths=None, block_sizes=DEFAULT_BLOCK_SIZES):
+def splash_attention(q, k, v, kv_lengths=None, block_sizes=DEFAULT_BLOCK_SIZES,
+                     interpret: bool | None = None):
   """softmax(q k^T / sqrt(D)) v over the first kv_lengths[b] keys, on this device's arrays.
 
   q (B, Lq, N, D); k, v (B, Lk, N, D); kv_lengths (B,) int32, each at least 1 (an all-padding
-  row would divide by zero in the kernel, as in any softmax).
+  row would divide by zero in the kernel, as in any softmax). interpret: Pallas interpret mode
+  (default: unless the default backend is TPU; AOT compiles for a TPU topology pass False).
   """
+  interpret = jax.default_backend() != "tpu" if interpret is None else interpret
   from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
   b, lq, n, d = q.shape
   lk = k.shape[1]
@@ -84,7 +89,7 @@ def splash_attention(q, k, v, kv_lengths=None, block_sizes=DEFAULT_BLOCK_SIZES):
   pq, pk = -lq % bq, -lk % bkv
   pad = lambda x, p: jnp.pad(x, ((0, 0), (0, p), (0, 0), (0, 0))) if p else x
   q, k, v = pad(q, pq), pad(k, pk), pad(v, pk)
-  kernel = _kernel(n, lq + pq, lk + pk, bq, bkv, bkvc, jax.default_backend() != "tpu")
+  kernel = _kernel(n, lq + pq, lk + pk, bq, bkv, bkvc, interpret)
   lengths = jnp.full((b,), lk, jnp.int32) if kv_lengths is None else kv_lengths.astype(jnp.int32)
   kv_seg = (jnp.arange(lk + pk)[None, :] >= lengths[:, None]).astype(jnp.int32)
   q_seg = jnp.zeros((b, lq + pq), jnp.int32)
