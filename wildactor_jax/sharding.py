@@ -110,13 +110,15 @@ def axes_of(entry) -> tuple[str, ...]:
   return () if entry is None else ((entry,) if isinstance(entry, str) else tuple(entry))
 
 
-def fit_spec(spec: P, shape: Sequence[int], mesh: Mesh) -> P:
+def fit_spec(spec: P, shape: Sequence[int], mesh) -> P:
   """`spec` with, per dimension, trailing mesh axes dropped until their product divides the size,
-  so it is a valid shard_map spec for an array of `shape` (dropped axes replicate that dim)."""
+  so it is a valid shard_map spec for an array of `shape` (dropped axes replicate that dim).
+  mesh: a Mesh, or a mapping of axis sizes (analytic cost models)."""
+  sizes = getattr(mesh, "shape", mesh)
   out = []
   for entry, size in zip(tuple(spec) + (None,) * (len(shape) - len(spec)), shape):
     axes = axes_of(entry)
-    while axes and size % math.prod(mesh.shape[a] for a in axes):
+    while axes and size % math.prod(sizes[a] for a in axes):
       axes = axes[:-1]
     out.append(None if not axes else (axes[0] if len(axes) == 1 else axes))
   return P(*out)

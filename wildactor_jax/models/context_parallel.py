@@ -42,8 +42,19 @@ def check_mode(mode: str) -> str:
   return mode
 
 
-def _degree(mesh: Mesh, axes: Sequence[str]) -> int:
-  return math.prod(mesh.shape[a] for a in axes)
+def _degree(mesh, axes: Sequence[str]) -> int:
+  return math.prod(getattr(mesh, "shape", mesh)[a] for a in axes)
+
+
+def local_shape(q_shape: Sequence[int], mode: str, mesh, rules) -> tuple[int, int, int]:
+  """(batch, query length, heads) of one device's kernel call for queries of `q_shape` (B, Lq,
+  N, D); keys keep their whole length in both modes. mesh: a Mesh or a mapping of axis sizes."""
+  b, lq, n, _ = q_shape
+  spec = fit_spec(logical_to_spec(QUERY_AXES, rules), q_shape, mesh)
+  batch, context, tensor = (_degree(mesh, axes_of(e)) for e in spec[:3])
+  if mode == "ulysses":
+    return b // batch, lq, n // tensor // context
+  return b // batch, lq // context, n // tensor
 
 
 def check_ulysses_heads(num_heads: int, mesh: Mesh, rules) -> None:
