@@ -94,10 +94,11 @@ def attention(q: jax.Array, k: jax.Array | Sequence[jax.Array], v: jax.Array | S
   cp.check_mode(context_parallel)
   k_parts, v_parts = _parts(k), _parts(v)
   active = sharding.active()
+  mesh = active[0] if active else None
   # The kernel compiles for the mesh's chips: Mosaic on TPU (also deviceless AOT), else interpreted.
   local = functools.partial(local_attention, implementation=implementation,
                             block_sizes=tuple(block_sizes),
-                            interpret=sharding.platform(active and active[0]) != "tpu")
+                            interpret=sharding.platform(mesh) != "tpu")
   if active is not None and (implementation == "splash" or context_parallel == "ulysses"):
     return cp.sharded_attention(local, q, k_parts, v_parts, kv_lengths, context_parallel, *active)
   cat = lambda xs: sharding.constrain(xs[0] if len(xs) == 1 else jnp.concatenate(xs, 1),
