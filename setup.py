@@ -12,7 +12,8 @@ INSTALL_REQUIRES = [
     "einops==0.8.2",
     "ml-collections==1.1.0",
     "clu==0.0.12",
-    "pillow==13.0.0",
+    # 12.x, not 13: apache-beam (the `data` extra) requires pillow>=12.1.1,<13.
+    "pillow==12.3.0",
     "absl-py==2.5.1",
     "numpy",
     "safetensors==0.8.0",
@@ -38,8 +39,10 @@ EXTRAS = {
     ],
     # Deviceless TPU compilation (AOT planning) on a CPU machine.
     "tpu": ["libtpu==0.0.52"],
-    # Offline dataset building only.
-    "data": ["tensorflow-datasets==4.9.10", "array-record==0.8.6"],
+    # Offline dataset building only. apache-beam: `tfds build --beam_pipeline_options=...`;
+    # mlcroissant: the `tfds` command imports it (and apache_beam) at start-up.
+    "data": ["tensorflow-datasets==4.9.10", "array-record==0.8.6", "apache-beam==2.77.0",
+             "mlcroissant==1.1.1"],
 }
 
 setup(

@@ -1,17 +1,18 @@
 """Data-side throughput on CPU: synthetic clip generation, raw build, encode, Grain pipeline.
 
-    JAX_PLATFORMS=cpu python benchmarks/bench_data.py [--record benchmarks/results/data_cpu.jsonl]
+    JAX_PLATFORMS=cpu python -m benchmarks.bench_data [--record benchmarks/results/data_cpu.jsonl]
 
 Prints one JSON line per measurement:
   generator     clips/s of data/synthetic_actors.py (200 clips, 128 px, 17 frames, 2 workers)
   build         rows/s of data/build_actor18m.py on those clips (validation decodes every file)
   encode        clips/s of python -m wildactor_jax.encode with the pixel autoencoder and a tiny
                 random UMT5 (the CPU demo's models; 64x64, 9 frames)
-  pipeline      examples/s of input_pipeline on those encoded records (batch 8, 6 refs)
+  pipeline      examples/s of input/records_source on those encoded records (batch 8, 6 refs)
   pipeline_5b   examples/s on records with the paper geometry's latent shapes (480x832, 93 frames
                 -> (24, 30, 52, 48) bf16, 20 references, 512 x 4096 text), written directly with
                 records.serialize from random values: measures reading/assembly, not encoding
-Work happens in a temporary folder that is removed afterwards.
+Run from the repository root (the offline tools are the `data` package). Work happens in a
+temporary folder that is removed afterwards.
 """
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ import argparse
 import datetime
 import json
 import os
-import pathlib
 import re
 import shutil
 import sys
@@ -28,16 +28,13 @@ import time
 
 import numpy as np
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "data"))
-
 
 def pipeline_rate(records_dir: str, batch: int, r_max: int, text_len: int, batches: int) -> float:
   import ml_collections
-  from wildactor_jax import input_pipeline
+  from wildactor_jax.input import records_source
   cfg = ml_collections.ConfigDict(dict(records=records_dir, global_batch_size=batch, r_max=r_max,
                                        text_len=text_len, seed=0, read_threads=2, prefetch=4))
-  it = input_pipeline.create_dataset(cfg)
+  it = records_source.create_dataset(cfg)
   next(it)  # start-up (threads, first reads) is not throughput
   t0 = time.perf_counter()
   for _ in range(batches):
@@ -48,7 +45,7 @@ def pipeline_rate(records_dir: str, batch: int, r_max: int, text_len: int, batch
 def write_paper_geometry_records(folder: str, n: int) -> None:
   import ml_dtypes
   from array_record.python import array_record_module
-  from wildactor_jax import records
+  from wildactor_jax.input import records
   rng = np.random.default_rng(0)
   bf16 = ml_dtypes.bfloat16
   os.makedirs(folder)
@@ -73,8 +70,7 @@ def main(argv=None) -> int:
   p.add_argument("--clips-per-actor", type=int, default=10)
   args = p.parse_args(argv)
   import ml_collections
-  import synthetic_actors
-  import build_actor18m
+  from data import build_actor18m, synthetic_actors
   from wildactor_jax import encode
   from wildactor_jax.models import tokenizer as tk, umt5
 
@@ -132,7 +128,7 @@ def main(argv=None) -> int:
 
   if args.record:
     import jax
-    stamp = {"command": "JAX_PLATFORMS=cpu python benchmarks/bench_data.py",
+    stamp = {"command": "JAX_PLATFORMS=cpu python -m benchmarks.bench_data",
              "date": datetime.date.today().isoformat(), "jax": jax.__version__,
              "device": f"cpu ({os.cpu_count()} cores, shared)"}
     with open(args.record, "a") as f:

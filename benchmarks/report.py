@@ -27,7 +27,7 @@ import re
 import sys
 import tempfile
 
-# Public anchors (REFERENCE.md section 5): MFU in percent.
+# Public anchors (docs/method.md s.5): MFU in percent.
 ANCHORS = [
     {"label": "MaxDiffusion (JAX) Wan2.1-14B train, v5p-8", "mfu": 29.6, "detail": "720p/81f, 36.0 s/step"},
     {"label": "Megatron-Bridge (PyTorch) Wan2.1-14B train, H100", "mfu": 32.9, "detail": "325.8 TFLOP/s per GPU"},
@@ -35,7 +35,7 @@ ANCHORS = [
 ANCHOR_BAND = {"label": "MaxText LLM training, v6e / TPU7x", "lo": 44.0, "hi": 52.0,
                "detail": "44-52% (68.5% on v5p for 405B)"}
 
-# bf16 dense peak TFLOP/s per JAX device (REFERENCE.md section 4), used only when a measured row
+# bf16 dense peak TFLOP/s per JAX device (docs/method.md s.4), used only when a measured row
 # has TFLOP/s but neither `mfu` nor `peak_tflops`. TPU7x is left out: 2 devices per chip.
 PEAKS = [("H100", 989.0), ("H200", 989.0), ("B200", 2250.0), ("v5p", 459.0), ("v6e", 918.0),
          ("v5e", 197.0), ("v5 lite", 197.0), ("v4", 275.0)]

@@ -38,21 +38,23 @@ def get_config(arg=None):
       records="", height=64 if tiny else 480, width=64 if tiny else 832,
       frames=9 if tiny else 93, global_batch_size=2 if tiny else 64, num_faces=3, num_bodies=3,
       max_faces=5, max_bodies=5, r_max=4 if tiny else 6, random_counts=True,
-      sampler="adaptive", delta=25.0, decay=0.25,
+      sampler="adaptive", delta=25.0, decay=0.25, debias=True,
       task_probs=dict(t2v=0.1, i2v=0.1, vc=0.8), seed=0, shuffle=True))
   # Rectified flow: x_t = (1 - t) x0 + t eps, v = eps - x0, shifted t (Wan's shift 5).
   config.flow = ml_collections.ConfigDict(dict(shift=5.0, num_train_timesteps=1000))
   config.train = ml_collections.ConfigDict(dict(
       steps=100 if tiny else 20000, learning_rate=1e-4, warmup_steps=10 if tiny else 500,
       weight_decay=0.01, b1=0.9, b2=0.999, grad_clip=1.0, seed=0, log_every=10 if tiny else 50,
-      eval_every=50 if tiny else 1000, eval_timesteps=(0.25, 0.5, 0.75)))
+      eval_every=50 if tiny else 1000, eval_timesteps=(0.25, 0.5, 0.75),
+      # Prompt dropout (ours): the empty prompt's states in 10% of samples, so that classifier-
+      # free guidance (sample.cfg) has an unconditional branch the model was trained on.
+      text_dropout=0.1))
   config.checkpoint = ml_collections.ConfigDict(dict(every=25 if tiny else 500, keep=3))
   config.sample = ml_collections.ConfigDict(dict(steps=50, cfg=5.0, shift=5.0, solver="unipc",
                                                  require_references=True))
-  # Test hooks (off): poison the batch of this step with NaN / SIGKILL the process after it.
-  config.debug = ml_collections.ConfigDict(dict(nan_at_step=-1, crash_at_step=-1))
   if tiny:  # CPU tests: random batches with the pipeline's keys, a multiple of 8 host devices
     config.data.update(source="random", global_batch_size=8, random_examples=256, text_len=16)
+    config.text_encoder.max_length = 16
     config.train.update(steps=200, warmup_steps=20, learning_rate=1e-3, log_every=20,
                         eval_every=100, eval_batches=2, profile_steps=0)
     config.checkpoint.update(every=50, keep=2)

@@ -1,10 +1,10 @@
 """Synthetic multi-view actor dataset in the public Actor-18M schema (CPU only, deterministic).
 
   python data/synthetic_actors.py --out DIR --actors N --clips-per-actor K --seed S \
-      [--size 128 --frames 17 --fps 8 --workers 2]
+      [--size 128 --frames 17 --fps 8 --workers 2 --background plain|scene --describe-appearance]
 
 Writes into DIR (built in a sibling temp folder, renamed into place when complete):
-  manifest.jsonl      one row per clip, exactly the REFERENCE.md section 3 schema
+  manifest.jsonl      one row per clip, exactly the Actor-18M schema (docs/method.md s.3)
   annotations.jsonl   per clip: motion, camera move and the true yaw of every frame
   clips/<actor>_c<k>.mp4                       H.264, size x size, `frames` frames at `fps`
   refs/<actor>/face_y<yaw>.png, body_y<yaw>.png  clean-background view renders (view_aug)
@@ -17,6 +17,13 @@ under one camera move (orbit, pan, zoom). `angle` is the subject's yaw relative 
 the frame (times how much of the face is turned to the camera, for faces). Three-view sheets
 carry angle 0 and view "canonical". Output depends only on the arguments (each actor and clip
 has its own seeded generator), not on --workers.
+
+Identity lives in the references only, by default: prompts describe the motion and the camera
+("A person walks in place while the camera pans sideways."), never the appearance, and the figure
+stands large in the frame on a controlled background (`plain`: the same grey wall and floor in
+every clip), so the only way to get an actor's colours right is to read them off the references.
+`--describe-appearance` writes the old prompts that spell out the whole appearance (the
+text-identity ablation); `--background scene` the old random sky/ground/blocks scenes.
 """
 from __future__ import annotations
 
@@ -41,6 +48,7 @@ BODY_YAWS = (0, 45, -45, 90, -90, 180)
 SUPERSAMPLE = 2  # render at 2x and box-filter down: cheap anti-aliasing
 MOTION_TEXT = {"walk": "walks in place", "wave": "waves with the right hand",
                "turn": "turns around slowly", "jump": "jumps up and down"}
+PLAIN_WALL, PLAIN_FLOOR, PLAIN_HORIZON = (196, 196, 200), (140, 140, 146), 0.64
 CAMERA_TEXT = {"orbit": "the camera orbits around them", "pan": "the camera pans sideways",
                "zoom": "the camera zooms"}
 
@@ -51,6 +59,14 @@ def actor_id(index: int) -> str:
 
 def actor_identity(seed: int, index: int) -> ra.Identity:
   return ra.sample_identity(np.random.default_rng([seed, index, 0]))
+
+
+def _plain_background(width: int, height: int) -> Image.Image:
+  """The controlled background: one wall and one floor colour, the same in every clip."""
+  img = np.empty((height, width, 3), np.uint8)
+  horizon = int(PLAIN_HORIZON * height)
+  img[:horizon], img[horizon:] = PLAIN_WALL, PLAIN_FLOOR
+  return Image.fromarray(img)
 
 
 def _background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
@@ -102,8 +118,18 @@ def render_actor_refs(job: tuple) -> list[dict]:
   return refs
 
 
-def _clip_plan(rng: np.random.Generator) -> dict:
+def _clip_plan(rng: np.random.Generator, background: str) -> dict:
   frontal = rng.random() < 0.6   # in-the-wild footage is mostly frontal; keep that bias
+  if background == "plain":  # the figure fills most of the frame; camera moves stay gentle
+    return {"motion": str(rng.choice(ra.MOTIONS)), "camera": str(rng.choice(CAMERAS)),
+            "base_yaw": float(rng.normal(0, 15) if frontal else rng.uniform(-180, 180)),
+            "cycles": float(rng.uniform(0.8, 2.0)), "amplitude": float(rng.uniform(0.35, 0.6)),
+            "turn": float(rng.choice([-1, 1]) * rng.uniform(120, 300)),
+            "sweep": float(rng.choice([-1, 1]) * rng.uniform(60, 180)),
+            "pan": float(rng.choice([-1, 1]) * rng.uniform(0.1, 0.2)),
+            "zoom": float(rng.uniform(1.1, 1.2) ** rng.choice([-1, 1])),
+            "scale": float(rng.uniform(0.72, 0.8)), "x": float(rng.uniform(0.45, 0.55)),
+            "foot": 0.94, "background": background}
   return {"motion": str(rng.choice(ra.MOTIONS)), "camera": str(rng.choice(CAMERAS)),
           "base_yaw": float(rng.normal(0, 15) if frontal else rng.uniform(-180, 180)),
           "cycles": float(rng.uniform(0.8, 2.0)), "amplitude": float(rng.uniform(0.35, 0.6)),
@@ -111,7 +137,8 @@ def _clip_plan(rng: np.random.Generator) -> dict:
           "sweep": float(rng.choice([-1, 1]) * rng.uniform(60, 180)),
           "pan": float(rng.choice([-1, 1]) * rng.uniform(0.2, 0.4)),
           "zoom": float(rng.uniform(1.3, 1.7) ** rng.choice([-1, 1])),
-          "scale": float(rng.uniform(0.6, 0.75)), "x": float(rng.uniform(0.4, 0.6))}
+          "scale": float(rng.uniform(0.6, 0.75)), "x": float(rng.uniform(0.4, 0.6)),
+          "foot": 0.9, "background": background}
 
 
 def _camera_at(plan: dict, t: float, side: int) -> tuple[float, float, float, float]:
@@ -130,12 +157,13 @@ def _camera_at(plan: dict, t: float, side: int) -> tuple[float, float, float, fl
 
 def render_clip(job: tuple) -> tuple[dict, dict]:
   """Renders one clip; returns (manifest row without actor refs, annotation row)."""
-  root, seed, index, clip, size, frames, fps = job
+  root, seed, index, clip, size, frames, fps, background, describe = job
   ident, aid = actor_identity(seed, index), actor_id(index)
   rng = np.random.default_rng([seed, index, clip + 1])
-  plan = _clip_plan(rng)
+  plan = _clip_plan(rng, background)
   side = size * SUPERSAMPLE
-  bg = _background(rng, 3 * side, 2 * side)  # room to pan and zoom out
+  bg = (_plain_background(3 * side, 2 * side) if background == "plain"  # room to pan and zoom out
+        else _background(rng, 3 * side, 2 * side))
   name = f"{aid}_c{clip:02d}"
   crop_frames = sorted({0, frames // 2, frames - 1})
   pixels, yaws, refs = [], [], []
@@ -149,7 +177,7 @@ def render_clip(job: tuple) -> tuple[dict, dict]:
     img = bg.crop((int(x0), int(y0), int(x0 + win), int(y0 + win))).resize((side, side),
                                                                           Image.BILINEAR)
     yaw = ra.wrap_angle(plan["base_yaw"] + pose.body_yaw - azimuth)
-    foot_y = side / 2 + (0.9 * side - side / 2) * zoom
+    foot_y = side / 2 + (plan["foot"] * side - side / 2) * zoom
     foot_x = side / 2 + (foot_x - side / 2) * zoom
     boxes = ra.draw_figure(img, ident, pose, ra.View(yaw, foot_x, foot_y, side * plan["scale"] * zoom))
     yaws.append(round(yaw, 2))
@@ -164,17 +192,24 @@ def render_clip(job: tuple) -> tuple[dict, dict]:
     pixels.append(np.asarray(img.reduce(SUPERSAMPLE)))
   video = f"clips/{name}.mp4"
   media.write_mp4(os.path.join(root, video), pixels, fps)
-  prompt = (f"{ident.describe()[0].upper()}{ident.describe()[1:]} {MOTION_TEXT[plan['motion']]}"
-            f" while {CAMERA_TEXT[plan['camera']]}"
-            f"{(' in' if plan['zoom'] > 1 else ' out') if plan['camera'] == 'zoom' else ''}.")
+  prompt = clip_prompt(ident, plan, describe)
   row = {"video": video, "prompt": prompt, "actor_id": aid, "source": "synthetic",
          "width": size, "height": size, "duration_sec": round(frames / fps, 3), "refs": refs}
   note = {"video": video, "motion": plan["motion"], "camera": plan["camera"], "yaw": yaws}
   return row, note
 
 
+def clip_prompt(ident: ra.Identity, plan: dict, describe_appearance: bool = False) -> str:
+  """Motion and camera in words; the actor's appearance only for the text-identity ablation."""
+  who = ident.describe() if describe_appearance else "a person"
+  zoom = (" in" if plan["zoom"] > 1 else " out") if plan["camera"] == "zoom" else ""
+  return (f"{who[0].upper()}{who[1:]} {MOTION_TEXT[plan['motion']]} while "
+          f"{CAMERA_TEXT[plan['camera']]}{zoom}.")
+
+
 def generate(out: str, actors: int, clips_per_actor: int, seed: int, size: int = 128,
-             frames: int = 17, fps: int = 8, workers: int = 2) -> int:
+             frames: int = 17, fps: int = 8, workers: int = 2, background: str = "plain",
+             describe_appearance: bool = False) -> int:
   """Writes the dataset to `out` (must not exist or be empty); returns the number of clips."""
   if os.path.exists(out) and os.listdir(out):
     raise FileExistsError(f"{out}: exists and is not empty; refusing to overwrite")
@@ -185,7 +220,8 @@ def generate(out: str, actors: int, clips_per_actor: int, seed: int, size: int =
   os.makedirs(os.path.join(tmp, "refs"))
   try:
     ref_jobs = [(tmp, seed, a, size) for a in range(actors)]
-    clip_jobs = [(tmp, seed, a, c, size, frames, fps) for a in range(actors)
+    clip_jobs = [(tmp, seed, a, c, size, frames, fps, background, describe_appearance)
+                 for a in range(actors)
                  for c in range(clips_per_actor)]
     if workers > 1:
       with multiprocessing.get_context("fork").Pool(workers) as pool:
@@ -226,6 +262,10 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--frames", type=_positive, default=17, help="frames per clip (1 + 4k)")
   parser.add_argument("--fps", type=_positive, default=8)
   parser.add_argument("--workers", type=_positive, default=min(2, os.cpu_count() or 1))
+  parser.add_argument("--background", choices=("plain", "scene"), default="plain",
+                      help="plain: one controlled wall/floor; scene: random sky, ground, blocks")
+  parser.add_argument("--describe-appearance", action="store_true",
+                      help="prompts spell out the actor's appearance (text-identity ablation)")
   args = parser.parse_args(argv)
   if args.size % 2 or args.size < 16:
     parser.error(f"--size {args.size}: expected an even number >= 16 (H.264 needs even sides)")
@@ -233,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.error(f"--frames {args.frames}: expected 1 + 4k (the VAE groups frames in fours)")
   try:
     n = generate(args.out, args.actors, args.clips_per_actor, args.seed, args.size, args.frames,
-                 args.fps, args.workers)
+                 args.fps, args.workers, args.background, args.describe_appearance)
   except FileExistsError as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

@@ -48,10 +48,9 @@ from jax.experimental import mesh_utils, topologies  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from wildactor_jax.models import attention as attention_lib  # noqa: E402
-from wildactor_jax.models.config import ModelConfig  # noqa: E402
 from wildactor_jax.sharding import activation_sharding, create_mesh  # noqa: E402
 from wildactor_jax import flops as flops_lib  # noqa: E402
-from wildactor_jax.train_lib import data_spec  # noqa: E402
+from wildactor_jax.input import batches  # noqa: E402
 from wildactor_jax.train_lib import state as state_lib, step as step_lib  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
@@ -96,12 +95,9 @@ def make_mesh(config, devices, num_slices: int):
 
 
 def _parts(config, mesh):
-  rules = tuple((name, axes) for name, axes in config.mesh.rules)
-  data_spec.check_batch_divides_mesh(config, mesh, rules)
-  cfg = ModelConfig.from_mapping(config.model)
-  tx, schedule = state_lib.build_optimizer(config.train)
-  setup = state_lib.make_setup(cfg, tx, mesh, rules, int(config.train.seed))
-  return rules, tx, schedule, setup, data_spec.abstract_batch(config, mesh, rules)
+  rs = state_lib.setup_from_config(config, mesh)
+  batches.check_batch_divides_mesh(config, mesh, rs.rules)
+  return rs.rules, rs.tx, rs.schedule, rs.setup, batches.abstract_batch(config, mesh, rs.rules)
 
 
 def compile_step(config, mesh, differentiate_inputs: bool = False):

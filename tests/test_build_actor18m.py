@@ -1,4 +1,5 @@
-"""Actor-18M TFDS build: planted bad rows are skipped exactly and reported; splits by identity."""
+"""Actor-18M TFDS build: planted bad rows are skipped exactly and reported; splits by identity;
+the single-process build and `tfds build` (with and without Beam) give the same rows and report."""
 from __future__ import annotations
 
 import json
@@ -9,9 +10,9 @@ import sys
 
 import pytest
 
+from data import synthetic_actors
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "data"))
-import synthetic_actors  # noqa: E402
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 
@@ -22,7 +23,7 @@ def good_row(media: pathlib.Path) -> dict:
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory) -> pathlib.Path:
-  """5 actors x 2 clips plus one planted bad row per reason (lines 11..17)."""
+  """5 actors x 2 clips plus one planted bad row per reason (lines 11..18)."""
   root = tmp_path_factory.mktemp("a18m") / "media"
   synthetic_actors.generate(str(root), 5, 2, seed=3, size=32, frames=5, workers=1)
   base = good_row(root)
@@ -39,14 +40,26 @@ def media(tmp_path_factory) -> pathlib.Path:
       '{"video": "clips/a0000_c00.mp4", "prompt": "unterminated',    # malformed_json
       json.dumps(dict(base, video="clips/broken.mp4")),              # undecodable_video
       json.dumps(dict(base, refs=[dict(base["refs"][0], view="sideways")])),  # schema
+      json.dumps(dict(reversed(list(base.items())))),               # duplicate (of line 1)
   ]
   with open(root / "manifest.jsonl", "a") as f:
     f.write("\n".join(planted) + "\n")
   return root
 
 
+@pytest.fixture(scope="module")
+def reference_build(media, tmp_path_factory) -> pathlib.Path:
+  """The single-process build (data.build_actor18m) of `media`."""
+  out = tmp_path_factory.mktemp("reference")
+  subprocess.run([sys.executable, "-m", "data.build_actor18m", "--manifest",
+                  str(media / "manifest.jsonl"), "--out", str(out)],
+                 check=True, capture_output=True, timeout=180, env=ENV, cwd=REPO)
+  return out
+
+
 EXPECTED = {"missing_file": 11, "undecodable_image": 12, "path_escapes_root": 13,
-            "no_references": 14, "malformed_json": 15, "undecodable_video": 16, "schema": 17}
+            "no_references": 14, "malformed_json": 15, "undecodable_video": 16, "schema": 17,
+            "duplicate": 18}
 
 
 def read_split(data_dir: pathlib.Path, split: str) -> list[dict]:
@@ -64,9 +77,9 @@ def read_split(data_dir: pathlib.Path, split: str) -> list[dict]:
 
 def test_build_skips_exactly_the_planted_rows(media, tmp_path):
   out = tmp_path / "tfds"
-  proc = subprocess.run([sys.executable, str(REPO / "data" / "build_actor18m.py"), "--manifest",
+  proc = subprocess.run([sys.executable, "-m", "data.build_actor18m", "--manifest",
                          str(media / "manifest.jsonl"), "--out", str(out), "--num-shards", "2"],
-                        capture_output=True, text=True, timeout=180, env=ENV)
+                        capture_output=True, text=True, timeout=180, env=ENV, cwd=REPO)
   assert proc.returncode == 0, proc.stderr[-2000:]
   summary = json.loads(proc.stdout.strip().splitlines()[-1])
   assert set(summary) == {"written", "skipped", "report"}
@@ -75,6 +88,8 @@ def test_build_skips_exactly_the_planted_rows(media, tmp_path):
   report = [json.loads(line) for line in pathlib.Path(summary["report"]).read_text().splitlines()]
   assert {r["reason"]: r["line"] for r in report} == EXPECTED
   assert all(r["detail"] for r in report)
+  assert [r["detail"] for r in report if r["reason"] == "duplicate"] == ["the same row as line 1"]
+  assert [r["line"] for r in report] == sorted(EXPECTED.values())   # in manifest order
 
   train, test = read_split(out, "train"), read_split(out, "test")
   assert len(train) + len(test) == 10 and test
@@ -88,26 +103,37 @@ def test_build_skips_exactly_the_planted_rows(media, tmp_path):
   assert example["refs"]["image"][0][:4] == b"\x89PNG"
 
 
-def test_tfds_build_cli_path(media, tmp_path):
-  # The `tfds` console script itself needs apache_beam (imported eagerly by its convert_format
-  # command); its `build` command is reached here exactly as `tfds build` dispatches to it.
-  code = ("import simple_parsing, sys\n"
-          "from tensorflow_datasets.scripts.cli import build\n"
-          "simple_parsing.parse(build.Args, args=sys.argv[1:]).execute()\n")
+@pytest.mark.parametrize("beam", [False, True], ids=["one_process", "beam_fnapi_runner"])
+def test_tfds_build_cli_gives_the_same_rows_and_report(media, reference_build, tmp_path, beam):
+  """TFDS's own CLI (`tfds build`), in one process and on Beam: the rows, their splits and the
+  bad-row report equal the single-process build's."""
+  reference = reference_build
   out = tmp_path / "tfds_cli"
-  proc = subprocess.run([sys.executable, "-c", code, "data/actor18m", "--manual_dir", str(media),
-                         "--data_dir", str(out), "--file_format", "array_record"],
-                        capture_output=True, text=True, timeout=180, cwd=REPO, env=ENV)
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  assert len(read_split(out, "train")) + len(read_split(out, "test")) == 10
-  report = (out / "actor18m_build_report.jsonl").read_text().splitlines()
-  assert len(report) == len(EXPECTED)
+  # FnApiRunner is the in-process runner that DirectRunner falls back to; DirectRunner itself
+  # first tries to download the Prism runner binary, and tests download nothing.
+  extra = ["--beam_pipeline_options=runner=FnApiRunner"] if beam else []
+  proc = subprocess.run([sys.executable, "-m", "tensorflow_datasets.scripts.cli.main", "build",
+                         "data/actor18m", "--manual_dir", str(media), "--data_dir", str(out),
+                         "--file_format", "array_record", *extra],
+                        capture_output=True, text=True, timeout=300, cwd=REPO, env=ENV)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  if beam:  # the examples went through Beam, and no runner binary was fetched
+    log = proc.stdout + proc.stderr
+    assert "BeamWriter" in log and "PrismRunner" not in log
+  for split in ("train", "test"):
+    got = {e["key"]: (e["actor_id"], e["video"]) for e in read_split(out, split)}
+    want = {e["key"]: (e["actor_id"], e["video"]) for e in read_split(reference, split)}
+    assert got == want, split
+  name = "actor18m_build_report.jsonl"
+  assert (out / name).read_text() == (reference / name).read_text()
+  assert len((out / name).read_text().splitlines()) == len(EXPECTED)
+  assert not [p for p in out.iterdir() if "staging" in p.name]          # none left behind
 
 
 def test_bad_arguments_fail_with_one_line(tmp_path):
-  proc = subprocess.run([sys.executable, str(REPO / "data" / "build_actor18m.py"), "--manifest",
+  proc = subprocess.run([sys.executable, "-m", "data.build_actor18m", "--manifest",
                          str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o")],
-                        capture_output=True, text=True, timeout=60, env=ENV)
-  assert proc.returncode == 1
+                        capture_output=True, text=True, timeout=60, env=ENV, cwd=REPO)
+  assert proc.returncode == 2
   assert proc.stderr.strip().count("\n") == 0 and "nope.jsonl" in proc.stderr
   assert not (tmp_path / "o").exists()

@@ -13,15 +13,14 @@ import numpy as np
 import pytest
 from array_record.python import array_record_module
 
-from wildactor_jax import encode, input_pipeline, records
+from data import build_actor18m, synthetic_actors
+from wildactor_jax import encode, media
+from wildactor_jax.input import records, records_source
 from wildactor_jax.models import tokenizer as tk
 from wildactor_jax.models import umt5
 from wildactor_jax.models.pixel_autoencoder import PixelAutoencoder
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "data"))
-import build_actor18m  # noqa: E402
-import synthetic_actors  # noqa: E402
 
 ENV = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
 TEXT_LEN = 48
@@ -49,7 +48,9 @@ def test_pixel_autoencoder_geometry_and_exact_roundtrip():
 def world(tmp_path_factory):
   """Raw TFDS records (3 actors x 2 clips, 2 shards per split) and a tiny random UMT5."""
   root = tmp_path_factory.mktemp("enc")
-  synthetic_actors.generate(str(root / "media"), 3, 2, seed=11, size=32, frames=5, workers=1)
+  # Describing prompts: unique per clip, so the test can key clips by prompt.
+  synthetic_actors.generate(str(root / "media"), 3, 2, seed=11, size=32, frames=5, workers=1,
+                            describe_appearance=True)
   build_actor18m.build(str(root / "media" / "manifest.jsonl"), str(root / "raw"), num_shards=2)
   prompts = [json.loads(l)["prompt"] for l in (root / "media" / "manifest.jsonl").open()]
   words = sorted({w for p in prompts for w in re.findall(r"\w+", p.lower())})
@@ -101,7 +102,7 @@ def test_encode_writes_one_shard_per_input_shard(world, tmp_path):
     clip = encode.decode_clip((world / "media" / row["video"]).read_bytes(), 5, 32, 48)
     np.testing.assert_allclose(ex["video_latents"], np.asarray(vae.encode(clip[None]))[0], atol=1e-6)
     # ... and each reference is one latent frame of the letterboxed image at video resolution.
-    image = encode.fit_image((world / "media" / row["refs"][0]["path"]).read_bytes(), 32, 48)
+    image = media.fit_image((world / "media" / row["refs"][0]["path"]).read_bytes(), 32, 48)
     np.testing.assert_allclose(ex["ref_latents"][0],
                                np.asarray(vae.encode(image[None, None]))[0, 0], atol=1e-6)
   assert json.loads((out / "encode_info.json").read_text())["z_dim"] == 48
@@ -109,7 +110,7 @@ def test_encode_writes_one_shard_per_input_shard(world, tmp_path):
   # The pipeline reads what the job wrote.
   data = ml_collections.ConfigDict(dict(records=str(out), global_batch_size=2, r_max=4,
                                         text_len=TEXT_LEN))
-  batch = next(input_pipeline.create_dataset(data))
+  batch = next(records_source.create_dataset(data))
   assert batch["video_latents"].shape == (2, 2, 8, 12, 48)
   assert batch["ref_latents"].shape == (2, 4, 8, 12, 48)
 

@@ -2,6 +2,7 @@
 and one clear error (exit 2, no output) per bad input."""
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -101,3 +102,38 @@ def test_missing_or_mismatched_checkpoint(run, capsys, tmp_path):
   assert gen(workdir, tmp_path / "y.mp4", "--face", face, "--config", str(other)) == 2
   assert "different model config" in capsys.readouterr().err
   assert not (tmp_path / "y.mp4").exists()
+
+
+@pytest.mark.parametrize("make", ["folder", "png_folder", "parent_is_file"])
+def test_bad_output_path_is_refused_before_any_work(run, capsys, tmp_path, make):
+  workdir, face, _ = run
+  out = tmp_path / "clip.mp4"
+  if make == "folder":
+    (out / "keep.txt").parent.mkdir()
+    (out / "keep.txt").write_text("user file")
+  elif make == "png_folder":
+    (tmp_path / "clip.png").mkdir()
+  else:
+    (tmp_path / "notes").write_text("user file")
+    out = tmp_path / "notes" / "clip.mp4"
+  before = sorted(str(p) for p in tmp_path.rglob("*"))
+  assert gen(workdir, out, "--face", face) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith("error: --out") and "Traceback" not in err[0]
+  assert ("existing folder" if make != "parent_is_file" else "cannot write there") in err[0]
+  assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+  assert not (tmp_path / "clip.png").is_file()
+
+
+def test_damaged_checkpoint_is_one_line_and_nothing_is_written(run, capsys, tmp_path):
+  workdir, face, _ = run
+  copy = tmp_path / "run"
+  shutil.copytree(workdir, copy)
+  for f in (copy / "checkpoints" / "2" / "params").rglob("*"):
+    if f.is_file() and f.parent.name == "d":
+      f.write_bytes(f.read_bytes()[:16])  # cut short, as by an interrupted copy
+  out = tmp_path / "x.mp4"
+  assert gen(str(copy), out, "--face", face) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err[-1].startswith("error: ") and "no checkpoint restores" in err[-1]
+  assert "checkpoints/2" in err[-1] and not out.exists() and not out.with_suffix(".png").exists()

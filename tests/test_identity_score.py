@@ -1,7 +1,7 @@
 """The demo's appearance score separates actors on ground truth and is blind without identity."""
 import numpy as np
 
-from wildactor_jax import identity_score as ids
+from wildactor_jax.demo import identity_score as ids
 
 
 def render(colors, size=16, bg=(230, 230, 230)):

@@ -14,10 +14,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from array_record.python import array_record_module
-from jax.sharding import PartitionSpec as P
 
-from wildactor_jax import input_pipeline as ip
-from wildactor_jax import records
+from wildactor_jax.input import batches, records_source as ip, schema
+from wildactor_jax.input import records
 
 LATENT = (3, 4, 4, 8)  # (T', H', W', z)
 N_RECORDS = 23
@@ -193,17 +192,65 @@ def test_corrupt_records_are_skipped_and_counted(tmp_path):
 
 
 def test_to_global_on_a_mesh(encoded):
-  mesh = jax.make_mesh((jax.device_count(),), ("data",))
+  from wildactor_jax.sharding import DEFAULT_RULES, create_mesh
+  mesh = create_mesh([-1, 1, 1, 1])
   batch = next(ip.create_dataset(config(encoded, global_batch_size=jax.device_count())))
-  out = ip.to_global(batch, mesh, P("data"))
+  out = batches.to_global(batch, mesh, DEFAULT_RULES)
+  assert set(out) == set(schema.DEVICE_DTYPES)            # host-only keys stay on the host
   assert out["video_latents"].shape == batch["video_latents"].shape
-  assert out["ref_latents"].sharding.spec == P("data")
+  assert out["ref_latents"].sharding.spec[0] == ("data", "fsdp")
   np.testing.assert_array_equal(np.asarray(out["ref_mask"]), batch["ref_mask"])
+
+
+def test_faces_seen_from_behind_are_never_face_references(tmp_path):
+  """Faces 0, 1 are usable; 2 (back view), 3 (yaw 160) and 4 (visibility 0.1) never are. Bodies
+  seen from behind (6) stay candidates."""
+  yaw = np.asarray([0.0, 30.0, 175.0, -160.0, 10.0, 0.0, 180.0], np.float32)
+  view = np.asarray([records.VIEWS.index(v) for v in
+                     ("front", "left", "back", "back", "front", "front", "back")], np.int8)
+  rng = np.random.default_rng(0)
+  writer = array_record_module.ArrayRecordWriter(str(tmp_path / "train-00000-of-00001.array_record"),
+                                                 "group_size:1")
+  for i in range(6):
+    ex = make_example(i, rng)
+    writer.write(records.serialize(dict(
+        ex, ref_latents=((1000.0 * i + np.arange(7))[:, None, None, None]
+                         * np.ones((1,) + LATENT[1:])).astype(np.float32),
+        ref_type=np.asarray([0, 0, 0, 0, 0, 1, 1], np.int8), ref_yaw=yaw, ref_view=view,
+        ref_visibility=np.asarray([0.9, 0.8, 0.9, 0.9, 0.1, 1.0, 1.0], np.float32))))
+  writer.close()
+  cfg = config(tmp_path, task_probs=dict(vc=1.0), global_batch_size=6)
+  faces, bodies = set(), set()
+  for b in take(ip.create_dataset(cfg), 30):
+    index = b["ref_latents"][..., 0, 0, 0].astype(np.float32) % 1000   # which reference
+    faces |= set(index[b["ref_mask"] & (b["ref_type"] == 0)].astype(int).tolist())
+    bodies |= set(index[b["ref_mask"] & (b["ref_type"] == 1)].astype(int).tolist())
+  assert faces == {0, 1} and bodies == {5, 6}
+
+
+def test_both_sources_yield_the_schema(encoded):
+  """The records pipeline and the random source agree with `schema` on keys, dtypes, shapes."""
+  from wildactor_jax.input import random_source
+  cfg = ml_collections.ConfigDict(dict(
+      data=config(encoded, frames=9, height=16, width=16, r_max=6, text_len=16, source="random"),
+      model=dict(text_dim=6), vae=dict(kind="pixel", spatial_factor=4),
+      text_encoder=dict(max_length=16)))
+  shapes = schema.example_shapes(cfg)
+  for name, batch in (("records", next(ip.create_dataset(cfg.data))),
+                      ("random", next(random_source.create_dataset(cfg)))):
+    assert set(batch) == set(schema.DTYPES), name
+    for key, dtype in schema.DTYPES.items():
+      got, want = batch[key].shape[1:], shapes[key]
+      if key in ("video_latents", "ref_latents") and name == "records":
+        got, want = got[:-1], want[:-1]  # the fixture's records have 8 latent channels, not 48
+      assert got == want, (name, key)
+      if key not in schema.FLOAT_KEYS:                      # floats keep the records' dtype
+        assert batch[key].dtype == dtype, (name, key)
 
 
 def test_no_tensorflow_on_the_training_path(encoded):
   code = ("import sys, ml_collections\n"
-          "from wildactor_jax import input_pipeline as ip\n"
+          "from wildactor_jax.input import records_source as ip\n"
           f"cfg = ml_collections.ConfigDict(dict(records={str(encoded)!r}, global_batch_size=2))\n"
           "next(ip.create_dataset(cfg))\n"
           "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n")

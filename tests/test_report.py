@@ -94,7 +94,7 @@ def test_report_tables_and_png(results, tmp_path):
   header = next(l for l in lines if l.startswith("| model / config"))
   assert "predicted MFU (projection)" in header
   assert "| test_micro | ratio=1.05 | dim=64 | cpu | 2000-01-01 | micro_cpu.jsonl:1 |" in lines
-  # Anchors from REFERENCE.md section 5.
+  # Anchors from docs/method.md s.5.
   assert "| MaxDiffusion (JAX) Wan2.1-14B train, v5p-8 | 29.6% | 720p/81f, 36.0 s/step |" in lines
   assert "| Megatron-Bridge (PyTorch) Wan2.1-14B train, H100 | 32.9% | 325.8 TFLOP/s per GPU |" in lines
   assert any(l.startswith("| MaxText LLM training, v6e / TPU7x | 44-52% |") for l in lines)

@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from data import render_actor, synthetic_actors
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "data" / "synthetic_actors.py"
-sys.path.insert(0, str(REPO / "data"))
-import render_actor  # noqa: E402
-import synthetic_actors  # noqa: E402
 
 ROW_KEYS = {"video", "prompt", "actor_id", "source", "width", "height", "duration_sec", "refs"}
 REF_KEYS = {"path", "region", "view", "angle", "visibility", "source_frame", "metadata"}
@@ -100,9 +99,30 @@ def test_identity_is_fixed_per_actor(dataset):
     shared = [{r["path"] for r in c["refs"] if r["metadata"]["source"] != "self_crop"} for c in clips]
     assert shared[0] == shared[1] and all(f"refs/{actor}/" in p for p in shared[0])
     ident = synthetic_actors.actor_identity(5, int(actor[1:])).describe()
-    assert all(c["prompt"].lower().startswith(ident.lower()) for c in clips)
+    # Identity lives in the references: the default prompt names no colour of the actor.
+    assert all(c["prompt"].startswith("A person ") for c in clips)
+    assert all(word not in c["prompt"] for c in clips for word in ident.split()
+               if word in render_actor.CLOTH_COLOURS or word in render_actor.SKIN_TONES)
     descriptions.add(ident)
   assert len(descriptions) == 3
+
+
+def test_describing_prompts_and_scene_background_are_options(tmp_path):
+  out = tmp_path / "described"
+  synthetic_actors.generate(str(out), 2, 1, seed=5, size=32, frames=5, workers=1,
+                            background="scene", describe_appearance=True)
+  for row in rows(out):
+    ident = synthetic_actors.actor_identity(5, int(row["actor_id"][1:])).describe()
+    assert row["prompt"].lower().startswith(ident.lower())
+
+
+def test_plain_background_is_the_same_in_every_clip(dataset):
+  """The controlled background: the top-left corner (wall) and bottom-left (floor) pixels of
+  every frame are the fixed colours, so an actor's colours come from the figure alone."""
+  for row in rows(dataset):
+    frames = iio.imread(dataset / row["video"]).astype(int)
+    assert np.abs(frames[:, 1, 1] - synthetic_actors.PLAIN_WALL).max() <= 6
+    assert np.abs(frames[:, -2, 1] - synthetic_actors.PLAIN_FLOOR).max() <= 6
 
 
 def test_deterministic_by_seed_and_independent_of_workers(dataset, tmp_path):

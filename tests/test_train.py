@@ -1,4 +1,4 @@
-"""The training program: one step, sharding of the 5B state, exact resume after SIGKILL,
+"""The training program: one step, sharding of the 5B state, exact resume after an external SIGKILL,
 checkpoint restore across meshes, the non-finite guard, and the AOT TPU compile (subprocess).
 
 Runs on 8 host CPU devices (conftest.py). The tiny config keeps every compile to seconds.
@@ -19,14 +19,16 @@ import pytest
 from flax import nnx
 from jax.sharding import AbstractMesh
 
+import faults
 from wildactor_jax.config_lib import load_config_file
 from wildactor_jax.models.config import ModelConfig
 from wildactor_jax.models.loading import create_model
 from wildactor_jax.sharding import create_mesh
 from wildactor_jax.train import NonFiniteError, train_and_evaluate
 from wildactor_jax.train_lib import checkpoint as ckpt_lib
-from wildactor_jax.train_lib import data_spec, metrics as metrics_lib
-from wildactor_jax.train_lib import state as state_lib, step as step_lib, synthetic_source
+from wildactor_jax.input import batches, random_source, schema
+from wildactor_jax.train_lib import metrics as metrics_lib
+from wildactor_jax.train_lib import state as state_lib, step as step_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -74,13 +76,13 @@ def test_one_step_is_finite_and_updates_only_lora():
       nnx.state(nnx.merge(graphdef, frozen, lora_state), nnx.Param)))
   before = params(lora)
   state = state_lib.init_train_state(lora, tx, setup, seed=0)
-  batch_abs = data_spec.abstract_batch(config, mesh, rules)
+  batch_abs = batches.abstract_batch(config, mesh, rules)
   train_step = step_lib.jit_train_step(
       step_lib.make_train_step(setup, tx, schedule, config.flow.shift, mesh, rules),
       setup, batch_abs, mesh, rules)
-  batch = next(synthetic_source.create_dataset(config))
-  assert {k: v.shape for k, v in batch.items()} == {k: v.shape for k, v in batch_abs.items()}
-  state, metrics = train_step(frozen, state, data_spec.to_global(batch, mesh, rules))
+  batch = next(random_source.create_dataset(config))
+  assert {k: batch[k].shape for k in batch_abs} == {k: v.shape for k, v in batch_abs.items()}
+  state, metrics = train_step(frozen, state, batches.to_global(batch, mesh, rules))
   metrics = jax.device_get(metrics)
   assert metrics["finite"] and np.isfinite(metrics["loss"]) and metrics["grad_norm"] > 0
   assert int(state["step"]) == 1
@@ -125,34 +127,58 @@ def test_training_configs_are_complete(spec):
   assert config.train.steps > 0 and config.checkpoint.every > 0
   assert config.train.warmup_steps < config.train.steps
   ModelConfig.from_mapping(config.model)
-  data_spec.example_shapes(config)
+  schema.example_shapes(config)
 
 
-def _run_cli(workdir, *overrides, cache=None):
-  cmd = [sys.executable, "-m", "wildactor_jax.train", "--config", "configs/wildactor_wan22_5b.py:tiny",
+def _run_cli(workdir, *overrides, cache=None, faults: list[str] | None = None, wait=True):
+  """The trainer CLI (through tests/faults.py's slow data source when `faults` is given)."""
+  entry = ["tests/faults.py", *faults] if faults is not None else ["-m", "wildactor_jax.train"]
+  cmd = [sys.executable, *entry, "--config", "configs/wildactor_wan22_5b.py:tiny",
          "--workdir", str(workdir), "--config.train.steps=8", "--config.train.warmup_steps=2",
          "--config.checkpoint.every=2", "--config.train.log_every=4",
          "--config.train.eval_every=0", *overrides]
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(cache),
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  if not wait:
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
   return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
+def _wait_for_step(proc, workdir, step: int, timeout: float = 180) -> None:
+  log = workdir / metrics_lib.LOSS_LOG
+  deadline = time.time() + timeout
+  while time.time() < deadline and proc.poll() is None:
+    if log.exists() and len(log.read_text().splitlines()) >= step:
+      return
+    time.sleep(0.05)
+  raise AssertionError(f"trainer ended or stalled before step {step}: {proc.stderr.read()[-3000:]}")
+
+
 def test_resume_after_sigkill_is_bit_identical(tmp_path):
+  """SIGKILL from outside, mid-run, with steps logged past the last checkpoint: checkpoints every
+  4 steps and the source slows down at step 7, so once step 5 is logged the kill lands while
+  batch 7 is being fetched (steps 5-6 done, only step 4 saved)."""
   cache = tmp_path / "xla_cache"
   killed, clean = tmp_path / "killed", tmp_path / "clean"
-  r = _run_cli(killed, "--config.debug.crash_at_step=5", cache=cache)
-  assert r.returncode == -9, r.stderr[-3000:]
+  every4 = "--config.checkpoint.every=4"
+  proc = _run_cli(killed, every4, cache=cache, faults=["--slow_from_step=7", "--delay_s=3"],
+                  wait=False)
+  _wait_for_step(proc, killed, 5)
+  proc.send_signal(signal.SIGKILL)
+  proc.communicate(timeout=60)
+  assert proc.returncode == -9
   assert [e["step"] for e in metrics_lib.read_loss_log(killed)] == [1, 2, 3, 4, 5]
   checkpointer = ckpt_lib.Checkpointer(str(killed), keep=10)
-  assert checkpointer.latest_step() in (2, 4)  # step 4's async save may or may not have landed
+  assert checkpointer.latest_step() in (None, 4)
   checkpointer.close()
   for workdir in (killed, clean):
-    r = _run_cli(workdir, cache=cache)
+    r = _run_cli(workdir, every4, cache=cache, faults=[])
     assert r.returncode == 0, r.stderr[-3000:]
-    assert ("resuming from" in r.stderr) == (workdir == killed)
+    assert ("stale lock" in r.stderr) == (workdir == killed)  # the killed trainer's lock
   assert metrics_lib.read_loss_log(killed) == metrics_lib.read_loss_log(clean)
   assert [e["step"] for e in metrics_lib.read_loss_log(clean)] == list(range(1, 9))
+  assert not (killed / "trainer.lock").exists()
   config = load_config("wildactor_wan22_5b", "tiny")
   mesh = create_mesh(config.mesh.shape, config.mesh.axes)
   a, b = (restore_train_state(str(w), config, mesh, 8) for w in (killed, clean))
@@ -188,9 +214,9 @@ def poisoned_run(tmp_path_factory):
   """A run on a (4, 2) data x fsdp mesh whose step-3 batch is NaN: it must stop at step 3."""
   workdir = str(tmp_path_factory.mktemp("poisoned"))
   config = tiny_config(steps=4, every=2, mesh=(4, 2, 1, 1))
-  config.debug.nan_at_step = 3
+  source = faults.FaultySource(data_spec.create_source(config, "train"), nan_at_step=3)
   with pytest.raises(NonFiniteError, match="step 3.*not finite.*Last good checkpoint: step 2"):
-    train_and_evaluate(config, workdir)
+    train_and_evaluate(config, workdir, train_source=source)
   return workdir, config
 
 

@@ -23,7 +23,8 @@ diffusers = pytest.importorskip("diffusers")
 from flax import nnx  # noqa: E402
 
 from wildactor_jax.convert.__main__ import main as convert_cli  # noqa: E402
-from wildactor_jax.convert.common import ConversionError, read_config, read_params  # noqa: E402
+from wildactor_jax.convert.common import ConversionError  # noqa: E402
+from wildactor_jax.models.checkpoint_io import read_config, read_params  # noqa: E402
 from wildactor_jax.convert.vae import convert  # noqa: E402
 from wildactor_jax.models.vae import init_vae, load_vae, save_vae  # noqa: E402
 from wildactor_jax.models.vae_tiling import tile_starts, tiled_decode  # noqa: E402

@@ -1,10 +1,16 @@
-"""Viewpoint-adaptive reference sampler: reproducibility, spread, and the delta/decay rule."""
+"""Viewpoint-adaptive reference sampler: reproducibility, spread, the delta/decay rule, the
+separate de-biasing switch, and which faces may be references."""
 from __future__ import annotations
+
+import pathlib
 
 import numpy as np
 import pytest
 
-from wildactor_jax import viewpoint_sampling as vs
+from wildactor_jax.input import viewpoint_sampling as vs
+from wildactor_jax.input.records import VIEWS
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def frontal_heavy_pool(rng: np.random.Generator) -> np.ndarray:
@@ -23,15 +29,62 @@ def test_reproducible_by_seed():
     assert len(set(a.tolist())) == 5  # without replacement
 
 
-def test_adaptive_spreads_views_more_than_uniform():
+def test_each_mechanism_spreads_views():
+  """Angular decay (mode) and frontal de-biasing (debias) are separate switches; each spreads the
+  chosen views on its own and most together."""
   pool = frontal_heavy_pool(np.random.default_rng(1))
   rng = np.random.default_rng(2)
-  spread = {mode: np.mean([vs.mean_pairwise_distance(pool[vs.sample_views(pool, 3, rng, mode=mode)])
-                           for _ in range(400)]) for mode in vs.MODES}
-  # Uniform choice mostly returns three frontal crops (about 30 degrees apart on average);
-  # the adaptive rule reaches for the rare side and back views.
-  assert spread["adaptive"] > 2.0 * spread["uniform"], spread
-  assert spread["adaptive"] > 70.0, spread
+  spread = {(mode, debias): np.mean([vs.mean_pairwise_distance(pool[vs.sample_views(
+      pool, 3, rng, mode=mode, debias=debias)]) for _ in range(400)])
+            for mode in vs.MODES for debias in (False, True)}
+  random = spread["uniform", False]  # mostly three frontal crops, about 40 degrees apart
+  assert spread["adaptive", False] > 1.5 * random, spread    # decay alone
+  assert spread["uniform", True] > 1.5 * random, spread      # de-biasing alone
+  assert spread["adaptive", True] > max(spread["adaptive", False], spread["uniform", True]) + 3.0
+  assert spread["adaptive", True] > 70.0, spread
+
+
+def test_mode_switches_only_the_decay():
+  pool = frontal_heavy_pool(np.random.default_rng(3))
+  for debias in (False, True):
+    for seed in range(50):  # the first pick uses the start weights alone: same draw in both modes
+      a = vs.sample_views(pool, 4, np.random.default_rng(seed), mode="adaptive", debias=debias)
+      u = vs.sample_views(pool, 4, np.random.default_rng(seed), mode="uniform", debias=debias)
+      assert a[0] == u[0]
+  # With the decay off and equal start weights the choice is uniform without replacement.
+  rng = np.random.default_rng(4)
+  firsts = [vs.sample_views(pool[:6], 3, rng, mode="uniform", debias=False)[0] for _ in range(3000)]
+  np.testing.assert_allclose(np.bincount(firsts, minlength=6) / 3000, 1 / 6, atol=0.03)
+  # ...and decay=1 in adaptive mode is the same rule as mode="uniform", draw for draw.
+  for seed in range(20):
+    np.testing.assert_array_equal(
+        vs.sample_views(pool, 5, np.random.default_rng(seed), decay=1.0),
+        vs.sample_views(pool, 5, np.random.default_rng(seed), mode="uniform"))
+
+
+def test_uniform_ablation_differs_from_the_default_in_the_sampler_only():
+  from wildactor_jax.config_lib import load_config_file
+  def flat(tree, prefix=""):
+    out = {}
+    for key, value in tree.items():
+      out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
+    return out
+  base = flat(load_config_file(str(ROOT / "configs" / "wildactor_wan22_5b.py") + ":tiny").to_dict())
+  ablation = flat(load_config_file(str(ROOT / "configs" / "ablation_uniform_sampling.py")
+                                   + ":tiny").to_dict())
+  assert {k for k in base.keys() | ablation.keys() if base.get(k) != ablation.get(k)} == {"data.sampler"}
+  assert ablation["data.sampler"] == "uniform" and base.get("data.debias", True)
+
+
+def test_faces_seen_from_behind_are_not_usable():
+  yaws = np.array([0.0, 45.0, -90.0, 91.0, 180.0, -135.0, 10.0, 20.0])
+  views = np.array([VIEWS.index(v) for v in
+                    ("front", "left", "right", "side", "back", "back", "back", "front")])
+  visibility = np.array([0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.1])
+  np.testing.assert_array_equal(vs.usable_faces(yaws), [1, 1, 1, 0, 0, 0, 1, 1])
+  np.testing.assert_array_equal(vs.usable_faces(yaws, views), [1, 1, 1, 0, 0, 0, 0, 1])
+  np.testing.assert_array_equal(vs.usable_faces(yaws, views, visibility), [1, 1, 1, 0, 0, 0, 0, 0])
+  np.testing.assert_array_equal(vs.usable_faces(yaws, max_yaw=30.0), [1, 0, 0, 0, 0, 0, 1, 1])
 
 
 def test_circular_distance_wraps():

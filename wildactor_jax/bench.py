@@ -29,7 +29,6 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from wildactor_jax import flops
-from wildactor_jax.models.config import ModelConfig
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config", lock_config=False)
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "generate"], "what to time")
@@ -78,35 +77,30 @@ def _summary(times, compile_s, model_flops, tokens, mesh, env) -> dict:
 
 
 def bench_train(config, mesh, rules) -> dict:
-  from wildactor_jax.models.loading import create_model
-  from wildactor_jax.train_lib import data_spec, state as state_lib, step as step_lib
-  from wildactor_jax.train_lib import synthetic_source
-  cfg = ModelConfig.from_mapping(config.model)
-  trainable = str(config.train.get("trainable", "lora"))
-  tx, schedule = state_lib.build_optimizer(config.train)
-  setup = state_lib.make_setup(cfg, tx, mesh, rules, int(config.train.seed), trainable)
-  model = create_model(cfg, seed=0, backbone_path=config.get("backbone_path") or None, mesh=mesh,
-                       rules=rules)
-  _, frozen, lora = state_lib.split_model(model, trainable)
-  state = [state_lib.init_train_state(lora, tx, setup, 0)]
-  abstract = data_spec.abstract_batch(config, mesh, rules)
-  step = step_lib.jit_train_step(step_lib.make_train_step(setup, tx, schedule,
+  from wildactor_jax.input import batches, random_source
+  from wildactor_jax.train_lib import state as state_lib, step as step_lib
+  rs = state_lib.setup_from_config(config, mesh)
+  cfg = rs.model_cfg
+  _, frozen, lora = state_lib.split_model(rs.create_model(), rs.trainable)
+  state = [state_lib.init_train_state(lora, rs.tx, rs.setup, 0)]
+  abstract = batches.abstract_batch(config, mesh, rules)
+  step = step_lib.jit_train_step(step_lib.make_train_step(rs.setup, rs.tx, rs.schedule,
                                                           float(config.flow.shift), mesh, rules),
-                                 setup, abstract, mesh, rules)
-  source = synthetic_source.create_dataset(config, "train", jax.process_index(),
-                                           jax.process_count())
-  batch = data_spec.to_global(next(source), mesh, rules)  # one batch: time the step, not I/O
+                                 rs.setup, abstract, mesh, rules)
+  source = random_source.create_dataset(config, "train", jax.process_index(),
+                                        jax.process_count())
+  batch = batches.to_global(next(source), mesh, rules)  # one batch: time the step, not I/O
 
   def run():
     state[0], metrics = step(frozen, state[0], batch)
     return metrics["loss"]
 
   times, compile_s = _timed(run, _STEPS.value, _WARMUP.value)
-  t, h, w, _ = data_spec.latent_grid(config)
+  t, h, w, _ = schema.latent_grid(config)
   per_frame = (h // cfg.patch_size[1]) * (w // cfg.patch_size[2])
   video, refs = t * per_frame, int(config.data.r_max) * per_frame
   b = int(config.data.global_batch_size)
-  text = data_spec.example_shapes(config)["text_embeds"][0]
+  text = schema.example_shapes(config)["text_embeds"][0]
   fl = b * flops.forward_flops(cfg, video, refs, text).train
   out = _summary(times, compile_s, fl, b * (video + refs), mesh, _environment(config, mesh))
   return dict(out, mode="train", batch=b, video_tokens_per_step=b * video,
@@ -115,13 +109,13 @@ def bench_train(config, mesh, rules) -> dict:
 
 def bench_generate(config, mesh, rules) -> dict:
   from wildactor_jax import inference, sampling
-  from wildactor_jax.models.loading import create_model
   from wildactor_jax.models.transformer import References
-  from wildactor_jax.train_lib import data_spec
-  cfg = ModelConfig.from_mapping(config.model)
-  model = create_model(cfg, seed=0, backbone_path=config.get("backbone_path") or None, mesh=mesh,
-                       rules=rules)
-  t, h, w, c = data_spec.latent_grid(config)
+  from wildactor_jax.input import schema
+  from wildactor_jax.train_lib import state as state_lib
+  rs = state_lib.setup_from_config(config, mesh, optimizer=False)
+  cfg = rs.model_cfg
+  model = rs.create_model()
+  t, h, w, c = schema.latent_grid(config)
   grid = (t, h // cfg.patch_size[1], w // cfg.patch_size[2])
   r = int(config.data.num_faces) + int(config.data.num_bodies)
   place = inference.placer(model)
@@ -156,7 +150,7 @@ def vs_diffusers(config, steps: int) -> dict:
   from wildactor_jax import models
   from wildactor_jax.convert import transformer as convert_transformer
   from wildactor_jax.testing import wan_oracle
-  from wildactor_jax.train_lib import data_spec
+  from wildactor_jax.input import schema
   m = config.model
   tm = wan_oracle.make_wan(num_attention_heads=m.num_heads, attention_head_dim=m.dim // m.num_heads,
                            ffn_dim=m.ffn_dim, num_layers=m.num_layers, in_channels=m.in_channels,
@@ -167,7 +161,7 @@ def vs_diffusers(config, steps: int) -> dict:
     convert_transformer.convert(os.path.join(tmp, "src"), os.path.join(tmp, "c"), "float32")
     ours = models.load_backbone(os.path.join(tmp, "c"), attention=m.attention)
   tm = tm.to(device)
-  t, h, w, c = data_spec.latent_grid(config)
+  t, h, w, c = schema.latent_grid(config)
   rng = np.random.default_rng(0)
   x = rng.standard_normal((1, t, h, w, c), dtype=np.float32)
   ts = np.array([500.0], np.float32)

@@ -5,11 +5,14 @@ everything can be overridden on the command line (`--config.model.remat=full`).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import ml_collections
 
+from wildactor_jax.models.config import ModelConfig
 from wildactor_jax.sharding import DEFAULT_RULES
 
-# REFERENCE.md section 2 (diffusers WanTransformer3DModel naming).
+# The released Wan configs, diffusers WanTransformer3DModel naming (docs/method.md s.2).
 BACKBONES = {
     "wan22_ti2v_5b": dict(dim=3072, ffn_dim=14336, num_heads=24, num_layers=30, in_channels=48,
                           out_channels=48),
@@ -51,13 +54,12 @@ MESHES = {
 
 
 def model_config(backbone: str, **overrides) -> ml_collections.ConfigDict:
+  """config.model for a backbone preset: ModelConfig's defaults, the preset, then `overrides`."""
   if backbone not in BACKBONES:
     raise ValueError(f"backbone {backbone!r}: expected one of {sorted(BACKBONES)}")
-  cfg = ml_collections.ConfigDict(dict(
-      name=backbone, text_dim=4096, freq_dim=256, patch_size=(1, 2, 2), eps=1e-6,
-      rope_max_seq_len=1024, param_dtype="float32", dtype="float32", remat="none",
-      attention="xla", lora=True, lora_rank=0, lora_scale=1.0, lora_targets=("q", "k", "v"), aipa=True,
-      irope=True, face_temporal_offset=4, body_temporal_offset=128, reference_frame_stride=4))
+  # The defaults are ModelConfig's (the one place they are written), then the backbone preset.
+  defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+  cfg = ml_collections.ConfigDict(dict(name=backbone, **defaults))
   cfg.update(BACKBONES[backbone])
   cfg.update(overrides)
   return cfg

@@ -26,7 +26,6 @@ the same --out is refused. Prints one JSON summary line per process.
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -36,7 +35,9 @@ import warnings
 
 import numpy as np
 
-from wildactor_jax import records
+from wildactor_jax import fs, media
+from wildactor_jax.infer.encoders import text_encoder_from_config, vae_from_config
+from wildactor_jax.input import records
 
 RAW_NAME = "actor18m"
 
@@ -83,14 +84,6 @@ def decode_clip(data: bytes, frames: int, height: int, width: int) -> np.ndarray
   return np.stack(out).astype(np.float32) / 127.5 - 1.0
 
 
-def fit_image(data: bytes, height: int, width: int) -> np.ndarray:
-  """(height, width, 3) float32 in [-1, 1]: the whole image, letterboxed on white."""
-  from PIL import Image, ImageOps
-  with Image.open(io.BytesIO(data)) as img:
-    img = ImageOps.pad(img.convert("RGB"), (width, height), Image.BICUBIC, color=(255, 255, 255))
-  return np.asarray(img, np.float32) / 127.5 - 1.0
-
-
 class ShardedCall:
   """Runs `fn` over a leading batch axis in fixed-size chunks split across the local devices
   (fixed size: one compilation; the last chunk is padded and the padding dropped)."""
@@ -117,29 +110,6 @@ class ShardedCall:
     return np.concatenate(outs)
 
 
-def vae_from_config(config, sharding=None):
-  """The autoencoder named by config.vae: "pixel" (parameter-free, demos) or "wan" (converted)."""
-  from wildactor_jax import models
-  kind = config.vae.kind
-  if kind == "pixel":
-    from wildactor_jax.models.pixel_autoencoder import PixelAutoencoder
-    return PixelAutoencoder(int(config.vae.get("spatial_factor", 4)))
-  if kind == "wan":
-    if not config.vae.get("path"):
-      raise ValueError("config.vae.path: expected a converted Wan VAE checkpoint folder")
-    return models.load_vae(config.vae.path, sharding=sharding)
-  raise ValueError(f"config.vae.kind {kind!r}: expected 'wan' or 'pixel'")
-
-
-def text_encoder_from_config(config):
-  from wildactor_jax import models
-  if not config.text_encoder.get("path"):
-    raise ValueError("config.text_encoder.path: expected a converted UMT5 checkpoint folder")
-  return models.load_text_encoder(config.text_encoder.path,
-                                  config.text_encoder.get("tokenizer_path") or None,
-                                  text_len=int(config.text_encoder.get("max_length", 512)))
-
-
 def load_models(config, batch_size: int):
   """(video encoder: (N, T, H, W, 3) -> latents, text encoder, info dict) from the config."""
   call = ShardedCall(None, batch_size)
@@ -149,6 +119,21 @@ def load_models(config, batch_size: int):
   info = {"vae": config.vae.kind, "z_dim": int(vae.z_dim),
           "spatial_factor": int(vae.spatial_factor), "temporal_factor": int(vae.temporal_factor)}
   return call, text, info
+
+
+NULL_TEXT = "null_text.npz"
+
+
+def write_null_text(text_encoder, out: str) -> str:
+  """The empty prompt's states beside the records: what prompt dropout puts in training batches,
+  so that the sampler's unconditional branch (the encoded "") is a condition the model was
+  trained on."""
+  import io
+  embeds, mask = text_encoder.encode([""])
+  n = max(int(mask[0].sum()), 1)
+  buf = io.BytesIO()
+  np.savez(buf, text_embeds=np.asarray(embeds[0, :n], np.float32))
+  return fs.atomic_write_bytes(fs.join(out, NULL_TEXT), buf.getvalue())
 
 
 def _text(value) -> str:
@@ -163,7 +148,7 @@ def encode_batch(raws: list[dict], geometry: dict, video_call, text_encoder, dty
   for raw in raws:
     try:
       clip = decode_clip(raw["video"], frames, height, width)
-      images = [fit_image(b, height, width) for b in raw["refs"]["image"]]
+      images = [media.fit_image(b, height, width) for b in raw["refs"]["image"]]
     except Exception:  # corrupt media: count it, never stop the job
       skipped["undecodable"] = skipped.get("undecodable", 0) + 1
       continue
@@ -207,17 +192,13 @@ def output_name(input_name: str) -> str:
 
 
 def _check_info(out: str, info: dict, is_writer: bool) -> None:
-  path = os.path.join(out, "encode_info.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
+  path = fs.join(out, "encode_info.json")
+  if fs.exists(path):
+    old = fs.read_json(path)
     if old != info:
       raise ValueError(f"{path}: encoded with {old}, this run is {info}; use another --out")
   elif is_writer:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-      json.dump(info, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    fs.atomic_write_json(path, info, indent=1, sort_keys=True)
 
 
 def run(config, records_dir: str, out: str, splits: list[str] | None = None,
@@ -229,6 +210,9 @@ def run(config, records_dir: str, out: str, splits: list[str] | None = None,
   import tensorflow_datasets as tfds
   from array_record.python import array_record_module
   from tqdm import tqdm
+  # ArrayRecord reads and writes local files: a bucket is used through a gcsfuse mount (a gs://
+  # path here is a one-line error saying so, never a local folder named "gs:").
+  records_dir, out = fs.local_path(records_dir, "--records"), fs.local_path(out, "--out")
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   np_dtype = np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
@@ -248,6 +232,8 @@ def run(config, records_dir: str, out: str, splits: list[str] | None = None,
   video_call, text_encoder, model_info = load_models(config, batch_size)
   os.makedirs(out, exist_ok=True)
   _check_info(out, dict(geometry, dtype=dtype, **model_info), process_index == 0)
+  if process_index == 0:
+    write_null_text(text_encoder, out)
   todo = [p for p in mine if not os.path.exists(os.path.join(out, output_name(os.path.basename(p))))]
   readers = {p: array_record_module.ArrayRecordReader(p) for p in todo}
   bar = tqdm(total=sum(r.num_records() for r in readers.values()), unit="clip",

@@ -1,4 +1,4 @@
-"""Analytic model FLOPs and hardware peaks, for TFLOP/s and MFU (REFERENCE.md section 4).
+"""Analytic model FLOPs and hardware peaks, for TFLOP/s and MFU (docs/method.md s.4).
 
 Counts multiply-adds as 2 FLOPs, attention in full (non-causal, both QK^T and PV), and nothing
 for elementwise work. A training step of frozen weights + LoRA needs the forward, the backward
@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from wildactor_jax.models.config import ModelConfig
 
-# Per jax device: bf16 dense peak TFLOP/s, HBM GiB, HBM TB/s (REFERENCE.md section 4), keyed by
+# Per jax device: bf16 dense peak TFLOP/s, HBM GiB, HBM TB/s (docs/method.md s.4), keyed by
 # `device.device_kind` prefix. A v5p chip is one jax device (megacore); a TPU7x chip is two.
 CHIPS = {
     "TPU v4": (275.0, 32, 1.2), "TPU v5 lite": (197.0, 16, 0.82), "TPU v5e": (197.0, 16, 0.82),
@@ -92,7 +92,7 @@ def forward_flops(cfg: ModelConfig, video_tokens: int, ref_tokens: int = 0, text
 def step_tokens(config, shapes: dict | None = None) -> tuple[ModelConfig, int, int, int]:
   """(model config, video tokens, reference tokens (all R_max slots: the step computes padded
   slots too), text tokens) per example, from the config (or per-example `shapes`)."""
-  from wildactor_jax.train_lib.data_spec import example_shapes
+  from wildactor_jax.input.schema import example_shapes
   cfg = ModelConfig.from_mapping(config.model)
   shapes = shapes or example_shapes(config)
   t, h, w, _ = shapes["video_latents"]

@@ -2,9 +2,10 @@
     --prompt "..." --face F [--face F2 ...] [--body B ...] [--three-view S] --out out.mp4
     [--frames --height --width --steps --cfg --shift --solver --seed --gif --mesh --config C]
 
-Restores a trained WildActor (the LoRA state of a training checkpoint, plus the frozen backbone
-the checkpoint records) onto whatever devices exist, with shardings built from the config, not
-the saving run's layout. Writes OUT (mp4), OUT's stem + .png (contact sheet: references, then
+Restores a trained WildActor (`wildactor_jax.infer.load_run`: the trained parameters of a
+checkpoint, plus the frozen backbone it records) onto whatever devices exist, with shardings
+built from the config, not the saving run's layout; a damaged newest checkpoint of --workdir is
+skipped with a warning. Output paths are checked before any work. Writes OUT (mp4), OUT's stem + .png (contact sheet: references, then
 frames across the clip) and optionally a gif; ends with one JSON line of timings and paths.
 Every bad input is a one-line error, exit status 2, and no output file.
 """
@@ -16,7 +17,7 @@ import os
 import sys
 import time
 
-
+from wildactor_jax import fs
 from wildactor_jax.media import MediaError
 
 
@@ -51,44 +52,26 @@ def parse_args(argv):
   return p.parse_args(argv)
 
 
-def checkpoint_location(args) -> tuple[str, int]:
-  """(workdir, step) of the checkpoint to restore; errors if there is none."""
-  if args.checkpoint:
-    folder = os.path.abspath(args.checkpoint.rstrip("/"))
-    step = os.path.basename(folder)
-    if not step.isdigit() or not os.path.isdir(folder):
-      raise GenerateError(f"--checkpoint {args.checkpoint}: expected a checkpoint step folder "
-                          "such as WORKDIR/checkpoints/200")
-    return os.path.dirname(os.path.dirname(folder)), int(step)
-  ckpts = os.path.join(args.workdir, "checkpoints")
-  steps = sorted(int(d) for d in os.listdir(ckpts) if d.isdigit()) if os.path.isdir(ckpts) else []
-  if not steps:
-    raise GenerateError(f"--workdir {args.workdir}: no finished checkpoint in {ckpts}")
-  return os.path.abspath(args.workdir), steps[-1]
-
-
-def load_config(args, workdir: str):
-  from ml_collections import ConfigDict
-  if args.config:
-    from wildactor_jax.config_lib import load_config_file
-    return load_config_file(args.config)
-  saved = os.path.join(workdir, "config.json")
-  if not os.path.isfile(saved):
-    raise GenerateError(f"{saved}: missing; pass --config with the experiment's config file")
-  with open(saved) as fh:
-    return ConfigDict(json.load(fh))
-
-
-def settings(args, config):
-  from wildactor_jax.inference import GenerationSettings
-  pick = lambda v, d: d if v is None else v
-  return GenerationSettings(
-      frames=pick(args.frames, int(config.data.frames)),
-      height=pick(args.height, int(config.data.height)),
-      width=pick(args.width, int(config.data.width)),
-      steps=pick(args.steps, int(config.sample.steps)), cfg=pick(args.cfg, float(config.sample.cfg)),
-      shift=pick(args.shift, float(config.sample.shift)),
-      solver=pick(args.solver, str(config.sample.solver)), seed=args.seed)
+def check_outputs(args) -> dict[str, str]:
+  """The files this run will write, checked before any work: a .mp4 path, nothing of them an
+  existing folder, and (locally) a folder that exists or can be made, and is writable."""
+  if not args.out.endswith(".mp4"):
+    raise GenerateError(f"--out {args.out}: expected a .mp4 path")
+  stem = args.out[:-len(".mp4")]
+  outputs = {"video": args.out, "contact_sheet": stem + ".png"}
+  if args.gif:
+    outputs["gif"] = stem + ".gif"
+  for path in outputs.values():
+    if fs.isdir(path):
+      raise GenerateError(f"--out {args.out}: {path} is an existing folder; expected a file path")
+  if not fs.is_remote(args.out):
+    parent = os.path.dirname(os.fspath(fs.path(args.out)))
+    while not os.path.exists(parent):
+      parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+      raise GenerateError(f"--out {args.out}: cannot write there ({parent} is "
+                          f"{'not writable' if os.path.isdir(parent) else 'a file'})")
+  return outputs
 
 
 def check_references(args, config) -> list[tuple[str, str, int]]:
@@ -108,74 +91,40 @@ def check_references(args, config) -> list[tuple[str, str, int]]:
   return refs
 
 
-def restore_model(config, workdir: str, step: int, mesh_shape):
-  """The trained model on this machine's devices: frozen backbone + the checkpoint's LoRA."""
-  from flax import nnx
-  from wildactor_jax.models.config import ModelConfig
-  from wildactor_jax.models.loading import create_model
-  from wildactor_jax.sharding import create_mesh
-  from wildactor_jax.train_lib import checkpoint as ckpt_lib, state as state_lib
-  import math
-  import jax
-  # An explicit shape (no -1) may use fewer devices than exist: the first ones.
-  devices = None if -1 in mesh_shape else jax.devices()[:math.prod(mesh_shape)]
-  mesh = create_mesh(mesh_shape, config.mesh.axes, devices=devices)
-  rules = tuple((name, axes) for name, axes in config.mesh.rules)
-  checkpointer = ckpt_lib.Checkpointer(workdir, keep=1000, async_save=False)
-  try:
-    meta = checkpointer.read_meta(step)
-    cfg = ModelConfig.from_mapping(config.model)
-    if meta.get("model") and ModelConfig.from_mapping(meta["model"]) != cfg:
-      raise GenerateError(f"{checkpointer.directory}/{step}: trained with a different model config "
-                          "than --config gives (compare config.model with the checkpoint's meta)")
-    try:
-      ckpt_lib.check_backbone(meta, ckpt_lib.backbone_record(config), checkpointer.directory)
-    except ckpt_lib.BackboneMismatchError as e:
-      raise GenerateError(str(e)) from None
-    seed = int(config.train.seed)
-    model = create_model(cfg, seed=seed, backbone_path=config.get("backbone_path") or None,
-                         mesh=mesh, rules=rules)
-    tx, _ = state_lib.build_optimizer(config.train)
-    setup = state_lib.make_setup(cfg, tx, mesh, rules, seed,
-                                 str(config.train.get("trainable", "lora")))
-    train_state, _ = checkpointer.restore(step, setup.abstract_train)
-    nnx.update(model, train_state["lora"])
-  finally:
-    checkpointer.close()
-  return model, mesh
-
-
 def run(args) -> dict:
-  from wildactor_jax import encode, inference, media
-  workdir, step = checkpoint_location(args)
-  config = load_config(args, workdir)
-  s = settings(args, config)
+  from wildactor_jax import config_lib, inference, media
+  from wildactor_jax.infer import encoders, restore
+  from wildactor_jax.infer.settings import settings_from_config
+  outputs = check_outputs(args)
+  source = args.checkpoint or args.workdir
+  workdir, _ = restore.checkpoint_location(source)
+  config = restore.run_config(workdir, config_lib.load_config_file(args.config)
+                              if args.config else None)
+  s = settings_from_config(config, frames=args.frames, height=args.height, width=args.width,
+                           steps=args.steps, cfg=args.cfg, shift=args.shift, solver=args.solver,
+                           seed=args.seed)
   refs = check_references(args, config)
-  if not args.out.endswith(".mp4"):
-    raise GenerateError(f"--out {args.out}: expected a .mp4 path")
-  vae = encode.vae_from_config(config)
+  vae = encoders.vae_from_config(config)
   inference.check_geometry(s, vae, tuple(config.model.patch_size))
   images = [media.load_reference(path, s.height, s.width, flag) for flag, path, _ in refs]
-  mesh_shape = [int(v) for v in args.mesh.split(",")]
   t0 = time.perf_counter()
-  model, _ = restore_model(config, workdir, step, mesh_shape)
+  loaded = restore.load_run(source, [int(v) for v in args.mesh.split(",")], config=config)
   restore_s = time.perf_counter() - t0
-  text_encoder = encode.text_encoder_from_config(config)
+  text_encoder = encoders.text_encoder_from_config(config)
   from tqdm import tqdm
   bar = tqdm(total=s.steps, desc="denoising", unit="step", file=sys.stderr)
-  video, timings = inference.generate(model, vae, text_encoder, args.prompt, images,
+  video, timings = inference.generate(loaded.model, vae, text_encoder, args.prompt, images,
                                       [t for _, _, t in refs], s, lambda i, dt: bar.update(1))
   bar.close()
   frames = media.to_uint8(video)
-  stem = os.path.splitext(args.out)[0]
-  outputs = {"video": media.write_mp4(args.out, frames, args.fps)}
+  written = {"video": media.write_mp4(outputs["video"], frames, args.fps)}
   sheet = media.contact_sheet([media.to_uint8(im) for im in images], frames)
-  outputs["contact_sheet"] = media.write_png(stem + ".png", sheet)
+  written["contact_sheet"] = media.write_png(outputs["contact_sheet"], sheet)
   if args.gif:
-    outputs["gif"] = media.write_gif(stem + ".gif", frames)
-  return {"checkpoint_step": step, "frames": int(frames.shape[0]), "height": s.height,
+    written["gif"] = media.write_gif(outputs["gif"], frames)
+  return {"checkpoint_step": loaded.step, "frames": int(frames.shape[0]), "height": s.height,
           "width": s.width, "steps": s.steps, "references": len(refs), "restore_s": restore_s,
-          **timings, **outputs}
+          **timings, **written}
 
 
 def main(argv=None) -> int:

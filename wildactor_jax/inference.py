@@ -74,19 +74,43 @@ def double_batch(tree):
   return jax.tree.map(lambda a: jnp.concatenate([a, a], axis=1 if a.ndim == 5 else 0), tree)
 
 
+def guided_velocity(model: WanTransformer, x: jax.Array, timestep, text: jax.Array, cache2,
+                    cfg_scale: float) -> jax.Array:
+  """Classifier-free guided velocity at x (1, T, H, W, C): cond and uncond as one batch of 2.
+  text (2, S, D) = [cond; uncond]; cache2 the reference K/V doubled for that batch (or None)."""
+  x2 = jnp.concatenate([x, x], axis=0).astype(model.cfg.jnp_dtype)
+  t2 = jnp.full((2,), timestep, jnp.float32)
+  v = model(x2, t2, text, reference_cache=cache2).astype(jnp.float32)
+  v_cond, v_uncond = jnp.split(v, 2, axis=0)
+  return v_uncond + cfg_scale * (v_cond - v_uncond)
+
+
+def predict_x0(model: WanTransformer, x: jax.Array, sigma: float, text: jax.Array, cache2=None,
+               cfg_scale: float = 1.0) -> jax.Array:
+  """The sampler's one-step clean-latent estimate at flow time sigma: the model sees the timestep
+  the sampler gives it (floor(1000 sigma)) and m = x - sigma v, exactly as inside a solver step."""
+  timestep = float(np.floor(sigma * sampling.TIMESTEP_SCALE))
+  v = guided_velocity(model, x, timestep, text, cache2, cfg_scale)
+  return sampling.data_prediction(x, sigma, v)
+
+
+@nnx.jit
+def denoise_step(model, state, row, text, cache2, cfg_scale):
+  """One CFG pass (cond and uncond batched) and one solver update, jitted once per shape: the
+  guidance scale is an argument, not a constant, so clips with any scale share the compile."""
+  v = guided_velocity(model, state[0], row.timestep, text, cache2, cfg_scale)
+  return sampling.solver_step(state, row, v)
+
+
 def make_denoise_step(cfg_scale: float):
-  """step(model, solver_state, coefficient_row, text (2,S,D), cache2) -> solver_state: one CFG
-  pass (cond and uncond batched) and one solver update, jitted."""
+  """step(model, solver_state, coefficient_row, text (2,S,D), cache2) -> solver_state."""
+  scale = jnp.float32(cfg_scale)
+  return lambda model, state, row, text, cache2: denoise_step(model, state, row, text, cache2, scale)
 
-  @nnx.jit
-  def step(model, state, row, text, cache2):
-    x2 = jnp.concatenate([state[0], state[0]], axis=0).astype(model.cfg.jnp_dtype)
-    t2 = jnp.full((2,), row.timestep)
-    v = model(x2, t2, text, reference_cache=cache2).astype(jnp.float32)
-    v_cond, v_uncond = jnp.split(v, 2, axis=0)
-    return sampling.solver_step(state, row, v_uncond + cfg_scale * (v_cond - v_uncond))
 
-  return step
+# The reference K/V cache, jitted once per token grid (a static argument).
+encode_reference_cache = nnx.jit(lambda model, refs, tokens: model.encode_references(refs, tokens),
+                                 static_argnums=2)
 
 
 def denoise(model: WanTransformer, text: jax.Array, cache, noise: jax.Array,
@@ -107,8 +131,12 @@ def denoise(model: WanTransformer, text: jax.Array, cache, noise: jax.Array,
 
 def generate(model: WanTransformer, vae, text_encoder, prompt: str, images: Sequence[np.ndarray],
              types: Sequence[int], s: GenerationSettings,
-             on_step: Callable[[int, float], None] | None = None) -> tuple[np.ndarray, dict]:
-  """-> (video (T, H, W, 3) float32 in [-1, 1], timings). Same seed, same output."""
+             on_step: Callable[[int, float], None] | None = None,
+             noise: jax.Array | None = None) -> tuple[np.ndarray, dict]:
+  """-> (video (T, H, W, 3) float32 in [-1, 1], timings). Same seed, same output.
+
+  noise: the initial latents (1, T', H', W', C); default drawn from `s.seed`.
+  """
   grid = check_geometry(s, vae, model.cfg.patch_size)
   place = placer(model)
   timings = {}
@@ -120,10 +148,15 @@ def generate(model: WanTransformer, vae, text_encoder, prompt: str, images: Sequ
   if refs is not None:
     tokens = (grid[0], grid[1] // model.cfg.patch_size[1], grid[2] // model.cfg.patch_size[2])
     refs = refs._replace(latents=refs.latents.astype(model.cfg.jnp_dtype))
-    cache = nnx.jit(lambda m, r: m.encode_references(r, tokens))(model, refs)
+    cache = encode_reference_cache(model, refs, tokens)
     jax.block_until_ready(cache)
   timings["encode_s"] = time.perf_counter() - t0
-  noise = place(jax.random.normal(jax.random.key(s.seed), (1,) + grid + (model.cfg.in_channels,)))
+  shape = (1,) + grid + (model.cfg.in_channels,)
+  if noise is None:
+    noise = jax.random.normal(jax.random.key(s.seed), shape)
+  elif tuple(noise.shape) != shape:
+    raise ValueError(f"noise shape {tuple(noise.shape)}: expected {shape}")
+  noise = place(jnp.asarray(noise, jnp.float32))
   step_times = []
 
   def record(i, dt):

@@ -1,29 +1,38 @@
 """Reading reference images and writing videos, GIFs and contact sheets (atomically).
 
-Reference images go through the same letterboxing as the training records (`encode.fit_image`),
+Reference images go through the same letterboxing as the training records (`fit_image`),
 so a reference at inference looks like one at training. Every output is written to a temporary
 name beside the target and renamed, so a failure never leaves a half-written file.
 """
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 
 import numpy as np
 from PIL import Image
+
+from wildactor_jax import fs
 
 
 class MediaError(ValueError):
   """A one-line, user-facing problem with an input or output file."""
 
 
+def fit_image(data: bytes, height: int, width: int) -> np.ndarray:
+  """(height, width, 3) float32 in [-1, 1]: the whole image, letterboxed on white (nothing of a
+  face is cropped away); the same for training records and generation references."""
+  from PIL import Image, ImageOps
+  with Image.open(io.BytesIO(data)) as img:
+    img = ImageOps.pad(img.convert("RGB"), (width, height), Image.BICUBIC, color=(255, 255, 255))
+  return np.asarray(img, np.float32) / 127.5 - 1.0
+
+
 def load_reference(path: str, height: int, width: int, what: str) -> np.ndarray:
-  """(height, width, 3) float32 in [-1, 1]; `what` names the flag for errors (e.g. --face)."""
-  from wildactor_jax.encode import fit_image
-  if not os.path.isfile(path):
+  """(height, width, 3) float32 in [-1, 1]; `what` names the flag for errors (e.g. --face).
+  `path` may be local or gs://."""
+  if not fs.isfile(path):
     raise MediaError(f"{what} {path}: no such file")
-  with open(path, "rb") as fh:
-    data = fh.read()
+  data = fs.read_bytes(path)
   try:
     return fit_image(data, height, width)
   except Exception as e:  # PIL raises several types for undecodable data
@@ -34,21 +43,8 @@ def to_uint8(video: np.ndarray) -> np.ndarray:
   return np.round((np.clip(video, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
 
 
-def atomic_write(path: str, write) -> str:
-  """Runs write(tmp) on a temporary file beside `path`, then renames it into place."""
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  suffix = os.path.splitext(path)[1]
-  fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=suffix, dir=folder)
-  os.close(fd)
-  try:
-    write(tmp)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-  return path
+# Every output goes through the one atomic writer of the file-system layer (local or gs://).
+atomic_write = fs.atomic_write
 
 
 def write_mp4(path: str, frames, fps: int = 16) -> str:

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 SOLVERS = ("euler", "unipc")
+TIMESTEP_SCALE = 1000.0  # the model's timestep for flow time sigma is floor(1000 sigma)
 
 
 def flow_sigmas(steps: int, shift: float, num_train_timesteps: int = 1000) -> np.ndarray:
@@ -105,7 +106,7 @@ def coefficients(solver: str, steps: int, shift: float) -> Coefficients:
       prev_order = min(2, n - (i - 1), i)
       keep[i] = 0.0
       a[i], b[i], c[i], d[i] = _unipc_corrector(sig, i, prev_order)
-  timestep = np.floor(sig[:-1] * 1000.0)
+  timestep = np.floor(sig[:-1] * TIMESTEP_SCALE)
   return Coefficients(sig[:-1], timestep, keep, a, b, c, d, p, q, r)
 
 
@@ -120,10 +121,15 @@ def initial_state(noise: jax.Array):
   return (x, jnp.zeros_like(x), jnp.zeros_like(x), jnp.zeros_like(x))
 
 
+def data_prediction(x: jax.Array, sigma, velocity: jax.Array) -> jax.Array:
+  """The one-step clean-data estimate m = x - sigma v that every solver step builds on."""
+  return x.astype(jnp.float32) - sigma * velocity.astype(jnp.float32)
+
+
 def solver_step(state, co: Coefficients, velocity: jax.Array):
   """One denoising step given this step's model velocity at state[0] and timestep co.timestep."""
   x, x_prev, m1, m2 = state
-  m = x - co.sigma * velocity.astype(jnp.float32)
+  m = data_prediction(x, co.sigma, velocity)
   x = co.keep * x + co.a * x_prev + co.b * m1 + co.c * (m2 - m1) + co.d * (m - m1)
   x_next = co.p * x + co.q * m + co.r * (m1 - m)
   return (x_next, x, m, m1)

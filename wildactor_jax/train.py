@@ -1,29 +1,34 @@
 """python -m wildactor_jax.train --config configs/X.py[:arg] --workdir W [--config.a.b=v ...]
 
 Trains WildActor's reference-only LoRA on a frozen Wan DiT with rectified flow. Resumes from the
-newest checkpoint in W/checkpoints automatically; metrics go to W (TensorBoard) and the log,
-per-step losses to W/losses.jsonl. The loop is `train_and_evaluate`; the pieces live in
+newest good checkpoint in W/checkpoints automatically (a damaged newer one is moved to
+W/damaged_checkpoints, with a warning); a saved model config that differs from this one is
+refused unless --allow_config_change. One trainer per workdir (W/trainer.lock). Metrics go to W
+(TensorBoard) and the log, per-step losses to W/losses.jsonl. User errors: one line, exit 2. The loop is `train_and_evaluate`; the pieces live in
 `wildactor_jax.train_lib`.
 """
 from __future__ import annotations
 
-import os
-import signal
+import sys
 
 import jax
 import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from wildactor_jax import fs
 from wildactor_jax.models.config import ModelConfig
-from wildactor_jax.models.loading import create_model
-from wildactor_jax.sharding import create_mesh
 from wildactor_jax.train_lib import checkpoint as ckpt_lib
-from wildactor_jax.train_lib import data_spec, distributed, metrics as metrics_lib
+from wildactor_jax.input import batches
+from wildactor_jax.train_lib import distributed, metrics as metrics_lib
 from wildactor_jax.train_lib import state as state_lib, step as step_lib, writers as writers_lib
+from wildactor_jax.train_lib import workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory (checkpoints, metrics, logs)")
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+    "allow_config_change", False, "resume a workdir whose saved model config differs from this "
+    "one (only where the trained weights keep their shapes)")
 
 
 class NonFiniteError(FloatingPointError):
@@ -34,78 +39,101 @@ def _require_positive(config, path: str) -> int:
   section, field = path.split(".")
   value = config[section].get(field) if section in config else None
   if value is None or int(value) <= 0:
-    raise ValueError(f"config.{path} = {value!r}: expected a positive integer")
+    raise ckpt_lib.RunError(f"config.{path} = {value!r}: expected a positive integer")
   return int(value)
-
-
-def _debug(config, name: str) -> int:
-  """Test hooks (config.debug.*): a step number, or -1 for off."""
-  debug = config.get("debug") or {}
-  return int(debug.get(name, -1))
 
 
 def _evaluate(config, eval_step, frozen, lora, mesh, rules) -> dict[str, float]:
   """Mean loss at each fixed flow time over config.train.eval_batches held-out batches."""
-  source = data_spec.create_source(config, "test")
+  source = batches.create_source(config, "test")
   num = int(config.train.get("eval_batches", 2))
-  losses = np.mean([np.asarray(eval_step(frozen, lora, data_spec.to_global(next(source), mesh, rules), i))
+  losses = np.mean([np.asarray(eval_step(frozen, lora, batches.to_global(next(source), mesh, rules), i))
                     for i in range(num)], axis=0)
   out = {f"eval_loss_t{t:g}": float(l) for t, l in zip(config.train.eval_timesteps, losses)}
   out["eval_loss"] = float(np.mean(losses))
   return out
 
 
-def save_config(config, workdir: str) -> None:
-  """workdir/config.json (process 0, atomically): what `generate` restores the run with."""
-  if jax.process_index() != 0:
+def _shapes(tree) -> list:
+  return [(jax.tree_util.keystr(p), tuple(x.shape), str(x.dtype))
+          for p, x in jax.tree_util.tree_leaves_with_path(tree)]
+
+
+def check_resumable(config, workdir: str, rs, allow_config_change: bool) -> None:
+  """Before anything is written: a workdir with checkpoints must be resumed with the model config
+  it was trained with (config.json's), or, with --allow_config_change, one whose trained state
+  has the same shapes (e.g. aipa or irope switched; not lora_rank)."""
+  ckpts = fs.join(workdir, "checkpoints")
+  saved = workdir_lib.read_config(workdir)
+  if saved is None or not any(n.isdigit() for n in fs.listdir(ckpts)):
     return
-  from etils import epath
-  folder = epath.Path(workdir)
-  folder.mkdir(parents=True, exist_ok=True)
-  tmp = folder / f".config.json.tmp-{os.getpid()}"
-  tmp.write_text(config.to_json_best_effort(indent=2, sort_keys=True))
-  tmp.replace(folder / "config.json")  # overwrites: a resumed run rewrites it
+  where = fs.join(workdir, workdir_lib.CONFIG)
+  workdir_lib.check_model_config(config, saved.model.to_dict(), where, allow_config_change)
+  old = state_lib.make_setup(ModelConfig.from_mapping(saved.model), rs.tx, rs.mesh, rs.rules,
+                             rs.seed, rs.trainable)
+  if _shapes(old.abstract_train) != _shapes(rs.setup.abstract_train):
+    diff = "; ".join(workdir_lib.model_config_diff(saved.model.to_dict(), config.model.to_dict()))
+    raise ckpt_lib.RunError(f"{where}: the model config change ({diff}) changes the shapes of the "
+                            "trained weights, so the checkpoints cannot be resumed; use a new workdir")
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
-  """Runs (or resumes) training to config.train.steps; returns the last logged metrics."""
+def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = False,
+                       train_source=None) -> dict:
+  """Runs (or resumes) training to config.train.steps; returns the last logged metrics.
+
+  Holds the workdir's trainer lock throughout. train_source: the training batches (default: the
+  config's source); it must be a checkpointable Grain iterator (get_state / set_state)."""
+  with workdir_lib.WorkdirLock(workdir):
+    return _train(config, workdir, allow_config_change, train_source)
+
+
+def _train(config, workdir: str, allow_config_change: bool, train_source) -> dict:
   total_steps = _require_positive(config, "train.steps")
   every = _require_positive(config, "checkpoint.every")
   log_every = int(config.train.get("log_every", 50))
   eval_every = int(config.train.get("eval_every", 0))
-  seed = int(config.train.seed)
-  mesh = create_mesh(config.mesh.shape, config.mesh.axes)
-  rules = tuple((name, axes) for name, axes in config.mesh.rules)
+  text_dropout = float(config.train.get("text_dropout", 0.0))
+  if not 0.0 <= text_dropout < 1.0:
+    raise ValueError(f"config.train.text_dropout {text_dropout}: expected a rate in [0, 1)")
+  rs = state_lib.setup_from_config(config)
+  mesh, rules, setup, seed = rs.mesh, rs.rules, rs.setup, rs.seed
   distributed.log_layout(mesh)
-  save_config(config, workdir)
-  data_spec.check_batch_divides_mesh(config, mesh, rules)
-  cfg = ModelConfig.from_mapping(config.model)
-  tx, schedule = state_lib.build_optimizer(config.train)
-  trainable = str(config.train.get("trainable", "lora"))
-  setup = state_lib.make_setup(cfg, tx, mesh, rules, seed, trainable)
+  batches.check_batch_divides_mesh(config, mesh, rules)
+  check_resumable(config, workdir, rs, allow_config_change)
 
   # Frozen weights: the converted backbone (or random from the seed, tiny configs), every start.
-  model = create_model(cfg, seed=seed, backbone_path=config.get("backbone_path") or None,
-                       mesh=mesh, rules=rules)
-  _, frozen, fresh_lora = state_lib.split_model(model, trainable)
+  model = rs.create_model()
+  _, frozen, fresh_lora = state_lib.split_model(model, rs.trainable)
   del model
   record = ckpt_lib.backbone_record(config)
   checkpointer = ckpt_lib.Checkpointer(workdir, config.checkpoint.get("keep", 3),
                                        async_save=config.checkpoint.get("async_save", True))
-  train_iter = data_spec.create_source(config, "train")
-  latest = checkpointer.latest_step()
-  if latest is None:
-    state = state_lib.init_train_state(fresh_lora, tx, setup, seed)
-  else:
-    logging.info("resuming from %s/%d", checkpointer.directory, latest)
-    state, meta = checkpointer.restore(latest, setup.abstract_train, train_iter)
+  train_iter = batches.create_source(config, "train") if train_source is None else train_source
+
+  def restore(step):
+    state, meta = checkpointer.restore(step, setup.abstract_train, train_iter)
     ckpt_lib.check_backbone(meta, record, checkpointer.directory)
+    return state
+
+  try:
+    found = checkpointer.restore_newest_good(restore, move_damaged=True)
+  except BaseException:
+    checkpointer.close()
+    raise
+  if found is None:
+    state = state_lib.init_train_state(fresh_lora, rs.tx, setup, seed)
+  else:
+    logging.info("resuming from %s/%d", checkpointer.directory, found[0])
+    state = found[1]
   del fresh_lora
+  workdir_lib.save_config(config, workdir)  # checked above: same model, or allowed
   start = int(state["step"])
 
-  abstract_batch = data_spec.abstract_batch(config, mesh, rules)
+  abstract_batch = batches.abstract_batch(config, mesh, rules)
   train_step = step_lib.jit_train_step(
-      step_lib.make_train_step(setup, tx, schedule, float(config.flow.shift), mesh, rules),
+      step_lib.make_train_step(setup, rs.tx, rs.schedule, float(config.flow.shift), mesh, rules,
+                               text_dropout=text_dropout,
+                               null_text=batches.null_text(config) if text_dropout > 0 else None),
       setup, abstract_batch, mesh, rules)
   eval_step = (step_lib.make_eval_step(setup, config.train.eval_timesteps, seed + 1, mesh, rules,
                                        abstract_batch) if eval_every > 0 else None)
@@ -113,13 +141,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
   writer = writers_lib.create_writer(workdir)
   if start == 0:
     writer.write_hparams({k: str(v) if isinstance(v, (tuple, list)) else v
-                          for k, v in _flatten(config.to_dict()).items()})
+                          for k, v in workdir_lib.flatten(config.to_dict()).items()})
   hooks = writers_lib.progress_hooks(workdir, total_steps, writer,
                                      int(config.train.get("profile_steps", 5)), start + 10)
   loss_log = metrics_lib.LossLog(workdir, start)
   throughput = None  # built from the first batch's shapes
   watcher = distributed.PreemptionWatcher(checkpointer.manager)
-  nan_step, crash_step = _debug(config, "nan_at_step"), _debug(config, "crash_at_step")
   window: list[dict] = []
   summary: dict = {"step": start}
 
@@ -142,10 +169,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       if throughput is None:
         shapes = {k: np.shape(v)[1:] for k, v in batch.items()}
         throughput = metrics_lib.Throughput(config, step, shapes)
-      if step + 1 == nan_step:  # test hook: a poisoned batch must trip the guard
-        batch = dict(batch, video_latents=np.full_like(batch["video_latents"], np.nan))
       with jax.profiler.StepTraceAnnotation("train", step_num=step + 1):
-        state, metrics = train_step(frozen, state, data_spec.to_global(batch, mesh, rules))
+        state, metrics = train_step(frozen, state, batches.to_global(batch, mesh, rules))
       step += 1
       # Host work for the previous step overlaps this one's device work.
       if pending is not None:
@@ -161,7 +186,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       save_now = step % every == 0 or step == total_steps or preempted
       log_now = step % log_every == 0 or step == total_steps
       eval_now = eval_step is not None and (step % eval_every == 0 or step == total_steps)
-      if pending is not None and (save_now or log_now or eval_now or step == crash_step):
+      if pending is not None and (save_now or log_now or eval_now):
         settle(*pending)
         pending = None
       if log_now and window:
@@ -172,6 +197,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
         summary.update(metrics_lib.hbm_in_use())
         writer.write_scalars(step, {k: v for k, v in summary.items() if k != "step"})
         window.clear()
+      if log_now or save_now:
+        loss_log.flush()  # a no-op locally; rewrites the log on an object store
+        writer.flush()
       if save_now:
         checkpointer.save(step, state, train_iter, ckpt_lib.metadata(config, step, mesh.shape))
       if eval_now:
@@ -180,8 +208,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
         summary.update(eval_metrics)
       if save_now or eval_now:
         throughput.restart(step)
-      if step == crash_step:  # test hook: die like a preempted VM, no clean-up at all
-        os.kill(os.getpid(), signal.SIGKILL)
       if preempted:
         logging.warning("preempted: saved step %d, stopping", step)
         break
@@ -196,21 +222,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
   return summary
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   distributed.maybe_initialize()
-  train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  try:
+    train_and_evaluate(_CONFIG.value, _WORKDIR.value,
+                       allow_config_change=_ALLOW_CONFIG_CHANGE.value)
+  except (ckpt_lib.RunError, fs.FsError) as e:
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

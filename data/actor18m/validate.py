@@ -2,8 +2,10 @@
 
 A row is kept only if all of these hold, checked in this order; the first failure is its reason:
   malformed_json     the line is not a JSON object
-  schema             a field is missing or has the wrong type / value (REFERENCE.md section 3)
+  schema             a field is missing or has the wrong type / value (docs/method.md s.3)
   no_references      "refs" is an empty list
+  duplicate          the same row as an earlier line (same JSON object, key order ignored); the
+                     earliest line is the one checked further and kept
   path_escapes_root  a media path is absolute or resolves (symlinks included) outside the root
   missing_file       a media file does not exist
   undecodable_video  the clip does not decode to at least one frame
@@ -16,10 +18,12 @@ import hashlib
 import json
 import math
 import os
-from typing import Any
+from typing import Any, Iterable, Iterator
 
-REASONS = ("malformed_json", "schema", "no_references", "path_escapes_root", "missing_file",
-           "undecodable_video", "undecodable_image")
+from wildactor_jax import fs
+
+REASONS = ("malformed_json", "schema", "no_references", "duplicate", "path_escapes_root",
+           "missing_file", "undecodable_video", "undecodable_image")
 REGIONS = ("face", "body", "three_view")
 VIEWS = ("front", "left", "right", "side", "back", "up", "down", "canonical")
 
@@ -109,8 +113,27 @@ def check_image(path: str) -> None:
     img.load()
 
 
-def check_row(data: Any, root: str, line: int) -> Row:
+def parse_row(text: str) -> dict[str, Any]:
+  """One manifest line as a schema-valid row; RowError (malformed_json, schema, no_references)."""
+  try:
+    data = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise RowError("malformed_json", str(e))
   check_schema(data)
+  return data
+
+
+def row_digest(data: dict[str, Any]) -> str:
+  """Identifies a row by content (key order ignored): two lines with one digest are duplicates."""
+  return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def duplicate_error(first_line: int) -> RowError:
+  return RowError("duplicate", f"the same row as line {first_line}")
+
+
+def check_media(data: dict[str, Any], root: str, line: int) -> Row:
+  """The row's media resolved inside `root`, present and decodable; RowError otherwise."""
   video = resolve_inside(root, data["video"])
   refs = [resolve_inside(root, r["path"]) for r in data["refs"]]
   for path, shown in [(video, data["video"])] + [(p, r["path"]) for p, r in zip(refs, data["refs"])]:
@@ -130,27 +153,35 @@ def check_row(data: Any, root: str, line: int) -> Row:
   return Row(line, data, video, refs, frames)
 
 
-def scan_manifest(manifest: str, root: str | None = None) -> tuple[list[Row], list[dict]]:
-  """(valid rows, bad-row records {"line", "reason", "detail"}); media paths are relative to
-  `root` (default: the manifest's folder). Never raises on a bad row."""
-  root = root or os.path.dirname(os.path.abspath(manifest))
-  good, bad = [], []
+def bad_row(line: int, error: RowError) -> dict:
+  """A bad-row report record."""
+  return {"line": line, "reason": error.reason, "detail": error.detail}
+
+
+def manifest_lines(manifest: str) -> Iterator[tuple[int, str]]:
+  """(1-based line number, text) for every non-blank line."""
   with open(manifest, encoding="utf-8", errors="replace") as f:
     for line_no, text in enumerate(f, start=1):
-      if not text.strip():
-        continue
-      try:
-        try:
-          data = json.loads(text)
-        except json.JSONDecodeError as e:
-          raise RowError("malformed_json", str(e))
-        good.append(check_row(data, root, line_no))
-      except RowError as e:
-        bad.append({"line": line_no, "reason": e.reason, "detail": e.detail})
-  return good, bad
+      if text.strip():
+        yield line_no, text
 
 
-def count_reasons(bad: list[dict]) -> dict[str, int]:
+def read_manifest(manifest: str) -> tuple[list[tuple[int, dict]], list[dict]]:
+  """([(line, row)] schema-valid and not duplicated, bad-row records). Cheap: no media is read."""
+  rows, bad, first_line = [], [], {}
+  for line_no, text in manifest_lines(manifest):
+    try:
+      data = parse_row(text)
+      first = first_line.setdefault(row_digest(data), line_no)
+      if first != line_no:
+        raise duplicate_error(first)
+      rows.append((line_no, data))
+    except RowError as e:
+      bad.append(bad_row(line_no, e))
+  return rows, bad
+
+
+def count_reasons(bad: Iterable[dict]) -> dict[str, int]:
   counts: dict[str, int] = {}
   for b in bad:
     counts[b["reason"]] = counts.get(b["reason"], 0) + 1
@@ -158,13 +189,8 @@ def count_reasons(bad: list[dict]) -> dict[str, int]:
 
 
 def write_report(path: str, bad: list[dict]) -> None:
-  """JSON lines, one per skipped row; written to a temp file then renamed into place."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    for b in bad:
-      f.write(json.dumps(b) + "\n")
-  os.replace(tmp, path)
+  """JSON lines, one per skipped row in line order; written whole or not at all."""
+  fs.atomic_write_text(path, "".join(json.dumps(b) + "\n" for b in sorted(bad, key=lambda b: b["line"])))
 
 
 def actor_hash(actor_id: str) -> float:
@@ -172,14 +198,18 @@ def actor_hash(actor_id: str) -> float:
   return int(hashlib.sha256(actor_id.encode()).hexdigest()[:12], 16) / 16 ** 12
 
 
-def split_by_actor(rows: list[Row], test_fraction: float) -> dict[str, list[Row]]:
-  """{"train": ..., "test": ...} with no actor_id in both. An actor goes to test when its hash is
-  below test_fraction; if that leaves test empty while there are >= 2 actors and the fraction is
-  positive, the actor with the smallest hash goes to test (so tiny datasets still get a test set)."""
-  actors = sorted({r.data["actor_id"] for r in rows}, key=actor_hash)
+def held_out_actors(actor_ids: Iterable[str], test_fraction: float) -> set[str]:
+  """The identities of the test split: those whose hash is below test_fraction; if that leaves
+  none while there are >= 2 identities and the fraction is positive, the one with the smallest
+  hash (so tiny datasets still get a test set)."""
+  actors = sorted(set(actor_ids), key=actor_hash)
   test = {a for a in actors if actor_hash(a) < test_fraction}
   if not test and len(actors) >= 2 and test_fraction > 0:
     test = {actors[0]}
+  return test
+
+
+def split_by_actor(rows: list[Row], test: set[str]) -> dict[str, list[Row]]:
+  """{"train": ..., "test": ...}: no actor_id in both."""
   return {"train": [r for r in rows if r.data["actor_id"] not in test],
           "test": [r for r in rows if r.data["actor_id"] in test]}
-

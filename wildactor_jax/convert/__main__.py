@@ -2,7 +2,9 @@
 [--dtype bfloat16|float32]
 
 Converts weights the user has (safetensors; diffusers or original Wan layouts) into our Orbax
-checkpoint format. Errors are one line on stderr with a non-zero exit; OUT is written atomically.
+checkpoint format. Errors are one line on stderr with exit status 2, and nothing is written.
+OUT must be new, empty, or an earlier converted checkpoint (replaced by rename once the new one
+is complete); an existing file or a folder holding anything else is refused.
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import json
 import sys
 import time
 
-from wildactor_jax.convert.common import ConversionError
+from wildactor_jax import fs
+from wildactor_jax.models.checkpoint_io import CheckpointError, check_output
 
 KINDS = {
     "transformer": "wildactor_jax.convert.transformer",
@@ -30,9 +33,10 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   start = time.time()
   try:
+    check_output(args.out)  # before any work: a file or a user's folder is never written over
     module = importlib.import_module(KINDS[args.kind])
     info = module.convert(args.src, args.out, args.dtype)
-  except ConversionError as e:
+  except (CheckpointError, fs.FsError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   print(json.dumps(dict(info or {}, kind=args.kind, out=args.out, dtype=args.dtype,

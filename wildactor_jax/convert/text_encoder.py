@@ -9,12 +9,13 @@ found in SRC (tokenizer.json, spiece.model, ...) are copied next to the converte
 """
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
-from wildactor_jax.convert.common import (ConversionError, TensorReader, check_keys, read_json,
-                                          safetensors_files, write_checkpoint)
+from wildactor_jax import fs
+from wildactor_jax.convert.common import (ConversionError, TensorReader, check_keys,
+                                          safetensors_files, source_folder)
+from wildactor_jax.models.checkpoint_io import read_json, write_checkpoint
 
 EMBED_KEYS = ("encoder.embed_tokens.weight", "shared.weight")
 
@@ -76,8 +77,8 @@ def _get(shapes: dict, path: tuple):
 def convert(src: str, out: str, dtype: str = "float32") -> dict:
   from wildactor_jax.models.umt5 import copy_tokenizer_files, param_shapes
   files = safetensors_files(src)
-  folder = src if os.path.isdir(src) else os.path.dirname(src)
-  cfg = config_from_hf(read_json(os.path.join(folder, "config.json"), "config.json"))
+  folder = source_folder(src)
+  cfg = config_from_hf(read_json(fs.join(folder, "config.json"), "config.json"))
   reader = TensorReader(files)
   found = reader.keys()
   mapping = key_map(cfg.num_layers)
@@ -87,22 +88,24 @@ def convert(src: str, out: str, dtype: str = "float32") -> dict:
   ignored = {k for k in found if is_ignored(k)}
   check_keys(set(mapping) | (set(EMBED_KEYS) & found), found - ignored, src)
   shapes = param_shapes(cfg)
+  items = [(embed_key, (("embed_tokens",), False))] + sorted(mapping.items())
+  for key, (path, transpose) in items:  # before writing anything (header shapes, no data read)
+    got, want = reader.shape(key), _get(shapes, path)
+    got = got[::-1] if transpose else got
+    if tuple(got) != tuple(want):
+      raise ConversionError(f"{key}: shape {tuple(got)} does not match the config "
+                            f"(expected {tuple(want)}{' after transposing' if transpose else ''})")
 
   def build(tree):
-    items = [(embed_key, (("embed_tokens",), False))] + sorted(mapping.items())
     for key, (path, transpose) in items:
       value = reader.get(key)
       if value.dtype not in (np.float32, np.float16) and value.dtype.name != "bfloat16":
         raise ConversionError(f"{key}: unexpected dtype {value.dtype}")
-      value = value.T if transpose else value
-      want = _get(shapes, path)
-      if tuple(value.shape) != want:
-        raise ConversionError(f"{key}: shape {tuple(value.shape)} does not match the config "
-                              f"(expected {want}{' after transposing' if transpose else ''})")
-      tree.put(path, value)
+      tree.put(path, value.T if transpose else value)
     return cfg.to_dict()
 
-  write_checkpoint(out, build, dtype)
-  tokenizer = copy_tokenizer_files(folder, out)
+  # Tokenizer files go into the staged checkpoint, so they are published with it.
+  tokenizer = write_checkpoint(out, build, dtype,
+                               extra=lambda staged: copy_tokenizer_files(folder, staged))
   return dict(num_layers=cfg.num_layers, d_model=cfg.d_model, vocab_size=cfg.vocab_size,
               tensors=len(mapping) + 1, ignored=len(ignored), tokenizer=tokenizer)

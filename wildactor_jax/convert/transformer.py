@@ -8,13 +8,14 @@ disk-backed arrays; per-layer tensors are written into their slot of the stacked
 from __future__ import annotations
 
 import math
-import os
 import re
 
 import numpy as np
 
-from wildactor_jax.convert.common import (ConversionError, TensorReader, check_keys, read_json,
-                                          safetensors_files, write_checkpoint)
+from wildactor_jax import fs
+from wildactor_jax.convert.common import (ConversionError, TensorReader, check_keys,
+                                          check_shapes, safetensors_files, source_folder)
+from wildactor_jax.models.checkpoint_io import read_json, write_checkpoint
 
 # original Wan name -> diffusers name (module prefixes; block-level parts handled below)
 _ORIGINAL_TOP = {
@@ -69,17 +70,27 @@ def _to_diffusers_name(key: str) -> str:
   return key
 
 
+_CONFIG_TENSORS = {
+    "patch_embedding.weight": 5, "blocks.0.ffn.net.0.proj.weight": 2, "proj_out.weight": 2,
+    "condition_embedder.text_embedder.linear_1.weight": 2,
+    "condition_embedder.time_embedder.linear_1.weight": 2,
+}
+
+
 def _config(src: str, reader: TensorReader, names: dict[str, str]) -> dict:
-  folder = src if os.path.isdir(src) else os.path.dirname(src)
-  cfg_path = os.path.join(folder, "config.json")
-  raw = read_json(cfg_path, "config.json") if os.path.exists(cfg_path) else {}
-  get = lambda k: reader.get(names[k])
+  cfg_path = fs.join(source_folder(src), "config.json")
+  raw = read_json(cfg_path, "config.json") if fs.exists(cfg_path) else {}
+  shape = lambda k: reader.shape(names[k])
   if raw.get("image_dim") or raw.get("added_kv_proj_dim"):
     raise ConversionError(f"{cfg_path}: image-conditioned Wan (image_dim/added_kv_proj_dim) is "
                           "not supported; expected a T2V or TI2V transformer")
-  patch_w = get("patch_embedding.weight")
-  dim, in_ch = patch_w.shape[:2]
-  patch = tuple(int(p) for p in patch_w.shape[2:])
+  for key, ndim in _CONFIG_TENSORS.items():  # the tensors the config is read from
+    if len(shape(key)) != ndim:
+      raise ConversionError(f"{src}: tensor {names[key]} has shape {shape(key)}, expected "
+                            f"{ndim} dimensions")
+  patch_w = shape("patch_embedding.weight")
+  dim, in_ch = patch_w[:2]
+  patch = tuple(int(p) for p in patch_w[2:])
   layers = 1 + max(int(k.split(".")[1]) for k in names if k.startswith("blocks."))
   head_dim = raw.get("attention_head_dim", 128)
   heads = raw.get("num_attention_heads", raw.get("num_heads"))
@@ -91,10 +102,10 @@ def _config(src: str, reader: TensorReader, names: dict[str, str]) -> dict:
   cfg = {
       "dim": int(dim), "num_heads": int(heads), "num_layers": int(layers),
       "in_channels": int(in_ch), "patch_size": list(patch),
-      "ffn_dim": int(get("blocks.0.ffn.net.0.proj.weight").shape[0]),
-      "out_channels": int(get("proj_out.weight").shape[0] // math.prod(patch)),
-      "text_dim": int(get("condition_embedder.text_embedder.linear_1.weight").shape[1]),
-      "freq_dim": int(get("condition_embedder.time_embedder.linear_1.weight").shape[1]),
+      "ffn_dim": int(shape("blocks.0.ffn.net.0.proj.weight")[0]),
+      "out_channels": int(shape("proj_out.weight")[0] // math.prod(patch)),
+      "text_dim": int(shape("condition_embedder.text_embedder.linear_1.weight")[1]),
+      "freq_dim": int(shape("condition_embedder.time_embedder.linear_1.weight")[1]),
       "eps": float(raw.get("eps", 1e-6)),
       "cross_attn_norm": "blocks.0.norm2.weight" in names,
       "rope_max_seq_len": int(raw.get("rope_max_seq_len", 1024)),
@@ -113,10 +124,58 @@ def _expected(cfg: dict) -> set[str]:
   return keys | {f"blocks.{i}.{k}" for i in range(cfg["num_layers"]) for k in block}
 
 
-def _linear(name: str, w: np.ndarray) -> np.ndarray:
-  if name == "patch_embedding":  # Conv3d (D, C, pt, ph, pw) -> (pt*ph*pw*C, D), our patch order
+def _destination(key: str) -> tuple[tuple[str, ...], int | None]:
+  """A diffusers key -> (our parameter path, layer index into the stacked per-layer arrays)."""
+  if key == "scale_shift_table":
+    return ("scale_shift_table",), None
+  if key.startswith("blocks."):
+    _, i, rest = key.split(".", 2)
+    if rest == "scale_shift_table":
+      return ("blocks", "scale_shift_table"), int(i)
+    module, _, leaf = rest.rpartition(".")
+    kernel = leaf == "weight" and "norm" not in module
+    return ("blocks",) + _BLOCK[module] + (("kernel",) if kernel else (leaf,)), int(i)
+  module, _, leaf = key.rpartition(".")
+  return _TOP[module] + (("kernel",) if leaf == "weight" else ("bias",)), None
+
+
+def _to_ours(path: tuple[str, ...], w: np.ndarray) -> np.ndarray:
+  if path[-1] != "kernel":
+    return w
+  if path[0] == "patch_embedding":  # Conv3d (D, C, pt, ph, pw) -> (pt*ph*pw*C, D), our patch order
     return w.transpose(2, 3, 4, 1, 0).reshape(-1, w.shape[0])
-  return w.T
+  return w.T  # torch Linear (out, in) -> kernel (in, out)
+
+
+def _source_shape(path: tuple[str, ...], ours: tuple[int, ...], cfg: dict) -> tuple[int, ...]:
+  """The shape a source tensor must have to become our parameter of shape `ours` (_to_ours's
+  inverse on shapes)."""
+  if path[-1] != "kernel":
+    return ours
+  if path[0] == "patch_embedding":
+    return (ours[1], cfg["in_channels"], *cfg["patch_size"])
+  return ours[::-1]
+
+
+def _expected_shapes(cfg: dict, names: dict[str, str]) -> dict[str, tuple[int, ...]]:
+  """Each diffusers key -> the shape the model built from `cfg` needs (per layer for blocks)."""
+  from flax import nnx
+  from wildactor_jax.models.config import ModelConfig
+  from wildactor_jax.models.loading import FROZEN, abstract_model
+  try:
+    model_cfg = ModelConfig.from_mapping(dict(cfg, lora=False))
+  except ValueError as e:
+    raise ConversionError(f"derived config {cfg}: {e}") from None
+  params = nnx.to_pure_dict(nnx.state(abstract_model(model_cfg), FROZEN))
+  expected = {}
+  for key in names:
+    path, layer = _destination(key)
+    node = params
+    for p in path:
+      node = node[p]
+    ours = tuple(node.shape[1:] if layer is not None else node.shape)
+    expected[key] = _source_shape(path, ours, cfg)
+  return expected
 
 
 def convert(src: str, out: str, dtype: str) -> dict:
@@ -131,28 +190,17 @@ def convert(src: str, out: str, dtype: str) -> dict:
   structure = {"num_layers": layers, "cross_attn_norm": "blocks.0.norm2.weight" in names}
   check_keys(_expected(structure), set(names), f"{src} ({layout} layout)")
   cfg = _config(src, reader, names)
+  check_shapes({names[k]: reader.shape(names[k]) for k in names},
+               {names[k]: v for k, v in _expected_shapes(cfg, names).items()}, src)
 
   def build(tree):
     for key, orig in names.items():
-      w = reader.get(orig)
-      module, _, leaf = key.rpartition(".")
-      if key == "scale_shift_table":
-        tree.put(("scale_shift_table",), w)
-        continue
-      if key.startswith("blocks."):
-        _, i, rest = key.split(".", 2)
-        module, _, leaf = rest.rpartition(".")
-        if rest == "scale_shift_table":
-          path, value = ("blocks", "scale_shift_table"), w
-        else:
-          path = ("blocks",) + _BLOCK[module] + (("kernel",) if leaf == "weight" and
-                                                  "norm" not in module else (leaf,))
-          value = w.T if path[-1] == "kernel" else w
-        tree.allocate(path, (cfg["num_layers"],) + value.shape)[int(i)] = value.astype(tree.dtype)
+      path, layer = _destination(key)
+      value = _to_ours(path, reader.get(orig))
+      if layer is None:
+        tree.put(path, value)
       else:
-        ours = _TOP[module]
-        tree.put(ours + (("kernel",) if leaf == "weight" else ("bias",)),
-                 _linear(module, w) if leaf == "weight" else w)
+        tree.allocate(path, (cfg["num_layers"],) + value.shape)[layer] = value.astype(tree.dtype)
     return dict(cfg, kind="wan_transformer")
 
   write_checkpoint(out, build, dtype)

@@ -15,13 +15,14 @@ convolutions stored as (in, out) matrices.
 """
 from __future__ import annotations
 
-import os
 import re
 
 import numpy as np
 
-from wildactor_jax.convert.common import (
-    ConversionError, TensorReader, check_keys, read_json, safetensors_files, write_checkpoint)
+from wildactor_jax import fs
+from wildactor_jax.convert.common import (ConversionError, TensorReader, check_keys,
+                                          safetensors_files, source_folder)
+from wildactor_jax.models.checkpoint_io import read_json, write_checkpoint
 
 RESIDUAL = {
     "residual.0.gamma": "norm1.gamma", "residual.2.weight": "conv1.weight",
@@ -182,8 +183,8 @@ def convert(src: str, out: str, dtype: str) -> dict:
       (unknown.append(k) if d is None else source_of.__setitem__(d, k))
   elif "encoder.conv_in.weight" in keys:
     layout = "diffusers"
-    folder = src if os.path.isdir(src) else os.path.dirname(os.path.abspath(src))
-    config = read_json(os.path.join(folder, "config.json"),
+    folder = source_folder(src)
+    config = read_json(fs.join(folder, "config.json"),
                        "config.json (diffusers-layout weights need their AutoencoderKLWan config)")
     if config.get("_class_name", "AutoencoderKLWan") != "AutoencoderKLWan":
       raise ConversionError(
@@ -201,6 +202,9 @@ def convert(src: str, out: str, dtype: str) -> dict:
              for path, s in _flatten(abstract_params(cfg, np.float32))}
   check_keys(set(targets), set(source_of) | {f"<unmapped> {k}" for k in unknown},
              f"{src} ({layout} layout, {'Wan2.2' if cfg.is_residual else 'Wan2.1'}-style)")
+
+  for dkey, (_, shape) in targets.items():  # shapes first (memmap views: no data is read)
+    to_ours(reader.get(source_of[dkey]), tuple(shape), source_of[dkey])
 
   def build(tree):
     for dkey, (path, shape) in targets.items():

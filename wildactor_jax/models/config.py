@@ -1,7 +1,10 @@
 """The model configuration: backbone architecture, numerics, and the WildActor reference branch.
 
 A frozen dataclass, built from the `config.model` ConfigDict of an experiment file (or from a
-converted checkpoint's config.json), so jitted code can close over it as a static value.
+converted checkpoint's config.json), so jitted code can close over it as a static value. Its
+field defaults are the only place model defaults are written: `config_lib.model_config` starts
+from them. The architecture defaults are Wan2.2-TI2V-5B's; the WildActor constants (I-RoPE
+offsets, reference stride, LoRA targets) and their sources are listed in docs/method.md.
 """
 from __future__ import annotations
 

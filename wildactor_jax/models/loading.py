@@ -16,7 +16,8 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from wildactor_jax.convert.common import ConversionError, read_config, read_params
+from wildactor_jax.models.checkpoint_io import (CheckpointError, read_config, read_params,
+                                                write_checkpoint)
 from wildactor_jax.models.config import ModelConfig
 from wildactor_jax.models.transformer import WanTransformer
 from wildactor_jax.sharding import DEFAULT_RULES, logical_to_spec
@@ -92,7 +93,7 @@ def load_frozen(model: WanTransformer, path: str, mesh=None, rules=DEFAULT_RULES
   if saved.backbone_fields() != cfg.backbone_fields():
     diff = {k: (v, cfg.backbone_fields()[k]) for k, v in saved.backbone_fields().items()
             if cfg.backbone_fields()[k] != v}
-    raise ConversionError(f"{path}: backbone config does not match the model "
+    raise CheckpointError(f"{path}: backbone config does not match the model "
                           f"(checkpoint vs model: {json.dumps(diff)})")
   frozen = nnx.state(model, FROZEN)
   shardings = state_shardings(frozen, mesh, rules)
@@ -120,7 +121,6 @@ def load_backbone(path: str, *, mesh=None, rules=DEFAULT_RULES, **overrides: Any
 def save_backbone(model: WanTransformer, out: str, dtype: str = "float32") -> None:
   """Writes `model`'s frozen weights as a backbone checkpoint (the converter's format: OUT/params
   + OUT/config.json, atomically), e.g. after pre-training or fine-tuning every parameter."""
-  from wildactor_jax.convert.common import write_checkpoint
   params = jax.tree.map(np.asarray, jax.device_get(nnx.to_pure_dict(nnx.state(model, FROZEN))))
 
   def build(tree):

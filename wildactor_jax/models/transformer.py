@@ -3,7 +3,7 @@ with WildActor's reference stream.
 
     model = load_backbone(path)                          # converted checkpoint
     velocity = model(latents, timesteps, text_embeds)    # (B,T,H,W,C), (B,)|(B,T)|(B,L), (B,S,Dt)
-    velocity = model(latents, t, text, references=refs)  # WildActor (see wildactor.py)
+    velocity = model(latents, t, text, references=refs)  # WildActor (docs/method.md s.1)
 
 Layers are created stacked (`nnx.vmap`) and run under one `jax.lax.scan`, so a 30-40 layer model
 compiles one block. Timesteps are in diffusers' 0..1000 scale: (B,) one per sample, (B, T) one per

@@ -282,7 +282,7 @@ def load_text_encoder(path: str, tokenizer_path: str | None = None, dtype=jnp.fl
   in `dtype` (which is also the compute dtype). The tokenizer comes from `tokenizer_path`, else
   from tokenizer files the converter copied next to the weights; without one only `encode_ids`
   works."""
-  from wildactor_jax.convert.common import read_config, read_params
+  from wildactor_jax.models.checkpoint_io import read_config, read_params
   cfg = UMT5Config.from_dict(read_config(path))
   abstract = _abstract_params(cfg, dtype, mesh, rules)
   params = read_params(path, abstract)
@@ -315,7 +315,7 @@ def save_random(out: str, cfg: UMT5Config, seed: int = 0, dtype: str = "float32"
   """Saves a randomly initialised encoder in our checkpoint format (for demos and tests; no
   torch needed), plus a tokenizer file/folder if given. Norm weights are perturbed around 1 so
   they matter in parity tests."""
-  from wildactor_jax.convert.common import write_checkpoint
+  from wildactor_jax.models.checkpoint_io import write_checkpoint
   model = build_encoder(cfg, nnx.Rngs(seed))
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   rng = np.random.default_rng(seed)

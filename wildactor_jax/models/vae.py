@@ -349,7 +349,7 @@ def init_vae(config: dict | VAEConfig, seed: int = 0, dtype=jnp.float32,
 
 def save_vae(model: WanVAE, out: str, dtype: str = "float32") -> dict:
   """Writes `model` in our checkpoint format (OUT/{params/, config.json}); returns the config."""
-  from wildactor_jax.convert.common import write_checkpoint
+  from wildactor_jax.models.checkpoint_io import write_checkpoint
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   config = model.config.to_dict()
 
@@ -377,7 +377,7 @@ def load_vae(path: str, dtype=jnp.float32, sharding=None) -> WanVAE:
   The VAE is small (~0.7 GB in float32), so it is restored replicated: on the default device, or
   with `sharding` (e.g. a replicated NamedSharding over a mesh).
   """
-  from wildactor_jax.convert.common import read_config, read_params
+  from wildactor_jax.models.checkpoint_io import read_config, read_params
   cfg = VAEConfig.from_dict(read_config(path))
   if sharding is None:
     sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])

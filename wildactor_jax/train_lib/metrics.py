@@ -4,13 +4,12 @@ the per-step loss log (one JSON line per step, the record the exact-resume test 
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import jax
 import numpy as np
 
-from wildactor_jax import flops as flops_lib
+from wildactor_jax import flops as flops_lib, fs
 
 LOSS_LOG = "losses.jsonl"
 
@@ -60,13 +59,39 @@ class Throughput:
     return out
 
 
-def _atomic_write(path: str, text: str) -> None:
-  tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+class JsonLines:
+  """A JSON-lines file that grows by appends. Locally each line is appended and flushed at once
+  (a kill loses nothing written). An object store (gs://) cannot append: there the lines are
+  held in memory and the file rewritten whole, atomically, at each flush() (the trainer flushes
+  at every log and checkpoint step)."""
+
+  def __init__(self, path: str, lines: list[str] | None = None):
+    """lines: the file's content to start from (rewritten now); None: keep what is there."""
+    self.path = path
+    self.remote = fs.is_remote(path)
+    if lines is None:
+      lines = fs.read_text(path).splitlines(keepends=True) if fs.exists(path) else []
+      lines = [l if l.endswith("\n") else l + "\n" for l in lines]  # a line cut by a kill
+    self.lines = lines if self.remote else None
+    fs.atomic_write_text(path, "".join(lines))
+    self.file = None if self.remote else open(fs.local_path(path, "log file"), "a")
+
+  def write(self, entry: dict) -> None:
+    line = json.dumps(entry) + "\n"
+    if self.remote:
+      self.lines.append(line)
+    else:
+      self.file.write(line)
+      self.file.flush()
+
+  def flush(self) -> None:
+    if self.remote:
+      fs.atomic_write_text(self.path, "".join(self.lines))
+
+  def close(self) -> None:
+    self.flush()
+    if self.file is not None:
+      self.file.close()
 
 
 class LossLog:
@@ -74,34 +99,34 @@ class LossLog:
   the restored step (a killed run may have logged steps that its checkpoint does not include)."""
 
   def __init__(self, workdir: str, restored_step: int):
-    self.path = os.path.join(workdir, LOSS_LOG)
+    self.path = fs.join(workdir, LOSS_LOG)
     self.enabled = jax.process_index() == 0
     if not self.enabled:
       return
     kept = []
-    if os.path.exists(self.path):
-      with open(self.path) as f:
-        for line in f:
-          try:
-            entry = json.loads(line)
-          except json.JSONDecodeError:  # a line cut short by a kill
-            continue
-          if entry["step"] <= restored_step:
-            kept.append(line if line.endswith("\n") else line + "\n")
-    _atomic_write(self.path, "".join(kept))
-    self.file = open(self.path, "a")
+    if fs.exists(self.path):
+      for line in fs.read_text(self.path).splitlines():
+        try:
+          entry = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a kill
+          continue
+        if entry["step"] <= restored_step:
+          kept.append(line + "\n")
+    self.log = JsonLines(self.path, kept)
 
   def write(self, step: int, loss: float) -> None:
     if self.enabled:
       # float32 -> Python float is exact, and repr round-trips: the log is bit-exact.
-      self.file.write(json.dumps({"step": int(step), "loss": float(np.float32(loss))}) + "\n")
-      self.file.flush()
+      self.log.write({"step": int(step), "loss": float(np.float32(loss))})
+
+  def flush(self) -> None:
+    if self.enabled:
+      self.log.flush()
 
   def close(self) -> None:
     if self.enabled:
-      self.file.close()
+      self.log.close()
 
 
 def read_loss_log(workdir: str) -> list[dict]:
-  with open(os.path.join(workdir, LOSS_LOG)) as f:
-    return [json.loads(line) for line in f]
+  return [json.loads(line) for line in fs.read_text(fs.join(workdir, LOSS_LOG)).splitlines()]

@@ -22,8 +22,8 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from wildactor_jax.models.config import ModelConfig
-from wildactor_jax.models.loading import FROZEN, abstract_model, state_shardings
-from wildactor_jax.sharding import logical_to_spec
+from wildactor_jax.models.loading import FROZEN, abstract_model, create_model, state_shardings
+from wildactor_jax.sharding import create_mesh, logical_to_spec
 
 TRAIN_DTYPE = jnp.float32  # LoRA master weights and their Adam moments
 
@@ -107,11 +107,12 @@ def shard_replicated(sharding: NamedSharding, shape, data_axes: tuple[str, ...])
   return sharding
 
 
-def make_setup(cfg: ModelConfig, tx: optax.GradientTransformation, mesh, rules,
+def make_setup(cfg: ModelConfig, tx: optax.GradientTransformation | None, mesh, rules,
                seed: int = 0, trainable: str = "lora") -> Setup:
   """Abstract train state and shardings for `mesh`: frozen weights by their logical names (FSDP
   over the fsdp axis under the default rules), LoRA the same (or ZeRO-split when that leaves
-  them replicated), optimiser moments like their parameters, scalars replicated.
+  them replicated), optimiser moments like their parameters, scalars replicated. tx=None
+  (inference): the train state is the trained parameters alone, {"lora": ...}.
 
   LoRA weights are trained in float32 whatever model.param_dtype says: bf16 master weights
   would round away updates smaller than ~0.4% of a weight. The model casts them to the compute
@@ -123,6 +124,9 @@ def make_setup(cfg: ModelConfig, tx: optax.GradientTransformation, mesh, rules,
   lora_sh = jax.tree.map(lambda s, a: shard_replicated(s, a.shape, data_axes),
                          state_shardings(lora_abs, mesh, rules), lora_abs)
   lora_abs = _with_sharding(lora_abs, lora_sh, TRAIN_DTYPE)
+  if tx is None:
+    return Setup(graphdef, _with_sharding(frozen_abs, frozen_sh), {"lora": lora_abs}, frozen_sh,
+                 {"lora": lora_sh})
   opt_abs = jax.eval_shape(tx.init, lora_abs)
   opt_sh = optax.tree_map_params(tx, lambda _, s: s, opt_abs, lora_sh,
                                  transform_non_params=lambda _: replicated)
@@ -145,3 +149,36 @@ def init_train_state(lora: nnx.State, tx: optax.GradientTransformation, setup: S
 
   return jax.jit(init, out_shardings=setup.train_shardings)(lora)
 
+
+
+class RunSetup(NamedTuple):
+  """Everything a program derives from an experiment config before touching weights."""
+  mesh: Any
+  rules: tuple
+  model_cfg: ModelConfig
+  trainable: str
+  seed: int
+  backbone_path: str | None
+  tx: optax.GradientTransformation | None
+  schedule: optax.Schedule | None
+  setup: Setup
+
+  def create_model(self):
+    """The model on the mesh: frozen weights from backbone_path (or random from the seed),
+    trained weights freshly initialised from the seed."""
+    return create_model(self.model_cfg, seed=self.seed, backbone_path=self.backbone_path,
+                        mesh=self.mesh, rules=self.rules)
+
+
+def setup_from_config(config, mesh=None, *, optimizer: bool = True) -> RunSetup:
+  """The one set-up sequence of train, bench, generate and the AOT planner: mesh (config.mesh
+  unless given), sharding rules, model config, optimiser (optimizer=False: none, for inference)
+  and the abstract state with its shardings."""
+  mesh = create_mesh(config.mesh.shape, config.mesh.axes) if mesh is None else mesh
+  rules = tuple((name, axes) for name, axes in config.mesh.rules)
+  cfg = ModelConfig.from_mapping(config.model)
+  trainable = str(config.train.get("trainable", "lora"))
+  seed = int(config.train.seed)
+  tx, schedule = build_optimizer(config.train) if optimizer else (None, None)
+  return RunSetup(mesh, rules, cfg, trainable, seed, config.get("backbone_path") or None, tx,
+                  schedule, make_setup(cfg, tx, mesh, rules, seed, trainable))

@@ -5,11 +5,13 @@ the `tensorboard` package; both are base dependencies in setup.py.)
 from __future__ import annotations
 
 import json
-import os
 
 import jax
 
 from clu import metric_writers, periodic_actions
+
+from wildactor_jax import fs
+from wildactor_jax.train_lib.metrics import JsonLines
 
 
 def _plain(v):
@@ -17,27 +19,26 @@ def _plain(v):
 
 
 class JsonlWriter:
-  """{"step": s, name: value, ...} per write_scalars call, appended to a JSON-lines file."""
+  """{"step": s, name: value, ...} per write_scalars call, appended to W/metrics.jsonl;
+  hparams to W/hparams.json."""
 
-  def __init__(self, path: str):
-    self.path = path
-    self.file = open(path, "a")
+  def __init__(self, workdir: str):
+    self.workdir = workdir
+    self.log = JsonLines(fs.join(workdir, "metrics.jsonl"))
 
   def write_scalars(self, step: int, scalars: dict) -> None:
-    self.file.write(json.dumps({"step": int(step), **{k: _plain(v) for k, v in scalars.items()}})
-                    + "\n")
+    self.log.write({"step": int(step), **{k: _plain(v) for k, v in scalars.items()}})
 
   def write_hparams(self, hparams: dict) -> None:
-    tmp = os.path.join(os.path.dirname(self.path), f"hparams.json.tmp.{os.getpid()}")
-    with open(tmp, "w") as f:
-      json.dump({k: _plain(v) for k, v in hparams.items()}, f, indent=1, default=str)
-    os.replace(tmp, os.path.join(os.path.dirname(self.path), "hparams.json"))
+    fs.atomic_write_text(fs.join(self.workdir, "hparams.json"),
+                         json.dumps({k: _plain(v) for k, v in hparams.items()}, indent=1,
+                                    default=str))
 
   def flush(self) -> None:
-    self.file.flush()
+    self.log.flush()
 
   def close(self) -> None:
-    self.file.close()
+    self.log.close()
 
 
 class Writers:
@@ -55,7 +56,7 @@ def create_writer(workdir: str):
   chief = jax.process_index() == 0
   writers = [metric_writers.create_default_writer(workdir, just_logging=not chief)]
   if chief:
-    writers.append(JsonlWriter(os.path.join(workdir, "metrics.jsonl")))
+    writers.append(JsonlWriter(workdir))
   return Writers(writers)
 
 

@@ -24,7 +24,7 @@ import sys
 import time
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def sh(cmd: list[str], log: str) -> str:
@@ -67,19 +67,14 @@ def build_text_encoder(raw: str, out: str, d_model: int) -> tuple[str, str]:
 def export_backbone(workdir: str, out: str) -> str:
   """The pre-trained toy backbone (a full-parameter training checkpoint) -> a frozen-backbone
   checkpoint in the converter's format, which WildActor training loads and hashes."""
-  from wildactor_jax import generate
+  from wildactor_jax.infer import load_run
   from wildactor_jax.models.loading import save_backbone
-  args = generate.parse_args(["--workdir", workdir, "--prompt", "-", "--out", "x.mp4"])
-  config = generate.load_config(args, workdir)
-  _, step = generate.checkpoint_location(args)
-  model, _ = generate.restore_model(config, os.path.abspath(workdir), step, [1, -1, 1, 1])
-  save_backbone(model, out)
+  save_backbone(load_run(workdir).model, out)
   return out
 
 
 def held_out_actors(raw: str, test_fraction: float) -> dict[str, list[dict]]:
-  sys.path.insert(0, os.path.join(ROOT, "data"))
-  from actor18m.validate import actor_hash  # the builder's own split rule
+  from data.actor18m.validate import actor_hash  # the builder's own split rule
   rows = [json.loads(l) for l in open(os.path.join(raw, "manifest.jsonl"))]
   actors = sorted({r["actor_id"] for r in rows})
   test = [a for a in actors if actor_hash(a) < test_fraction] or actors[:1]
@@ -123,7 +118,7 @@ def main(argv=None):
         "--clips-per-actor", str(args.clips_per_actor), "--seed", "0", "--size", "32",
         "--frames", "9"], os.path.join(logs, "1_render.log"))
   stage("2/8 building the raw dataset (validated rows, identity splits)")
-  build = last_json(sh([py, "data/build_actor18m.py", "--manifest",
+  build = last_json(sh([py, "-m", "data.build_actor18m", "--manifest",
                         os.path.join(raw, "manifest.jsonl"), "--out", tfds_dir,
                         "--test-fraction", "0.2"], os.path.join(logs, "2_build.log")))
   stage("3/8 a small random UMT5 for the prompts")
@@ -151,7 +146,7 @@ def main(argv=None):
       *common, f"--config.backbone_path={backbone}", *quick, *lora_steps],
      os.path.join(logs, "6_wildactor.log"))
   stage("7/8 generating held-out actors, with and without references")
-  from wildactor_jax import demo_report
+  from wildactor_jax.demo import report as demo_report
   results = demo_report.generate_and_score(raw, wa_work, out, held_out_actors(raw, 0.2),
                                            pick_references, quick=args.quick)
   stage("8/8 report")
@@ -161,6 +156,3 @@ def main(argv=None):
                                      total_s=time.time() - t_start, quick=args.quick)
   print(json.dumps(summary), flush=True)
 
-
-if __name__ == "__main__":
-  main()

@@ -1,15 +1,14 @@
 """Grain input pipeline: encoded ArrayRecords -> static-shape training batches (no TensorFlow).
 
-API (what the training loop calls):
+API (what `batches.create_source` calls for config.data.source = "records"):
 
-  it = input_pipeline.create_dataset(config.data, split="train",
+  it = records_source.create_dataset(config.data, split="train",
                                      process_index=jax.process_index(),
                                      process_count=jax.process_count())
   batch = next(it)                  # dict of numpy arrays, this process's share of the batch
-  batch = input_pipeline.to_global(batch, mesh, PartitionSpec(("data", "fsdp")))
   # checkpoint: ocp.args.Composite(..., data=grain.checkpoint.CheckpointSave(it)); restore with
   # grain.checkpoint.CheckpointRestore(it) into a fresh create_dataset(...) iterator (same
-  # process count). input_pipeline.skipped_counts() -> {reason: n} records skipped so far.
+  # process count). records_source.skipped_counts() -> {reason: n} records skipped so far.
 
 `create_dataset` returns a grain DatasetIterator (`iter(it) is it`; get_state/set_state);
 `build_dataset` returns the underlying grain IterDataset.
@@ -26,18 +25,12 @@ first_frame_clean = True (the train step sets t = 0 on the first latent frame); 
 body counts drawn uniformly from 0..max_faces and 0..max_bodies (or fixed num_faces/num_bodies
 when random_counts is False), capped by what the record holds and by r_max (the larger count
 gives way first), at least one reference in all; the references of each type are chosen by
-`viewpoint_sampling.sample_views`. A vc draw on a record with no references becomes t2v.
+`viewpoint_sampling.sample_views`, faces only among `viewpoint_sampling.usable_faces` (a face
+seen from behind or barely visible is never a face reference). A vc draw on a record with no
+usable references becomes t2v.
 
-Batch (b = per-process batch; R = r_max; S = text_len):
-  video_latents (b, T, H, W, C)   record dtype (bfloat16 by default)
-  text_embeds   (b, S, D)         zero past each prompt's tokens, as in Wan
-  text_mask     (b, S) bool
-  ref_latents   (b, R, H, W, C)   chosen faces first, then bodies, then zero padding
-  ref_type      (b, R) int32      0 face, 1 body (three-view sheets are body); 0 on padding
-  ref_mask      (b, R) bool       True on the valid (leading) references
-  ref_yaw       (b, R) float32    degrees; 0 on padding
-  first_frame_clean (b,) bool; task (b,) int32 (0 t2v, 1 i2v, 2 vc)
-  record_index  (b,) int32        the record's position in the split (for debugging/tests)
+Batches: the keys, dtypes and shapes of `schema`, with a leading per-process batch axis
+b = global_batch_size / P; float keys keep the records' dtype.
 
 config.data fields:
   records            folder of encoded shards (and encode_info.json)
@@ -47,26 +40,24 @@ config.data fields:
   task_probs         {"t2v": p, "i2v": p, "vc": p}, normalised
   random_counts      True: counts ~ U{0..max_*}; False: num_faces / num_bodies
   num_faces, num_bodies, max_faces, max_bodies, r_max
-  sampler            "adaptive" | "uniform"; delta (deg), decay; debias (default True);
+  sampler            "adaptive" | "uniform": the angular decay on or off; delta (deg), decay
+  debias             frontal de-biasing start weights, default True, in either sampler mode;
                      bandwidth (deg, default delta)
+  face_max_yaw, min_face_visibility   which faces may be references (viewpoint_sampling)
   text_len           default 512; read_threads (default 2); prefetch (default 4)
 """
 from __future__ import annotations
 
-import glob
-import json
 import logging
-import os
 import threading
 from typing import Any
 
 import grain
 import numpy as np
 
-from wildactor_jax import records, viewpoint_sampling
-
-TASKS = ("t2v", "i2v", "vc")
-T2V, I2V, VC = range(3)
+from wildactor_jax import fs
+from wildactor_jax.input import records, viewpoint_sampling
+from wildactor_jax.input.schema import I2V, T2V, TASKS, VC, task_probabilities
 
 _skip_lock = threading.Lock()
 _skipped: dict[str, int] = {}
@@ -83,37 +74,26 @@ def _skip(reason: str, detail: str) -> None:
     _skipped[reason] = _skipped.get(reason, 0) + 1
     first = _skipped[reason] <= 5
   if first:  # the first few of each kind are logged; all are counted
-    logging.warning("input_pipeline: skipping a record (%s): %s", reason, detail)
+    logging.warning("records_source: skipping a record (%s): %s", reason, detail)
 
 
 def split_files(records_dir: str, split: str) -> list[str]:
-  files = sorted(glob.glob(os.path.join(records_dir, f"{split}-*.array_record")))
+  files = fs.glob(fs.join(records_dir, f"{split}-*.array_record"))
   if not files:
     raise FileNotFoundError(f"{records_dir}: no {split}-*.array_record shards (run "
                             f"python -m wildactor_jax.encode first)")
-  return files
+  # ArrayRecord reads local files only: a bucket is read through its gcsfuse mount.
+  return [fs.local_path(f, "config.data.records") for f in files]
 
 
 def expected_latent_shape(records_dir: str) -> tuple[int, ...] | None:
   """(T', H', W', z) from encode_info.json, or None when the folder has none."""
-  path = os.path.join(records_dir, "encode_info.json")
-  if not os.path.exists(path):
+  path = fs.join(records_dir, "encode_info.json")
+  if not fs.exists(path):
     return None
-  with open(path) as f:
-    info = json.load(f)
+  info = fs.read_json(path)
   s, t = info["spatial_factor"], info["temporal_factor"]
   return (1 + (info["frames"] - 1) // t, info["height"] // s, info["width"] // s, info["z_dim"])
-
-
-def task_probabilities(task_probs) -> np.ndarray:
-  probs = dict(task_probs)
-  unknown = set(probs) - set(TASKS)
-  if unknown:
-    raise ValueError(f"config.data.task_probs: unknown tasks {sorted(unknown)}; expected {TASKS}")
-  p = np.asarray([float(probs.get(t, 0.0)) for t in TASKS])
-  if (p < 0).any() or p.sum() <= 0:
-    raise ValueError(f"config.data.task_probs {probs}: expected non-negative, positive sum")
-  return p / p.sum()
 
 
 def choose_counts(rng: np.random.Generator, n_faces: int, n_bodies: int, opts: dict) -> tuple[int, int]:
@@ -166,7 +146,10 @@ class PrepareExample(grain.transforms.RandomMap):
     yaw = np.asarray(rec["ref_yaw"], np.float32)
     chosen = np.zeros((0,), np.int64)
     if task == VC:
-      faces, bodies = np.flatnonzero(ref_type == 0), np.flatnonzero(ref_type == 1)
+      usable = viewpoint_sampling.usable_faces(
+          yaw, rec["ref_view"], rec.get("ref_visibility"), max_yaw=o["face_max_yaw"],
+          min_visibility=o["min_face_visibility"])
+      faces, bodies = np.flatnonzero((ref_type == 0) & usable), np.flatnonzero(ref_type == 1)
       nf, nb = choose_counts(rng, len(faces), len(bodies), o)
       pick = lambda pool, k: pool[viewpoint_sampling.sample_views(
           yaw[pool], k, rng, mode=o["sampler"], delta=o["delta"], decay=o["decay"],
@@ -200,7 +183,10 @@ def _options(cfg) -> dict:
       "max_bodies": int(get("max_bodies", 5)), "r_max": int(get("r_max", 10)),
       "sampler": str(get("sampler", "adaptive")), "delta": float(get("delta", 25.0)),
       "decay": float(get("decay", 0.25)), "debias": bool(get("debias", True)),
-      "bandwidth": get("bandwidth", None), "text_len": int(get("text_len", 512))}
+      "bandwidth": get("bandwidth", None), "text_len": int(get("text_len", 512)),
+      "face_max_yaw": float(get("face_max_yaw", viewpoint_sampling.FACE_MAX_YAW)),
+      "min_face_visibility": float(get("min_face_visibility",
+                                       viewpoint_sampling.MIN_FACE_VISIBILITY))}
   if opts["sampler"] not in viewpoint_sampling.MODES:
     raise ValueError(f"config.data.sampler {opts['sampler']!r}: expected one of "
                      f"{viewpoint_sampling.MODES}")
@@ -236,20 +222,3 @@ def create_dataset(cfg, split: str = "train", process_index: int = 0,
                    process_count: int = 1) -> grain.DatasetIterator:
   """A checkpointable iterator of per-process batches (see the module docstring)."""
   return iter(build_dataset(cfg, split, process_index, process_count))
-
-
-def to_global(batch: dict[str, np.ndarray], mesh, data_sharding_spec=None) -> dict:
-  """Per-process numpy batch -> global jax.Arrays sharded on `mesh` by `data_sharding_spec`
-  (a PartitionSpec for the leading axis; default: batch over whichever of "data" and "fsdp"
-  the mesh has)."""
-  import jax
-  from jax.sharding import NamedSharding, PartitionSpec
-  if data_sharding_spec is None:
-    axes = tuple(a for a in ("data", "fsdp") if a in mesh.axis_names)
-    data_sharding_spec = PartitionSpec(axes)
-  sharding = NamedSharding(mesh, data_sharding_spec)
-  def put(x):
-    x = np.asarray(x)
-    global_shape = (x.shape[0] * jax.process_count(),) + x.shape[1:]
-    return jax.make_array_from_process_local_data(sharding, x, global_shape)
-  return {name: put(value) for name, value in batch.items()}

@@ -11,7 +11,7 @@ from PIL import Image
 
 
 def _palettes(raw: str) -> dict[str, np.ndarray]:
-  from wildactor_jax import identity_score as ids
+  from wildactor_jax.demo import identity_score as ids
   out = {}
   for folder in sorted(glob.glob(os.path.join(raw, "refs", "*", ""))):
     renders = [np.asarray(Image.open(p).convert("RGB"))
@@ -23,16 +23,15 @@ def _palettes(raw: str) -> dict[str, np.ndarray]:
 
 def generate_and_score(raw: str, workdir: str, out: str, held_out: dict, pick_references,
                        quick: bool = False, max_actors: int = 4) -> list[dict]:
-  from wildactor_jax import encode, generate, identity_score as ids, inference, media
-  args = generate.parse_args(["--workdir", workdir, "--prompt", "-", "--out", "x.mp4"])
-  config = generate.load_config(args, workdir)
-  _, step = generate.checkpoint_location(args)
-  model, _ = generate.restore_model(config, os.path.abspath(workdir), step, [1, -1, 1, 1])
-  vae = encode.vae_from_config(config)
-  text = encode.text_encoder_from_config(config)
-  s = generate.settings(args, config)
-  if quick:
-    s = inference.GenerationSettings(**{**s.__dict__, "steps": 3})
+  from wildactor_jax import inference, media
+  from wildactor_jax.demo import identity_score as ids
+  from wildactor_jax.infer import encoders, load_run
+  from wildactor_jax.infer.settings import settings_from_config
+  run = load_run(workdir)
+  model, config = run.model, run.config
+  vae = encoders.vae_from_config(config)
+  text = encoders.text_encoder_from_config(config)
+  s = settings_from_config(config, steps=3 if quick else None)
   distinct = _palettes(raw)
   videos = os.path.join(out, "videos")
   results = []

@@ -1,4 +1,4 @@
-"""The random-batch source: Gaussian latents and text embeddings with the data pipeline's keys.
+"""The random-batch source: Gaussian latents and text embeddings in the batch `schema`.
 
 Used by tiny configs, tests and benchmarks (`config.data.source = "random"`), never as a stand-in
 for real data in an experiment. It is a Grain dataset like the records pipeline, so the trainer
@@ -14,16 +14,15 @@ from __future__ import annotations
 import grain
 import numpy as np
 
-from wildactor_jax.train_lib.data_spec import FLOAT_DTYPE, TASKS, example_shapes
+from wildactor_jax.input.schema import FLOAT_DTYPE, TASKS, example_shapes, task_probabilities
 
 SPLIT_SALT = {"train": 0, "test": 1}
 
 
 def make_example(shapes: dict, task_probs: dict, seed: int, split: str, index: int) -> dict:
-  """One random example (numpy) with the shapes of `data_spec.example_shapes`."""
+  """One random example (numpy) with the shapes of `schema.example_shapes`."""
   rng = np.random.default_rng([seed, SPLIT_SALT[split], index])
-  probs = np.asarray([float(task_probs.get(name, 0.0)) for name in TASKS])
-  task = int(rng.choice(len(TASKS), p=probs / probs.sum()))
+  task = int(rng.choice(len(TASKS), p=task_probabilities(task_probs)))
   s = shapes["text_mask"][0]
   r_max = shapes["ref_mask"][0]
   text_len = int(rng.integers(1, s + 1))
@@ -43,6 +42,8 @@ def make_example(shapes: dict, task_probs: dict, seed: int, split: str, index: i
       "ref_mask": ref_valid,
       "first_frame_clean": np.asarray(TASKS[task] == "i2v"),
       "task": np.asarray(task, np.int32),
+      "ref_yaw": (rng.uniform(-180.0, 180.0, r_max) * ref_valid).astype(np.float32),
+      "record_index": np.asarray(index, np.int32),
   }
 
 

@@ -1,6 +1,6 @@
 """The ENCODED training record: one clip's latents, text embeddings and references as bytes.
 
-Written by `wildactor_jax.encode`, read by `wildactor_jax.input_pipeline`. No TensorFlow and
+Written by `wildactor_jax.encode`, read by `wildactor_jax.input.records_source`. No TensorFlow and
 no pickle: a record is
 
   b"WAREC001" | uint32 little-endian header length | header (UTF-8 JSON) | zero padding to a
@@ -21,6 +21,8 @@ Fields (R = number of references in the record, S = text length kept, z = latent
   ref_type       (R,)             int8                      0 face, 1 body (three-view = body)
   ref_yaw        (R,)             float32                   reference yaw in degrees
   ref_view       (R,)             int8                      index into VIEWS
+  ref_visibility (R,)             float32, optional         the row's `visibility` in [0, 1]
+                                  (absent in records written before it existed)
   actor_id, prompt, key           str                       identity, caption, source row key
 """
 from __future__ import annotations
@@ -39,6 +41,7 @@ REF_TYPES = {"face": 0, "body": 1, "three_view": 1}
 ARRAY_FIELDS = ("video_latents", "text_embeds", "text_mask", "ref_latents", "ref_type", "ref_yaw",
                 "ref_view")
 STRING_FIELDS = ("actor_id", "prompt", "key")
+OPTIONAL_REF_FIELDS = ("ref_visibility",)
 _FLOAT_DTYPES = ("float16", "bfloat16", "float32")
 
 
@@ -73,9 +76,9 @@ def validate(example: Mapping[str, Any]) -> None:
     raise RecordError(f"record field ref_latents: expected (R, {', '.join(map(str, video.shape[1:]))})"
                       f" {video.dtype}, got {refs.shape} {refs.dtype}")
   r = refs.shape[0]
-  for name in ("ref_type", "ref_yaw", "ref_view"):
-    if arr[name].shape != (r,):
-      raise RecordError(f"record field {name}: expected shape ({r},), got {arr[name].shape}")
+  for name in ("ref_type", "ref_yaw", "ref_view") + OPTIONAL_REF_FIELDS:
+    if name in example and np.shape(example[name]) != (r,):
+      raise RecordError(f"record field {name}: expected shape ({r},), got {np.shape(example[name])}")
   text, mask = arr["text_embeds"], arr["text_mask"]
   if text.ndim != 2 or mask.shape != text.shape[:1]:
     raise RecordError(f"record fields text_embeds/text_mask: expected (S, D) and (S,), got "

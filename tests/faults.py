@@ -1,0 +1,75 @@
+"""Fault injection for the training tests, from outside the training loop.
+
+`FaultySource` wraps the data source handed to `train_and_evaluate`: it poisons one batch with NaN
+(the non-finite guard must stop the run) or slows batches down (so a test can SIGKILL a trainer
+mid-run at a known point). It is checkpointable like the Grain iterator it wraps, and counts the
+batches it has served, so a resumed run knows which step it is at.
+
+Run as a script it is the trainer CLI with a slow source, for the SIGKILL test:
+
+    python tests/faults.py --config C --workdir W --slow_from_step 4 --delay_s 1 [--config.x=v]
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class FaultySource:
+  """Batches of `inner`; NaN video latents in the batch of step `nan_at_step` (1-based); a
+  sleep of `delay_s` before each batch from step `slow_from_step` on."""
+
+  def __init__(self, inner, nan_at_step: int = -1, slow_from_step: int = -1, delay_s: float = 0.0):
+    self.inner, self.nan_at_step = inner, nan_at_step
+    self.slow_from_step, self.delay_s = slow_from_step, delay_s
+    self.taken = 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    batch = next(self.inner)
+    self.taken += 1
+    if 0 <= self.slow_from_step <= self.taken:
+      time.sleep(self.delay_s)
+    if self.taken == self.nan_at_step:
+      batch = dict(batch, video_latents=np.full_like(batch["video_latents"], np.nan))
+    return batch
+
+  # Grain's checkpoint handler stores a non-DatasetIterator's state as bytes.
+  def get_state(self) -> bytes:
+    return json.dumps({"inner": self.inner.get_state(), "taken": self.taken}).encode()
+
+  def set_state(self, state: bytes) -> None:
+    state = json.loads(state)
+    self.inner.set_state(state["inner"])
+    self.taken = state["taken"]
+
+  def start_prefetch(self) -> None:
+    if hasattr(self.inner, "start_prefetch"):
+      self.inner.start_prefetch()
+
+
+def _main(argv):
+  from absl import flags
+  from wildactor_jax import train
+  from wildactor_jax.input import batches
+  del argv
+  config = train._CONFIG.value
+  source = FaultySource(batches.create_source(config, "train"),
+                        slow_from_step=flags.FLAGS.slow_from_step, delay_s=flags.FLAGS.delay_s)
+  train.train_and_evaluate(config, train._WORKDIR.value, train_source=source)
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+  flags.DEFINE_integer("slow_from_step", -1, "sleep before each batch from this step on")
+  flags.DEFINE_float("delay_s", 0.0, "seconds to sleep per slowed batch")
+  import wildactor_jax.train  # noqa: F401  (defines --config / --workdir)
+  app.run(_main)

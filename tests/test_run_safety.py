@@ -1,0 +1,237 @@
+"""A run's workdir is never lost or mixed up: damaged checkpoints fall back to the newest good
+step, a changed model config or another live trainer is refused before anything is written, and
+a moved backbone is still the same backbone. Errors are one line (exit 2 for the CLI) and leave
+the user's files as they were."""
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from wildactor_jax.config_lib import load_config_file
+from wildactor_jax.infer import load_run
+from wildactor_jax.models.config import ModelConfig
+from wildactor_jax.models.loading import backbone_hash, create_model, save_backbone
+from wildactor_jax.train import train_and_evaluate
+from wildactor_jax.train_lib import checkpoint as ckpt_lib, state as state_lib, workdir as workdir_lib
+from wildactor_jax.input import batches
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = "configs/wildactor_wan22_5b.py:tiny"
+CLI_ARGS = ["--config.train.steps=4", "--config.train.warmup_steps=1",
+            "--config.checkpoint.every=2", "--config.train.eval_every=0"]
+
+
+def tiny_config():
+  config = load_config_file(os.path.join(ROOT, CONFIG))
+  config.train.update(steps=4, warmup_steps=1, log_every=4, eval_every=0)
+  config.checkpoint.update(every=2, async_save=False)
+  return config
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A tiny run with checkpoints at steps 2 and 4."""
+  workdir = tmp_path_factory.mktemp("run") / "w"
+  train_and_evaluate(tiny_config(), str(workdir))
+  return workdir
+
+
+def snapshot(folder) -> dict[str, bytes]:
+  return {os.path.relpath(p, folder): open(p, "rb").read()
+          for p in glob.glob(os.path.join(folder, "**"), recursive=True) if os.path.isfile(p)}
+
+
+def damage(step_dir, kind: str) -> None:
+  if kind == "manifest":
+    os.remove(os.path.join(step_dir, "train", "manifest.ocdbt"))
+  elif kind == "truncated":
+    for f in glob.glob(os.path.join(step_dir, "params", "**", "d", "*"), recursive=True):
+      with open(f, "r+b") as fh:
+        fh.truncate(16)
+  elif kind == "process_json":
+    os.remove(os.path.join(step_dir, "data", "process_0-of-1.json"))
+
+
+def copy_run(trained, tmp_path, *damaged: tuple[int, str]):
+  workdir = tmp_path / "w"
+  shutil.copytree(trained, workdir)
+  for step, kind in damaged:
+    damage(workdir / "checkpoints" / str(step), kind)
+  return workdir
+
+
+def cli(workdir, *extra):
+  cmd = [sys.executable, "-m", "wildactor_jax.train", "--config", CONFIG, "--workdir",
+         str(workdir), *CLI_ARGS, *extra]
+  return subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+                        capture_output=True, text=True, timeout=300)
+
+
+def one_line_error(r) -> str:
+  assert r.returncode == 2, r.stderr[-3000:]
+  last = r.stderr.strip().splitlines()[-1]
+  tail = "\n".join(r.stderr.strip().splitlines()[-20:])  # what the user sees last
+  assert last.startswith("error: ") and "Traceback" not in tail, r.stderr[-3000:]
+  return last
+
+
+@pytest.mark.parametrize("kind", ["manifest", "truncated", "process_json"])
+def test_damaged_newest_checkpoint_falls_back_and_is_kept(trained, tmp_path, caplog, kind):
+  workdir = copy_run(trained, tmp_path, (4, kind))
+  bad = snapshot(workdir / "checkpoints" / "4")
+  config = tiny_config()
+  rs = state_lib.setup_from_config(config)
+  checkpointer = ckpt_lib.Checkpointer(str(workdir), keep=3, async_save=False)
+  source = batches.create_source(config, "train")
+  with caplog.at_level(logging.WARNING):
+    step, (state, _) = checkpointer.restore_newest_good(
+        lambda s: checkpointer.restore(s, rs.setup.abstract_train, source), move_damaged=True)
+  assert step == 2 and int(state["step"]) == 2
+  assert checkpointer.all_steps() == [2]  # step 4 can be saved again
+  checkpointer.close()
+  assert f"{workdir}/checkpoints/4 is damaged" in caplog.text
+  assert snapshot(workdir / "damaged_checkpoints" / "4") == bad  # moved whole, not deleted
+
+
+def test_train_cli_resumes_from_the_newest_good_checkpoint(trained, tmp_path):
+  workdir = copy_run(trained, tmp_path, (4, "truncated"))
+  r = cli(workdir)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert f"{workdir}/checkpoints/4 is damaged" in r.stderr and "resuming from" in r.stderr
+  assert (workdir / "damaged_checkpoints" / "4" / "params").is_dir()
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]
+
+
+def test_no_good_checkpoint_is_one_line_and_changes_nothing(trained, tmp_path):
+  workdir = copy_run(trained, tmp_path, (4, "manifest"), (2, "process_json"))
+  before = snapshot(workdir)
+  line = one_line_error(cli(workdir))
+  assert "no checkpoint restores" in line and "checkpoints/4" in line
+  assert snapshot(workdir) == before
+
+
+def test_generate_restore_falls_back_but_never_changes_the_workdir(trained, tmp_path, caplog):
+  workdir = copy_run(trained, tmp_path, (4, "truncated"))  # inference reads only params/
+  before = snapshot(workdir)
+  with caplog.at_level(logging.WARNING):
+    run = load_run(str(workdir), [1, 1, 1, 1])
+  assert run.step == 2 and "checkpoints/4 is damaged" in caplog.text
+  with pytest.raises(ckpt_lib.RunError, match="no checkpoint restores.*checkpoints/4"):
+    load_run(str(workdir / "checkpoints" / "4"), [1, 1, 1, 1])  # named explicitly: no fallback
+  assert snapshot(workdir) == before
+
+
+def test_changed_model_config_is_refused_before_writing_cli(trained, tmp_path):
+  workdir = copy_run(trained, tmp_path)
+  before = snapshot(workdir)
+  line = one_line_error(cli(workdir, "--config.model.lora_rank=16"))
+  assert "model.lora_rank: 8 -> 16" in line and "--allow_config_change" in line
+  assert snapshot(workdir) == before  # config.json included
+
+
+@pytest.mark.parametrize("field", ["aipa", "irope"])
+def test_changed_model_config_without_new_shapes_is_refused_too(trained, tmp_path, field):
+  workdir = copy_run(trained, tmp_path)
+  before = snapshot(workdir)
+  config = tiny_config()
+  config.model[field] = False
+  with pytest.raises(ckpt_lib.RunError, match=f"model.{field}: True -> False.*allow_config_change"):
+    train_and_evaluate(config, str(workdir))
+  assert snapshot(workdir) == before
+
+
+def test_allow_config_change_resumes_only_same_shapes(trained, tmp_path):
+  workdir = copy_run(trained, tmp_path)
+  config = tiny_config()
+  config.model.lora_rank = 16
+  with pytest.raises(ckpt_lib.RunError, match="lora_rank: 8 -> 16.*changes the shapes"):
+    train_and_evaluate(config, str(workdir), allow_config_change=True)
+  config = tiny_config()
+  config.model.irope = False
+  config.train.steps = 6
+  assert train_and_evaluate(config, str(workdir), allow_config_change=True)["step"] == 6
+  assert workdir_lib.read_config(str(workdir)).model.irope is False
+
+
+def test_moved_backbone_is_the_same_backbone(tmp_path, caplog):
+  config = tiny_config()
+  cfg = ModelConfig.from_mapping(config.model)
+  save_backbone(create_model(cfg, seed=3), str(tmp_path / "a"))
+  shutil.copytree(tmp_path / "a", tmp_path / "bucket_copy")
+  assert backbone_hash(str(tmp_path / "a")) == backbone_hash(str(tmp_path / "bucket_copy"))
+  config.backbone_path = str(tmp_path / "a")
+  saved = {"backbone": ckpt_lib.backbone_record(config)}
+  config.backbone_path = str(tmp_path / "bucket_copy")
+  with caplog.at_level(logging.INFO):
+    ckpt_lib.check_backbone(saved, ckpt_lib.backbone_record(config), "ckpts")
+  assert "now read from " + str(tmp_path / "bucket_copy") in caplog.text
+  shutil.copytree(tmp_path / "a", tmp_path / "other")
+  with open(tmp_path / "other" / "config.json", "a") as fh:
+    fh.write("\n")  # any change of content is another backbone
+  config.backbone_path = str(tmp_path / "other")
+  with pytest.raises(ckpt_lib.BackboneMismatchError, match="trained on backbone"):
+    ckpt_lib.check_backbone(saved, ckpt_lib.backbone_record(config), "ckpts")
+
+
+def test_second_trainer_is_refused(tmp_path):
+  workdir = tmp_path / "w"
+  with workdir_lib.WorkdirLock(str(workdir)):
+    before = snapshot(workdir)
+    line = one_line_error(cli(workdir))
+    assert f"pid {os.getpid()} on host {socket.gethostname()}" in line
+    assert snapshot(workdir) == before  # only our lock file
+  assert not os.listdir(workdir)  # released
+
+
+def test_stale_lock_is_taken_over_and_foreign_host_refused(tmp_path, caplog):
+  workdir = tmp_path / "w"
+  workdir.mkdir()
+  dead = subprocess.Popen(["true"])
+  dead.wait()
+  lock = workdir / workdir_lib.LOCK
+  lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": 0}))
+  with caplog.at_level(logging.WARNING):
+    with workdir_lib.WorkdirLock(str(workdir)):
+      assert json.loads(lock.read_text())["pid"] == os.getpid()
+  assert "stale lock" in caplog.text and not lock.exists()
+  lock.write_text(json.dumps({"pid": dead.pid, "host": "elsewhere", "started": 0}))
+  with pytest.raises(ckpt_lib.RunError, match="host elsewhere.*another host"):
+    workdir_lib.WorkdirLock(str(workdir)).acquire()
+  assert json.loads(lock.read_text())["host"] == "elsewhere"  # someone else's: left alone
+
+
+def test_checkpoints_from_before_the_params_item_still_restore(trained, tmp_path):
+  """Older checkpoints hold the trained parameters inside `train`: training and load_run both
+  restore them, to the same values as the current layout."""
+  import jax
+  import numpy as np
+  import orbax.checkpoint as ocp
+  config = tiny_config()
+  rs = state_lib.setup_from_config(config)
+  new = ckpt_lib.Checkpointer(str(trained), async_save=False, read_only=True)
+  state, meta = new.restore(4, rs.setup.abstract_train)
+  new.close()
+  legacy_dir = tmp_path / "legacy"
+  legacy = ckpt_lib.Checkpointer(str(legacy_dir), async_save=False)
+  legacy.manager.save(4, args=ocp.args.Composite(train=ocp.args.StandardSave(state),
+                                                 meta=ocp.args.JsonSave(meta)))
+  legacy.wait()
+  assert not (legacy_dir / "checkpoints" / "4" / "params").exists()
+  again, _ = legacy.restore(4, rs.setup.abstract_train)
+  legacy.close()
+  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(again)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  shutil.copy(trained / "config.json", legacy_dir / "config.json")
+  a, b = (load_run(str(w), [1, 1, 1, 1]) for w in (trained, legacy_dir))
+  assert a.step == b.step == 4
+  from flax import nnx
+  for x, y in zip(jax.tree.leaves(nnx.state(a.model)), jax.tree.leaves(nnx.state(b.model))):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

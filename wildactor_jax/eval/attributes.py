@@ -1,0 +1,112 @@
+"""Attribute accuracy: shirt, trousers, hair and skin colours read off the figure.
+
+Per frame: the background is every pixel within `tolerance` of a colour on the image border
+(the renderer's backgrounds are plain or smooth, the figure sits inside the frame); the figure
+spans the first to the last foreground row and column. Each attribute is read in a
+band of the figure's height (fractions from the top, from the renderer's proportions:
+docs/method.md's synthetic actors; data/render_actor.py) as a vote of the band's pixels for the
+nearest colour of that attribute's palette (pixels far from every palette colour abstain). A
+clip's reading is the majority over its frames, so a raised arm in a few frames does not decide.
+
+Accuracy compares the reading with the actor's true identity (`true_attributes`); hair is not
+scored for bald actors.
+"""
+from __future__ import annotations
+
+import collections
+import re
+
+import numpy as np
+
+from data import render_actor as ra
+
+ATTRIBUTES = ("shirt", "trousers", "hair", "skin")
+PALETTES = {"shirt": ra.CLOTH_COLOURS, "trousers": ra.CLOTH_COLOURS, "hair": ra.HAIR_COLOURS,
+            "skin": ra.SKIN_TONES}
+# (top, bottom) as fractions of the figure's height; (left, right) of its width.
+BANDS = {"hair": ((0.0, 0.06), (0.25, 0.75)), "skin": ((0.07, 0.15), (0.25, 0.75)),
+         "shirt": ((0.22, 0.45), (0.0, 1.0)), "trousers": ((0.55, 0.72), (0.2, 0.8))}
+MAX_DISTANCE = 60.0   # RGB distance beyond which a pixel does not vote
+
+
+def _extent(flags: np.ndarray) -> tuple[int, int] | None:
+  idx = np.flatnonzero(flags)
+  return None if idx.size == 0 else (int(idx[0]), int(idx[-1]) + 1)
+
+
+def foreground(frame: np.ndarray, tolerance: float = 24.0) -> np.ndarray:
+  """(H, W) bool: pixels farther than `tolerance` from every border colour."""
+  f = frame.astype(np.float32)
+  border = np.concatenate([f[0], f[-1], f[:, 0], f[:, -1]])
+  border = np.unique(np.round(border / 4) * 4, axis=0)
+  d = np.abs(f[:, :, None, :] - border[None, None]).max(-1).min(-1)
+  return d > tolerance
+
+
+def figure_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+  """(y0, y1, x0, x1) of the figure in a foreground mask, or None when there is none."""
+  # First to last foreground row/column, not the longest run: a garment the colour of the
+  # background (white trousers on the references' light grey) would split the figure.
+  rows, cols = _extent(mask.sum(1) >= 1), _extent(mask.sum(0) >= 1)
+  if rows is None or cols is None or rows[1] - rows[0] < 8:
+    return None
+  return rows[0], rows[1], cols[0], cols[1]
+
+
+def _vote(pixels: np.ndarray, palette: dict) -> str | None:
+  names = sorted(palette)
+  colours = np.asarray([palette[n] for n in names], np.float32)
+  d = np.linalg.norm(pixels[:, None, :].astype(np.float32) - colours[None], axis=-1)
+  near = d.min(1) <= MAX_DISTANCE
+  if not near.any():
+    return None
+  counts = np.bincount(d[near].argmin(1), minlength=len(names))
+  return names[int(counts.argmax())]
+
+
+def read_frame(frame: np.ndarray) -> dict[str, str | None]:
+  """One frame (H, W, 3) uint8 -> {attribute: colour name or None}."""
+  mask = foreground(frame)
+  box = figure_box(mask)
+  if box is None:
+    return dict.fromkeys(ATTRIBUTES)
+  y0, y1, x0, x1 = box
+  out = {}
+  for attr, ((t, b), (l, r)) in BANDS.items():
+    ys = slice(y0 + int(t * (y1 - y0)), max(y0 + int(t * (y1 - y0)) + 1, y0 + int(b * (y1 - y0))))
+    xs = slice(x0 + int(l * (x1 - x0)), max(x0 + int(l * (x1 - x0)) + 1, x0 + int(r * (x1 - x0))))
+    region, m = frame[ys, xs], mask[ys, xs]
+    pixels = region[m] if m.sum() >= 2 else region.reshape(-1, 3)
+    out[attr] = _vote(pixels, PALETTES[attr])
+  return out
+
+
+def read_clip(frames: np.ndarray) -> dict[str, str | None]:
+  """(T, H, W, 3) uint8 -> the majority reading over frames (None when no frame reads it)."""
+  votes = collections.defaultdict(collections.Counter)
+  for frame in frames:
+    for attr, name in read_frame(frame).items():
+      if name is not None:
+        votes[attr][name] += 1
+  return {a: (max(sorted(votes[a]), key=votes[a].get) if votes[a] else None) for a in ATTRIBUTES}
+
+
+def true_attributes(identity: ra.Identity) -> dict[str, str | None]:
+  return {"shirt": identity.shirt_colour, "trousers": identity.trouser_colour,
+          "hair": None if identity.hair_style == "bald" else identity.hair_colour,
+          "skin": identity.skin}
+
+
+def actor_attributes(actor_id: str, seed: int) -> dict[str, str | None]:
+  """The true attributes of a synthetic actor id (a0007 -> index 7) rendered with `seed`."""
+  from data.synthetic_actors import actor_identity
+  m = re.fullmatch(r"a(\d+)", actor_id)
+  if not m:
+    raise ValueError(f"actor_id {actor_id!r}: expected a synthetic actor id such as a0007")
+  return true_attributes(actor_identity(seed, int(m.group(1))))
+
+
+def accuracy(reading: dict, truth: dict) -> dict[str, float]:
+  """{attribute: 1.0 | 0.0} for the attributes the truth defines (NaN where it does not)."""
+  return {a: (float("nan") if truth.get(a) is None else float(reading.get(a) == truth[a]))
+          for a in ATTRIBUTES}

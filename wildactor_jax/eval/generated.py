@@ -1,0 +1,120 @@
+"""Generated clips for the benchmark: the folder layout, and producing it from a trained run.
+
+A generated folder holds clips/*.mp4 and `generated.jsonl`, one row per clip:
+  video        path relative to the folder
+  condition    with_refs | without_refs | swapped
+  actor_id     the actor whose prompt (and seed) the clip was generated from
+  refs_actor   the actor whose references conditioned it (null for without_refs)
+  seed         the sampling seed
+  source_video optional: the raw clip (relative to the raw folder) whose prompt was used; its
+               per-frame yaws are the generated clip's intended views
+A clip should look like `refs_actor` when it has references (swapped: actor A's prompt and seed
+with actor B's references must retrieve B) and like `actor_id` otherwise.
+"""
+from __future__ import annotations
+
+import json
+import os
+import types
+
+from wildactor_jax import fs
+from wildactor_jax.eval.raw import RawDataError, RawDataset
+
+INDEX = "generated.jsonl"
+CONDITIONS = ("with_refs", "without_refs", "swapped")
+
+
+def target_actor(row: dict) -> str:
+  return row["actor_id"] if row["condition"] == "without_refs" else row["refs_actor"]
+
+
+def load(folder: str) -> list[dict]:
+  """The rows of FOLDER/generated.jsonl with `video` made a full path; one-line errors."""
+  index = fs.join(folder, INDEX)
+  if not fs.exists(index):
+    raise RawDataError(f"{index}: missing (expected the generated clips' index)")
+  rows = []
+  for n, line in enumerate(fs.read_text(index).splitlines(), 1):
+    if not line.strip():
+      continue
+    where = f"{index}:{n}"
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise RawDataError(f"{where}: not valid JSON ({e.msg})") from None
+    for field in ("video", "condition", "actor_id", "seed"):
+      if field not in row:
+        raise RawDataError(f"{where}: missing field {field!r}")
+    if row["condition"] not in CONDITIONS:
+      raise RawDataError(f"{where}: condition {row['condition']!r}, expected one of {CONDITIONS}")
+    if row["condition"] != "without_refs" and not row.get("refs_actor"):
+      raise RawDataError(f"{where}: condition {row['condition']} needs refs_actor")
+    row = dict(row, video=fs.join(folder, row["video"]))
+    if not fs.exists(row["video"]):
+      raise RawDataError(f"{where}: video {row['video']}: no such file")
+    rows.append(row)
+  if not rows:
+    raise RawDataError(f"{index}: no rows")
+  return rows
+
+
+def reference_paths(ds: RawDataset, actor: str, max_faces: int, max_bodies: int):
+  """The actor's view renders closest to 0, 90, 180, 45 degrees (spread over views), up to
+  the model's counts: [(path, type)] with faces (type 0) first."""
+  from wildactor_jax.eval.metrics import angular_distance
+  out = []
+  for region, kind, limit in (("face", 0, max_faces), ("body", 1, max_bodies)):
+    pool = list(ds.gallery(actor, region))
+    for want in (0.0, 90.0, 180.0, 45.0)[:limit]:
+      if not pool:
+        break
+      best = min(pool, key=lambda r: (float(angular_distance(r.yaw, want)), r.path))
+      pool.remove(best)
+      out.append((best.path, kind))
+  return out
+
+
+def generate(workdir: str, ds: RawDataset, actors: list[str], seeds, folder: str,
+             steps: int | None = None, log=print) -> list[dict]:
+  """Generates every held-out actor under every condition and seed with the run's newest
+  checkpoint and writes FOLDER (clips + generated.jsonl, the index last). Seed s uses the
+  actor's clip s mod (its clip count) as prompt source."""
+  from wildactor_jax import generate as gen, inference, encode, media
+  if len(actors) < 2:
+    raise ValueError(f"{len(actors)} held-out actors: swapped references need at least 2")
+  args = types.SimpleNamespace(workdir=workdir, checkpoint=None, config=None)
+  workdir, step = gen.checkpoint_location(args)
+  config = gen.load_config(args, workdir)
+  model, _ = gen.restore_model(config, workdir, step, [1, -1, 1, 1])
+  vae, text = encode.vae_from_config(config), encode.text_encoder_from_config(config)
+  s0 = inference.GenerationSettings(
+      frames=int(config.data.frames), height=int(config.data.height),
+      width=int(config.data.width), steps=int(steps or config.sample.steps),
+      cfg=float(config.sample.cfg), shift=float(config.sample.shift),
+      solver=str(config.sample.solver))
+  max_faces = int(config.data.get("max_faces", 2))
+  max_bodies = int(config.data.get("max_bodies", 2))
+  refs = {}
+  for a in actors:
+    paths = reference_paths(ds, a, max_faces, max_bodies)
+    refs[a] = ([media.load_reference(p, s0.height, s0.width, "reference") for p, _ in paths],
+               [t for _, t in paths])
+  rows = []
+  for i, actor in enumerate(actors):
+    partner = actors[(i + 1) % len(actors)]
+    clips = ds.clips_of(actor)
+    for seed in seeds:
+      clip = clips[seed % len(clips)]
+      s = inference.GenerationSettings(**{**s0.__dict__, "seed": int(seed)})
+      for condition, ref_actor in (("with_refs", actor), ("without_refs", None),
+                                   ("swapped", partner)):
+        images, kinds = refs[ref_actor] if ref_actor else ([], [])
+        video, _ = inference.generate(model, vae, text, clip.prompt, images, kinds, s)
+        rel = f"clips/{actor}_{condition}_s{seed}.mp4"
+        media.write_mp4(os.path.join(folder, rel), media.to_uint8(video), fps=8)
+        rows.append({"video": rel, "condition": condition, "actor_id": actor,
+                     "refs_actor": ref_actor, "seed": int(seed),
+                     "source_video": os.path.relpath(clip.video, ds.root)})
+      log(f"  generated {actor} seed {seed}")
+  fs.atomic_write_text(fs.join(folder, INDEX), "".join(json.dumps(r) + "\n" for r in rows))
+  return load(folder)

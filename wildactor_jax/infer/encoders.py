@@ -1,0 +1,27 @@
+"""The autoencoder and text encoder an experiment config names (config.vae, config.text_encoder),
+as `encode`, `generate` and the demo load them."""
+from __future__ import annotations
+
+
+def vae_from_config(config, sharding=None):
+  """The autoencoder named by config.vae: "pixel" (parameter-free, demos) or "wan" (converted)."""
+  from wildactor_jax import models
+  kind = config.vae.kind
+  if kind == "pixel":
+    from wildactor_jax.models.pixel_autoencoder import PixelAutoencoder
+    return PixelAutoencoder(int(config.vae.get("spatial_factor", 4)))
+  if kind == "wan":
+    if not config.vae.get("path"):
+      raise ValueError("config.vae.path: expected a converted Wan VAE checkpoint folder")
+    return models.load_vae(config.vae.path, sharding=sharding)
+  raise ValueError(f"config.vae.kind {kind!r}: expected 'wan' or 'pixel'")
+
+
+def text_encoder_from_config(config):
+  """UMT5 from config.text_encoder.{path, tokenizer_path, max_length}."""
+  from wildactor_jax import models
+  if not config.text_encoder.get("path"):
+    raise ValueError("config.text_encoder.path: expected a converted UMT5 checkpoint folder")
+  return models.load_text_encoder(config.text_encoder.path,
+                                  config.text_encoder.get("tokenizer_path") or None,
+                                  text_len=int(config.text_encoder.get("max_length", 512)))

@@ -1,0 +1,104 @@
+"""load_run(workdir | checkpoint, mesh) -> Run(config, model, step): a trained WildActor on this
+machine's devices.
+
+The model is the frozen backbone the checkpoint records (a converted checkpoint, or random init
+from the seed) plus the checkpoint's trained parameters, restored straight onto shardings built
+from the config for the mesh given here, not the saving run's layout. Only the `params` item is
+read: no optimiser state is built or restored. A workdir's newest checkpoint that is damaged is
+skipped with a warning naming it (the workdir is only read, never changed: it may still be
+training); a checkpoint folder named explicitly must restore. Mismatches are one-line RunErrors:
+a config whose model differs from the checkpoint's, another backbone.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple, Sequence
+
+import jax
+from flax import nnx
+
+from wildactor_jax import fs
+from wildactor_jax.sharding import create_mesh
+from wildactor_jax.train_lib import checkpoint as ckpt_lib, state as state_lib
+from wildactor_jax.train_lib import workdir as workdir_lib
+from wildactor_jax.train_lib.checkpoint import RunError
+
+
+class Run(NamedTuple):
+  config: Any      # the experiment config (ConfigDict)
+  model: Any       # WanTransformer with the trained weights, on `mesh`
+  step: int        # the checkpoint restored
+  mesh: Any
+  workdir: str
+
+
+def mesh_for(config, shape: Sequence[int] | None = None):
+  """A mesh over this machine's devices with config.mesh.axes and `shape` (data, fsdp, context,
+  tensor; -1: the rest of the devices), default config.mesh.shape. An explicit shape (no -1) may
+  use fewer devices than exist: the first ones."""
+  shape = list(config.mesh.shape if shape is None else shape)
+  devices = None if -1 in shape else jax.devices()[:math.prod(shape)]
+  return create_mesh(shape, config.mesh.axes, devices=devices)
+
+
+def _has_steps(workdir: str) -> bool:
+  return any(n.isdigit() for n in fs.listdir(fs.join(workdir, "checkpoints")))
+
+
+def checkpoint_location(source: str) -> tuple[str, int | None]:
+  """(workdir, step) for a checkpoint step folder (W/checkpoints/200), or (workdir, None) for a
+  training workdir (its newest good checkpoint)."""
+  src = fs.path(str(source).rstrip("/"))
+  if src.name.isdigit():
+    if not src.is_dir():
+      raise RunError(f"{source}: no such checkpoint folder (expected e.g. WORKDIR/checkpoints/200)")
+    return str(src.parent.parent), int(src.name)
+  if not _has_steps(str(src)):
+    raise RunError(f"{source}: no finished checkpoint in {fs.join(src, 'checkpoints')} (expected "
+                   "a training workdir, or a checkpoint folder such as WORKDIR/checkpoints/200)")
+  return str(src), None
+
+
+def run_config(workdir: str, config=None):
+  """`config` if given, else the run's saved config.json."""
+  if config is not None:
+    return config
+  saved = workdir_lib.read_config(workdir)
+  if saved is None:
+    raise RunError(f"{fs.join(workdir, workdir_lib.CONFIG)}: missing; pass the experiment's "
+                   "config file (--config)")
+  return saved
+
+
+def load_run(source: str, mesh=None, *, config=None) -> Run:
+  """The trained model of a workdir or checkpoint folder. mesh: a Mesh, a shape (see mesh_for)
+  or None (all devices on the fsdp axis); config: the experiment config (default: the run's
+  config.json)."""
+  workdir, step = checkpoint_location(source)
+  config = run_config(workdir, config)
+  if not isinstance(mesh, jax.sharding.Mesh):
+    mesh = mesh_for(config, [1, -1, 1, 1] if mesh is None else mesh)
+  rs = state_lib.setup_from_config(config, mesh, optimizer=False)
+  record = ckpt_lib.backbone_record(config)
+  checkpointer = ckpt_lib.Checkpointer(workdir, read_only=True)
+
+  def restore(step):
+    meta = checkpointer.read_meta(step)
+    diff = workdir_lib.model_config_diff(meta.get("model", config.model.to_dict()),
+                                         config.model.to_dict())
+    if diff:
+      raise RunError(f"{checkpointer.step_dir(step)}: trained with a different model config than "
+                     f"the one given ({'; '.join(diff[:4])})")
+    ckpt_lib.check_backbone(meta, record, checkpointer.directory)
+    legacy = lambda: state_lib.setup_from_config(config, mesh).setup.abstract_train
+    return checkpointer.restore_params(step, rs.setup.abstract_train["lora"], legacy)
+
+  try:
+    found = checkpointer.restore_newest_good(restore, steps=None if step is None else [step])
+  finally:
+    checkpointer.close()
+  if found is None:
+    raise RunError(f"{source}: no finished checkpoint in {checkpointer.directory}")
+  model = rs.create_model()
+  nnx.update(model, found[1])
+  return Run(config, model, found[0], mesh, workdir)
