@@ -109,8 +109,8 @@ def tiny_training(layout):
 
 def train_run(training, attention: str, steps: int = 2):
   """`steps` jitted, sharded train steps (train_lib/step.py) -> (losses, final LoRA)."""
-  from wildactor_jax.train_lib import data_spec, state as state_lib, step as step_lib
-  from wildactor_jax.train_lib import synthetic_source
+  from wildactor_jax.input import batches as batches_lib, random_source
+  from wildactor_jax.train_lib import state as state_lib, step as step_lib
   config, mesh, frozen, lora = training
   rules = tuple(config.mesh.rules)
   cfg = dataclasses.replace(ModelConfig.from_mapping(config.model), attention=attention)
@@ -119,11 +119,11 @@ def train_run(training, attention: str, steps: int = 2):
   state = state_lib.init_train_state(lora, tx, setup, seed=0)
   step = step_lib.jit_train_step(
       step_lib.make_train_step(setup, tx, schedule, config.flow.shift, mesh, rules),
-      setup, data_spec.abstract_batch(config, mesh, rules), mesh, rules)
-  batches = synthetic_source.create_dataset(config)
+      setup, batches_lib.abstract_batch(config, mesh, rules), mesh, rules)
+  batches = random_source.create_dataset(config)
   losses = []
   for _ in range(steps):
-    state, metrics = step(frozen, state, data_spec.to_global(next(batches), mesh, rules))
+    state, metrics = step(frozen, state, batches_lib.to_global(next(batches), mesh, rules))
     losses.append(float(metrics["loss"]))
   return np.array(losses), jax.device_get(state["lora"])
 
