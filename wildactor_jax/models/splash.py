@@ -21,9 +21,9 @@ import jax
 import jax.numpy as jnp
 
 LANES = 128  # the kernel's minimum tile along a sequence
-# Per TPU generation, for head_dim 128 in bfloat16 (the Wan2.x backbones). Scoped VMEM grows
-# v5e < v5p < v6e; the logits tile block_q x block_kv_compute float32 is 1, 2 and 4 MiB here.
-# Chosen by that budget, not yet tuned on hardware.
+# Per TPU generation, for head_dim 128 in bfloat16 (the Wan2.x backbones): larger tiles on the
+# newer chips, the logits tile (block_q x block_kv_compute float32) 1, 2 and 4 MiB. They compile
+# (deviceless AOT, train step with remat) for each generation; not yet tuned on hardware.
 CHIP_BLOCK_SIZES = {
     "v5e": (512, 1024, 512),
     "v5p": (1024, 1024, 512),
