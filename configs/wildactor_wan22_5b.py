@@ -2,22 +2,32 @@
 I-RoPE, viewpoint-adaptive sampling of 3 face + 3 body references, 480x832, 93 frames.
 
 arg: a mesh preset: v5p-64 (default), v6e-64, 8xh100, v5e-4, cpu; or "tiny" for the CPU test
-variant (toy model, random frozen weights, random batches with the pipeline's keys). Ablations: configs/ablation_*.py or
---config.model.aipa=False / --config.model.irope=False / --config.data.sampler=uniform.
+variant (toy model, random frozen weights, random batches with the pipeline's keys). TPU presets run
+the splash kernel with their generation's block sizes. Ablations: configs/ablation_*.py or
+--config.model.aipa=False / --config.model.irope=False / --config.data.sampler=uniform;
+long clips: --config.model.context_parallel=ulysses on a mesh with a `context` axis.
 """
 import ml_collections
 
 from wildactor_jax import config_lib
+from wildactor_jax.models import splash
 
 
 def get_config(arg=None):
   arg = arg or "v5p-64"
   tiny = arg == "tiny"
   config = ml_collections.ConfigDict()
+  tpu = arg.startswith("v")
   config.model = config_lib.model_config(
       "tiny" if tiny else "wan22_ti2v_5b", lora_rank=8 if tiny else 128,
       param_dtype="float32" if tiny else "bfloat16", dtype="float32" if tiny else "bfloat16",
-      remat="none" if tiny else "full", attention="cudnn" if arg == "8xh100" else "xla")
+      remat="none" if tiny else "full",
+      attention="splash" if tpu else ("cudnn" if arg == "8xh100" else "xla"),
+      # The Pallas splash kernel's (block_q, block_kv, block_kv_compute) for this TPU generation.
+      splash_block_sizes=splash.block_sizes_for(arg),
+      # Sequence shards over the mesh's `context` axis: "all_gather" gathers K/V, "ulysses"
+      # all-to-alls sequence <-> heads around the kernel (context degree must divide 24 heads).
+      context_parallel="all_gather")
   config.mesh = config_lib.mesh_config("cpu" if tiny else arg)
   # Converted Wan2.2-TI2V-5B transformer (python -m wildactor_jax.convert); "" = random (tiny).
   config.backbone_path = ""
