@@ -27,16 +27,36 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def sh(cmd: list[str], log: str) -> str:
-  """Runs a repository command, logging its output; a failure stops the demo with the tail."""
+STEP_LOG = re.compile(r"\] \[(\d+)\] .*\bloss=([0-9.eE+-]+)")
+
+
+def sh(cmd: list[str], log: str, steps: int = 0, what: str = "") -> str:
+  """Runs a repository command, logging its output; a failure stops the demo with the tail.
+  With `steps`, a console progress bar follows the trainer's logged step and loss."""
+  from tqdm import tqdm
   env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"),
              PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
   t0 = time.time()
+  bar = tqdm(total=steps, desc=f"  {what}", unit="step", leave=False) if steps else None
   with open(log, "w") as fh:
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=fh, text=True)
-  out = proc.stdout
-  with open(log, "a") as fh:
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    import threading
+    out_lines: list[str] = []
+    reader = threading.Thread(target=lambda: out_lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    for line in proc.stderr:
+      fh.write(line)
+      match = STEP_LOG.search(line) if bar is not None else None
+      if match:
+        bar.update(int(match.group(1)) - bar.n)
+        bar.set_postfix(loss=f"{float(match.group(2)):.3f}")
+    proc.wait()
+    reader.join()
+    out = "".join(out_lines)
     fh.write("\n--- stdout ---\n" + out)
+  if bar is not None:
+    bar.close()
   if proc.returncode != 0:
     with open(log) as fh:
       tail = fh.read()[-2000:]
@@ -93,8 +113,8 @@ def pick_references(raw: str, actor: str) -> tuple[list[str], list[str]]:
 def main(argv=None):
   p = argparse.ArgumentParser(prog="python -m wildactor_jax.demo")
   p.add_argument("--out", default="demo_out")
-  p.add_argument("--actors", type=int, default=16)
-  p.add_argument("--clips-per-actor", type=int, default=6)
+  p.add_argument("--actors", type=int, default=96)
+  p.add_argument("--clips-per-actor", type=int, default=2)
   p.add_argument("--backbone-steps", type=int, default=None)
   p.add_argument("--lora-steps", type=int, default=None)
   p.add_argument("--quick", action="store_true", help="a few steps of each stage (smoke test)")
@@ -137,14 +157,18 @@ def main(argv=None):
   lora_steps = [f"--config.train.steps={args.lora_steps}"] if args.lora_steps else []
   stage("5/8 pre-training the toy backbone (every parameter)")
   bb_work = os.path.join(work, "backbone_run")
+  bb_cfg = load_config_file(os.path.join(ROOT, "configs", "demo_tiny.py:backbone"))
+  bb_total = 6 if args.quick else (args.backbone_steps or int(bb_cfg.train.steps))
   sh([py, "-m", "wildactor_jax.train", "--config", "configs/demo_tiny.py:backbone", "--workdir",
-      bb_work, *common, *quick, *bb_steps], os.path.join(logs, "5_backbone.log"))
+      bb_work, *common, *quick, *bb_steps], os.path.join(logs, "5_backbone.log"), bb_total,
+     "backbone")
   backbone = export_backbone(bb_work, os.path.join(work, "backbone"))
   stage("6/8 training WildActor's reference LoRA on the frozen backbone")
   wa_work = os.path.join(work, "wildactor_run")
   sh([py, "-m", "wildactor_jax.train", "--config", "configs/demo_tiny.py", "--workdir", wa_work,
       *common, f"--config.backbone_path={backbone}", *quick, *lora_steps],
-     os.path.join(logs, "6_wildactor.log"))
+     os.path.join(logs, "6_wildactor.log"),
+     6 if args.quick else (args.lora_steps or int(demo_cfg.train.steps)), "reference LoRA")
   stage("7/8 generating held-out actors, with and without references")
   from wildactor_jax.demo import report as demo_report
   results = demo_report.generate_and_score(raw, wa_work, out, held_out_actors(raw, 0.2),
