@@ -1,70 +1,23 @@
-"""The demo's last stages: generate held-out actors from a restored checkpoint, score identity
-transfer (`identity_score`), plot the losses and write report.md + summary.json."""
+"""The demo's report: loss curves, the Actor-Bench figures of `python -m wildactor_jax.evaluate`
+(held-out actors, with / without / swapped references, bootstrap intervals), a picture grid
+(references | with references | without | swapped) and summary.json under stable names."""
 from __future__ import annotations
 
-import glob
 import json
 import os
 
 import numpy as np
 from PIL import Image
 
+from wildactor_jax import fs, media
 
-def _palettes(raw: str) -> dict[str, np.ndarray]:
-  from wildactor_jax.demo import identity_score as ids
-  out = {}
-  for folder in sorted(glob.glob(os.path.join(raw, "refs", "*", ""))):
-    renders = [np.asarray(Image.open(p).convert("RGB"))
-               for p in sorted(glob.glob(os.path.join(folder, "body_*.png")))]
-    if renders:
-      out[os.path.basename(os.path.dirname(folder))] = ids.palette(renders)
-  return ids.distinctive(out)
-
-
-def generate_and_score(raw: str, workdir: str, out: str, held_out: dict, pick_references,
-                       quick: bool = False, max_actors: int = 4) -> list[dict]:
-  from wildactor_jax import inference, media
-  from wildactor_jax.demo import identity_score as ids
-  from wildactor_jax.infer import encoders, load_run
-  from wildactor_jax.infer.settings import settings_from_config
-  run = load_run(workdir)
-  model, config = run.model, run.config
-  vae = encoders.vae_from_config(config)
-  text = encoders.text_encoder_from_config(config)
-  s = settings_from_config(config, steps=3 if quick else None)
-  distinct = _palettes(raw)
-  videos = os.path.join(out, "videos")
-  results = []
-  for actor, rows in list(held_out.items())[:max_actors]:
-    faces, bodies = pick_references(raw, actor)
-    images = [media.load_reference(f, s.height, s.width, "--face") for f in faces]
-    images += [media.load_reference(b, s.height, s.width, "--body") for b in bodies]
-    types = [0] * len(faces) + [1] * len(bodies)
-    prompt = rows[0]["prompt"]
-    gt = np.concatenate([media.read_mp4(os.path.join(raw, r["video"])) for r in rows])
-    entry = {"actor": actor, "prompt": prompt, "references": [os.path.relpath(p, raw)
-                                                              for p in faces + bodies],
-             "ground_truth": ids.identity_margin(gt, actor, distinct)}
-    for name, (imgs, tys) in {"with_refs": (images, types), "without_refs": ([], [])}.items():
-      video, timings = inference.generate(model, vae, text, prompt, imgs, tys, s)
-      frames = media.to_uint8(video)
-      path = media.write_mp4(os.path.join(videos, f"{actor}_{name}.mp4"), frames, fps=8)
-      sheet = media.contact_sheet([media.to_uint8(im) for im in imgs], frames)
-      media.write_png(os.path.join(videos, f"{actor}_{name}.png"), sheet)
-      entry[name] = dict(ids.identity_margin(frames, actor, distinct),
-                         video=os.path.relpath(path, out), **timings)
-    results.append(entry)
-    print(f"  {actor}: margin gt {entry['ground_truth']['margin']:+.3f}  with refs "
-          f"{entry['with_refs']['margin']:+.3f}  without {entry['without_refs']['margin']:+.3f}",
-          flush=True)
-  return results
+CONDITIONS = ("with_refs", "without_refs", "swapped")
 
 
 def _loss_plot(runs: dict[str, str], path: str) -> None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  from wildactor_jax import media
   from wildactor_jax.train_lib.metrics import read_loss_log
   fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.5))
   for ax, (title, workdir) in zip(np.atleast_1d(axes), runs.items()):
@@ -86,80 +39,122 @@ def _loss_plot(runs: dict[str, str], path: str) -> None:
   media.write_png(path, Image.open(buf))
 
 
-def write_report(out: str, backbone_run: str, wildactor_run: str, build: dict, results: list[dict],
-                 stage_s: dict, total_s: float, quick: bool) -> dict:
+def _strip(video_path: str, frames: int = 3) -> np.ndarray:
+  video = media.read_mp4(video_path)
+  idx = np.linspace(0, len(video) - 1, frames).round().astype(int)
+  return np.concatenate([video[i] for i in idx], axis=1)
+
+
+def picture_grid(raw: str, evaluation: dict, path: str, actors: int = 6) -> list[str]:
+  """One row per held-out actor: its references (front face, front and side body), then three
+  frames of each generated clip whose identity target is that actor: with its references,
+  without references (same prompt and seed), and swapped (another actor's prompt and seed with
+  this actor's references). Returns the actors shown."""
+  rows, shown = [], []
+  by = {}
+  for clip in evaluation["clips"]:
+    if clip["condition"] in CONDITIONS and int(clip["seed"]) == 0:
+      by.setdefault(clip["target"], {})[clip["condition"]] = clip["video"]
+  for actor in evaluation["held_out_actors"]:
+    clips = by.get(actor, {})
+    if len(clips) < len(CONDITIONS):
+      continue
+    refs = [fs.join(raw, "refs", actor, name) for name in
+            ("face_y+000.png", "body_y+000.png", "body_y+090.png")]
+    images = [np.asarray(Image.open(r).convert("RGB")) for r in refs if fs.exists(r)]
+    size = media.read_mp4(clips["with_refs"]).shape[1]
+    images = [np.asarray(Image.fromarray(im).resize((size, size))) for im in images]
+    gap = np.full((size, 4, 3), 255, np.uint8)
+    parts = [np.concatenate(images, axis=1), gap]
+    for cond in CONDITIONS:
+      parts += [_strip(clips[cond]), gap]
+    rows.append(np.concatenate(parts[:-1], axis=1))
+    shown.append(actor)
+    if len(shown) == actors:
+      break
+  if rows:
+    grid = np.concatenate([np.pad(r, ((2, 2), (0, 0), (0, 0)), constant_values=255) for r in rows])
+    big = Image.fromarray(grid).resize((grid.shape[1] * 3, grid.shape[0] * 3), Image.NEAREST)
+    media.write_png(path, big)
+  return shown
+
+
+def _ci(summary: dict, key: str) -> str:
+  value, ci = summary.get(key), summary.get(key + "_ci95")
+  if value is None or value != value:
+    return "n/a"
+  return f"{value:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{value:.2f}"
+
+
+def write_report(out: str, raw: str, backbone_run: str, wildactor_run: str, build: dict,
+                 evaluation: dict, stage_s: dict, total_s: float, quick: bool) -> dict:
   from wildactor_jax.train_lib.metrics import read_loss_log
   _loss_plot({"1. toy backbone pre-training (all params)": backbone_run,
               "2. WildActor reference LoRA (frozen backbone)": wildactor_run},
              os.path.join(out, "loss_curves.png"))
-  mean = lambda key, field: float(np.mean([r[key][field] for r in results])) if results else None
   logs = {name: read_loss_log(run) for name, run in (("backbone", backbone_run),
                                                       ("wildactor", wildactor_run))}
   first_last = {k: (float(np.mean([e["loss"] for e in v[:20]])),
                     float(np.mean([e["loss"] for e in v[-20:]]))) for k, v in logs.items() if v}
-  summary = {
-      "quick": quick, "total_s": round(total_s, 1), "stages_s": stage_s, "build": build,
-      "loss_first20_last20": first_last, "held_out_actors": len(results),
-      "margin_ground_truth": mean("ground_truth", "margin"),
-      "margin_with_refs": mean("with_refs", "margin"),
-      "margin_without_refs": mean("without_refs", "margin"),
-      "top1_with_refs": mean("with_refs", "top1"), "top1_without_refs": mean("without_refs", "top1"),
-      "denoise_step_s": mean("with_refs", "denoise_step_s"),
-  }
+  bench = evaluation.get("summary", {})
+  shown = picture_grid(raw, evaluation, os.path.join(out, "identity_grid.png"))
+  diag = evaluation.get("diagnostics", {})
+  summary = dict(bench, quick=quick, total_s=round(total_s, 1), stages_s=stage_s, build=build,
+                 loss_first20_last20=first_last,
+                 held_out_actors=len(evaluation.get("held_out_actors", [])))
+  rows = [("identity retrieval top-1", "retrieval_top1_with_refs", "retrieval_top1_without_refs",
+           "retrieval_top1_swapped_follows_refs")]
+  rows += [(f"identity similarity ({b})", f"identity_similarity_{b}_with_refs",
+            f"identity_similarity_{b}_without_refs", f"identity_similarity_{b}_swapped")
+           for b in ("front", "side", "back")]
+  rows += [("attribute accuracy", "attribute_accuracy_with_refs",
+            "attribute_accuracy_without_refs", "attribute_accuracy_swapped"),
+           ("temporal consistency", "temporal_consistency_with_refs",
+            "temporal_consistency_without_refs", "temporal_consistency_swapped")]
+  gt = lambda key: _ci(bench, key.replace("_with_refs", "_ground_truth"))
   lines = [
       "# WildActor demo report (CPU, toy scale)", "",
-      f"Run {'(--quick smoke test: numbers are meaningless)' if quick else ''} took "
+      f"Run {'(--quick smoke test: numbers are meaningless) ' if quick else ''}took "
       f"{summary['total_s']:.0f} s. Stages (s): " +
       ", ".join(f"{k.split(' ', 1)[1]} {v:.0f}" for k, v in stage_s.items()) + ".", "",
       f"Data: {build.get('written', '?')} clips written, skipped {build.get('skipped', {})}; "
-      "splits by actor, so the actors below were never trained on.", "",
-      "## Training", "",
-      "![losses](loss_curves.png)", "",
+      "splits by actor, so the held-out actors below were never trained on. Prompts describe "
+      "motion and camera only: an actor's appearance reaches the model through its references.",
+      "",
+      "## Training", "", "![losses](loss_curves.png)", "",
       "Mean loss, first 20 steps -> last 20: " + "; ".join(
           f"{k} {a:.3f} -> {b:.3f}" for k, (a, b) in first_last.items()) + ".", "",
-      "## Identity transfer on held-out actors", "",
-      "Score: the share of the actor's *distinctive* palette colours (from its body renders) "
-      "present in a clip, minus the mean share for the other actors (`wildactor_jax/"
-      "identity_score.py`); top-1: the actor scores highest among all actors. Ground truth is "
-      "the actor's real clips; the same prompt and seed are generated with the actor's 2 face + "
-      "2 body references and without references (the T2V path of the same model).", "",
-      "| actor | ground truth | with refs | without refs | top-1 with / without |",
-      "| --- | --- | --- | --- | --- |",
-  ]
-  for r in results:
-    lines.append(f"| {r['actor']} | {r['ground_truth']['margin']:+.3f} | "
-                 f"{r['with_refs']['margin']:+.3f} ([video]({r['with_refs']['video']})) | "
-                 f"{r['without_refs']['margin']:+.3f} ([video]({r['without_refs']['video']})) | "
-                 f"{'yes' if r['with_refs']['top1'] else 'no'} / "
-                 f"{'yes' if r['without_refs']['top1'] else 'no'} |")
-  if results:
-    lines += [f"| **mean** | {summary['margin_ground_truth']:+.3f} | "
-              f"{summary['margin_with_refs']:+.3f} | {summary['margin_without_refs']:+.3f} | "
-              f"{summary['top1_with_refs']:.2f} / {summary['top1_without_refs']:.2f} |", ""]
-    lines += ["Contact sheets (references, then frames across the clip) sit next to each video "
-              "in `videos/`.", ""]
+      "## Identity on held-out actors (Actor-Bench at our scale)", "",
+      f"{summary['held_out_actors']} held-out actors, 2 seeds; mean [bootstrap 95% interval over "
+      f"identities]. Chance retrieval: {_ci(bench, 'chance')}. Swapped: another actor's prompt "
+      "and seed with this actor's references; its retrieval counts the clip that retrieves the "
+      "references' actor. Scores come from an identity embedder trained on the training actors "
+      "only (`wildactor_jax/eval/`).", "",
+      "| figure | ground truth | with refs | without refs | swapped |",
+      "| --- | --- | --- | --- | --- |"]
+  for name, w, wo, sw in rows:
+    lines.append(f"| {name} | {gt(w)} | {_ci(bench, w)} | {_ci(bench, wo)} | {_ci(bench, sw)} |")
+  fid = {k: bench.get(f"fidelity_{k}") for k in ("real_split",) + CONDITIONS}
+  lines += ["", "Sample fidelity (Fréchet distance on the embedder's features to real held-out "
+            "frames; lower is closer): " + ", ".join(
+                f"{k} {v:.3f}" for k, v in fid.items() if isinstance(v, (int, float))) +
+            " (real_split: two halves of the real frames, the floor).", ""]
+  if diag:
+    lines += ["Diagnostics without sampling (held-out flow loss): " + json.dumps(
+        {k: v for k, v in diag.items() if "loss" in k}), ""]
+  if shown:
+    lines += ["## Pictures", "", "Each row: references (face, front body, side body) | with "
+              "references | without | swapped; three frames each (seed 0).", "",
+              "![identity grid](identity_grid.png)", ""]
   lines += [
       "## What a tiny CPU model can and cannot show", "",
-      "It shows the whole machinery working end to end on real files: rendering, validated "
-      "dataset building with identity splits, encoding, two training stages with checkpoints "
-      "and resume, a frozen backbone loaded by hash, reference-only LoRA with AIPA and I-RoPE, "
-      "restore onto the available devices, reference K/V caching, CFG sampling and decoding. "
-      "It cannot show the paper's results: the backbone is a ~1M-parameter toy trained for "
-      "minutes on 64x64 clips instead of a pretrained 5B Wan, the autoencoder is a fixed "
-      "space-to-depth map rather than a learned VAE, the text encoder is random, and the "
-      "identity score is a colour statistic. A positive margin with references and a margin "
-      "near zero without them is the most this scale can demonstrate; blurry, barely moving "
-      "figures are expected.", "",
-  ]
-  from wildactor_jax.media import atomic_write
-
-  def text(content):
-    def write(tmp):
-      with open(tmp, "w") as fh:
-        fh.write(content)
-    return write
-
-  atomic_write(os.path.join(out, "report.md"), text("\n".join(lines)))
-  atomic_write(os.path.join(out, "summary.json"),
-               text(json.dumps({"summary": summary, "actors": results}, indent=2)))
+      "It shows the whole machinery end to end on real files: rendering, validated dataset "
+      "building with identity splits, encoding, two training stages with checkpoints, a frozen "
+      "backbone loaded by hash, reference-only LoRA with AIPA and I-RoPE, restore, reference K/V "
+      "caching, CFG sampling, decoding and the benchmark. It cannot show the paper's results: the "
+      "backbone is a few-million-parameter toy trained for minutes on 32x32 clips instead of a "
+      "pretrained 5B Wan, the autoencoder is a fixed space-to-depth map, the text encoder is "
+      "random, and identity is colours and proportions read by a small embedder.", ""]
+  fs.atomic_write_text(os.path.join(out, "report.md"), "\n".join(lines))
+  fs.atomic_write_json(os.path.join(out, "summary.json"), summary, default=float)
   return summary
