@@ -169,5 +169,9 @@ def main(argv=None):
   stage_s = {name: round(end - t, 1) for (name, t), end in zip(starts, ends)}
   summary = demo_report.write_report(out, raw, bb_work, wa_work, build, evaluation, stage_s,
                                      total_s=time.time() - t_start, quick=args.quick)
-  print(json.dumps(summary), flush=True)
+  headline = ("retrieval_top1_with_refs", "retrieval_top1_without_refs",
+              "retrieval_top1_swapped_follows_refs", "chance", "fidelity_real_split",
+              "fidelity_with_refs", "total_s")
+  print(json.dumps({k: summary.get(k) for k in headline}), flush=True)
+  print(f"[demo] report: {os.path.join(out, 'report.md')}", flush=True)
 
