@@ -117,6 +117,8 @@ def load_models(config, batch_size: int):
   call.fn = vae.encode
   text = text_encoder_from_config(config)
   info = {"vae": config.vae.kind, "z_dim": int(vae.z_dim),
+          **({"latents_mean": vae.latents_mean, "latents_std": vae.latents_std}
+             if config.vae.kind == "pixel" else {}),
           "spatial_factor": int(vae.spatial_factor), "temporal_factor": int(vae.temporal_factor)}
   return call, text, info
 
