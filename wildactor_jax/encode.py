@@ -121,6 +121,21 @@ def load_models(config, batch_size: int):
   return call, text, info
 
 
+NULL_TEXT = "null_text.npz"
+
+
+def write_null_text(text_encoder, out: str) -> str:
+  """The empty prompt's states beside the records: what prompt dropout puts in training batches,
+  so that the sampler's unconditional branch (the encoded "") is a condition the model was
+  trained on."""
+  import io
+  embeds, mask = text_encoder.encode([""])
+  n = max(int(mask[0].sum()), 1)
+  buf = io.BytesIO()
+  np.savez(buf, text_embeds=np.asarray(embeds[0, :n], np.float32))
+  return fs.atomic_write_bytes(fs.join(out, NULL_TEXT), buf.getvalue())
+
+
 def _text(value) -> str:
   return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
@@ -217,6 +232,8 @@ def run(config, records_dir: str, out: str, splits: list[str] | None = None,
   video_call, text_encoder, model_info = load_models(config, batch_size)
   os.makedirs(out, exist_ok=True)
   _check_info(out, dict(geometry, dtype=dtype, **model_info), process_index == 0)
+  if process_index == 0:
+    write_null_text(text_encoder, out)
   todo = [p for p in mine if not os.path.exists(os.path.join(out, output_name(os.path.basename(p))))]
   readers = {p: array_record_module.ArrayRecordReader(p) for p in todo}
   bar = tqdm(total=sum(r.num_records() for r in readers.values()), unit="clip",
