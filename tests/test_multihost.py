@@ -4,12 +4,14 @@ written by both), started with the JAX_* variables that launch/gpu_multinode.sh 
 processes. One process is SIGKILLed after a checkpoint, the other must stop by itself; both
 restart, resume, and must end where one process with 8 devices ends.
 
-Not bit for bit: the losses agree to within 2e-6 (relative) and the trained state to within
-1e-5 of each leaf's largest value. On 8 devices of one process XLA:CPU adds the 8 partial
+Not bit for bit: the losses agree to within 2e-6 (relative), the train state to within 1e-5 of
+each leaf's largest value, and the LoRA weights to within 1e-4 of what the steps after the
+restart changed (global norms). On 8 devices of one process XLA:CPU adds the 8 partial
 gradients of the fsdp all-reduce in-process; across 2 processes the same all-reduce runs
 through gloo, which adds them in another order. float32 addition is not associative, so
 gradients differ in their last bits from step 1 on, and Adam (m / sqrt(v)) magnifies that for
-near-zero gradient entries (observed: up to 2e-6 of a leaf's scale after 8 steps; the data and
+near-zero gradient entries (observed: 2e-7 on the losses, 2e-6 of a leaf's scale, 2e-6 of the
+change since the restart; the data and
 the random draws are identical, as test_process_shares_make_the_global_batch checks exactly).
 """
 from __future__ import annotations
@@ -34,8 +36,10 @@ STEPS, EVERY, KILL_AFTER = 8, 2, 4  # checkpoints at 2, 4, 6, 8; process 1 dies 
 TRAIN_ARGS = ["--config", "configs/wildactor_wan22_5b.py:tiny", f"--config.train.steps={STEPS}",
               "--config.train.warmup_steps=2", f"--config.checkpoint.every={EVERY}",
               "--config.train.log_every=4", "--config.train.eval_every=0",
-              "--config.checkpoint.keep=10"]
-LOSS_RTOL, STATE_TOL = 2e-6, 1e-5  # see the module docstring
+              "--config.checkpoint.keep=10",
+              # One block instead of two: compilation is most of this test's time on 2 cores.
+              "--config.model.num_layers=1"]
+LOSS_RTOL, STATE_TOL, MOVED_FRACTION = 2e-6, 1e-5, 1e-4  # see the module docstring
 
 
 def _free_port() -> int:
@@ -175,18 +179,23 @@ def test_multihost_kill_restart_matches_one_process(tmp_path):
   assert got[0] == want[0]  # before any gradient is reduced, bit for bit
 
   config = load_config("wildactor_wan22_5b", "tiny")
+  config.model.num_layers = 1
   mesh = create_mesh(config.mesh.shape, config.mesh.axes)
   a, b = (restore_train_state(str(w), config, mesh, STEPS) for w in (job, ref))
   before = restore_train_state(str(ref), config, mesh, KILL_AFTER)
   assert int(a["step"]) == STEPS
-  for (path, x), y, x0 in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b),
+  diff = moved = 0.0  # squared norms over the LoRA weights
+  for (path, x), y, y0 in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b),
                               jax.tree.leaves(before)):
-    x, y, x0 = np.asarray(x), np.asarray(y), np.asarray(x0)
+    x, y, y0 = np.asarray(x), np.asarray(y), np.asarray(y0)
     name = jax.tree_util.keystr(path)
     if x.dtype.kind != "f":
       np.testing.assert_array_equal(x, y, err_msg=name)  # step, Adam counts, RNG key
       continue
-    tol = STATE_TOL * np.abs(y).max()
-    np.testing.assert_allclose(x, y, rtol=0, atol=tol, err_msg=name)
-    if name.startswith("['lora']"):  # the steps after the restart moved it far beyond that
-      assert np.abs(y - x0).max() > 100 * tol, name
+    np.testing.assert_allclose(x, y, rtol=0, atol=STATE_TOL * np.abs(y).max(), err_msg=name)
+    if name.startswith("['lora']"):
+      diff += float(np.sum((x.astype(np.float64) - y) ** 2))
+      moved += float(np.sum((y.astype(np.float64) - y0) ** 2))
+  # Far inside what the 4 steps after the restart changed: a step lost, repeated or fed other
+  # data would be of that order.
+  assert np.sqrt(diff) < MOVED_FRACTION * np.sqrt(moved), (np.sqrt(diff), np.sqrt(moved))
