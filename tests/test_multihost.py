@@ -6,13 +6,15 @@ restart, resume, and must end where one process with 8 devices ends.
 
 Not bit for bit: the losses agree to within 2e-6 (relative), the train state to within 1e-5 of
 each leaf's largest value, and the LoRA weights to within 1e-4 of what the steps after the
-restart changed (global norms). On 8 devices of one process XLA:CPU adds the 8 partial
-gradients of the fsdp all-reduce in-process; across 2 processes the same all-reduce runs
-through gloo, which adds them in another order. float32 addition is not associative, so
-gradients differ in their last bits from step 1 on, and Adam (m / sqrt(v)) magnifies that for
-near-zero gradient entries (observed: 2e-7 on the losses, 2e-6 of a leaf's scale, 2e-6 of the
-change since the restart; the data and
-the random draws are identical, as test_process_shares_make_the_global_batch checks exactly).
+restart changed (global norms). Why: the fsdp all-reduce of the gradients adds 8 partial sums.
+On 8 devices of one process XLA:CPU adds them in device order; across 2 processes it runs
+through gloo's all-reduce, which adds them in another order (with jax 0.10.2, an 8-way sum of
+random float32 vectors matches the device-order sum bit for bit on one process and differs in
+about half of its entries on two). float32 addition is not associative, so gradients differ in
+their last bits from step 1 on, and Adam (m / sqrt(v)) magnifies that for near-zero gradient
+entries. Observed: 2e-7 on the losses, 2e-6 of a leaf's scale, 2e-6 of the change since the
+restart. The data and the random draws are identical (test_process_shares_make_the_global_batch
+checks the batches exactly) and the first loss, before any gradient, is equal bit for bit.
 """
 from __future__ import annotations
 
