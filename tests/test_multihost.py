@@ -29,8 +29,9 @@ import time
 import jax
 import numpy as np
 
+from test_input_pipeline import config as records_config, write_shards
 from test_train import ROOT, load_config, restore_train_state
-from wildactor_jax.input import random_source
+from wildactor_jax.input import random_source, records_source
 from wildactor_jax.sharding import create_mesh
 from wildactor_jax.train_lib import metrics as metrics_lib
 
@@ -128,17 +129,26 @@ def wait_for_checkpoint(workdir, step: int, procs, timeout: float) -> None:
     time.sleep(0.1)
 
 
-def test_process_shares_make_the_global_batch():
-  """Per-process Grain shards: the two processes' batches, stacked, are exactly the global
-  batches of one process (same examples, same random draws, same order)."""
-  config = load_config("wildactor_wan22_5b", "tiny")
-  config.data.random_examples = 20  # not a multiple of the batch: epochs wrap inside a batch
-  one = random_source.create_dataset(config)
-  shares = [random_source.create_dataset(config, "train", p, 2) for p in range(2)]
-  for _ in range(6):
+def _assert_shares_stack_to_global(one, shares, batches: int) -> None:
+  for _ in range(batches):
     whole, parts = next(one), [next(it) for it in shares]
     for key, value in whole.items():
       np.testing.assert_array_equal(value, np.concatenate([p[key] for p in parts]), err_msg=key)
+
+
+def test_process_shares_make_the_global_batch(tmp_path):
+  """Per-process Grain shards: the two processes' batches, stacked, are exactly the global
+  batches of one process (same examples, same random draws, same order), for both sources."""
+  config = load_config("wildactor_wan22_5b", "tiny")
+  config.data.random_examples = 20  # not a multiple of the batch: epochs wrap inside a batch
+  _assert_shares_stack_to_global(random_source.create_dataset(config),
+                                 [random_source.create_dataset(config, "train", p, 2)
+                                  for p in range(2)], 6)
+  write_shards(tmp_path, 11, shards=2)  # shuffled records, references drawn per example
+  cfg = records_config(tmp_path, global_batch_size=4)
+  _assert_shares_stack_to_global(records_source.create_dataset(cfg),
+                                 [records_source.create_dataset(cfg, "train", p, 2)
+                                  for p in range(2)], 6)
 
 
 def test_multihost_kill_restart_matches_one_process(tmp_path):
