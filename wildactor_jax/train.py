@@ -222,16 +222,21 @@ def _train(config, workdir: str, allow_config_change: bool, train_source) -> dic
   return summary
 
 
-def main(argv):
+def main(argv, make_train_source=None):
+  """The CLI. make_train_source(config) -> iterator: another training source (tests/faults.py
+  wraps the configured one); called after the multi-process set-up, which it may need."""
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   distributed.maybe_initialize()
-  try:
-    train_and_evaluate(_CONFIG.value, _WORKDIR.value,
-                       allow_config_change=_ALLOW_CONFIG_CHANGE.value)
-  except (ckpt_lib.RunError, fs.FsError) as e:
-    print(f"error: {e}", file=sys.stderr, flush=True)
-    sys.exit(2)
+  with distributed.fail_fast():  # a dead peer must not leave this process waiting for it
+    try:
+      config = _CONFIG.value
+      source = None if make_train_source is None else make_train_source(config)
+      train_and_evaluate(config, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value,
+                         train_source=source)
+    except (ckpt_lib.RunError, fs.FsError) as e:
+      print(f"error: {e}", file=sys.stderr, flush=True)
+      sys.exit(2)
 
 
 if __name__ == "__main__":
