@@ -23,10 +23,9 @@ def get_config(arg=None):
   if stage not in ("wildactor", "backbone"):
     raise ValueError(f"configs/demo_tiny.py:{arg}: expected no argument or 'backbone'")
   config = config_lib.sibling_config(__file__, "wildactor_wan22_5b.py", "tiny")
-  # Tokens carry 2 x 2 x 12 = 48 latent values in 256 dims: a token narrower than its patch
-  # (e.g. 48 channels at 64 px) cannot carry the noise through and never learns to denoise. At
-  # 128 dims and 4 layers, memorising even one clip plateaus at twice the loss of this size.
-  config.model.update(dim=256, ffn_dim=768, num_heads=4, num_layers=6, text_dim=32,
+  # Tokens carry 2 x 2 x 12 = 48 latent values in 128 dims: a token narrower than its patch
+  # (e.g. 48 channels at 64 px) cannot carry the noise through and never learns to denoise.
+  config.model.update(dim=128, ffn_dim=384, num_heads=2, num_layers=4, text_dim=32,
                       lora_rank=16, in_channels=12, out_channels=12)
   # Latents normalised by the synthetic actors' pixel statistics (measured: mean 0.38, std 0.28
   # on the plain background), as the Wan VAE normalises its latents: the sampler's last residual
