@@ -25,7 +25,8 @@ import math
 import os
 import re
 import sys
-import tempfile
+
+from wildactor_jax import fs
 
 # Public anchors (docs/method.md s.5): MFU in percent.
 ANCHORS = [
@@ -359,26 +360,8 @@ def render_chart(kinds: dict[str, list[dict]], path: str) -> None:
   ax.grid(axis="y", alpha=0.3, zorder=0)
   ax.set_axisbelow(True)
   fig.tight_layout()
-  _atomic_write(path, lambda f: fig.savefig(f, format="png"), binary=True)
+  fs.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
   plt.close(fig)
-
-
-def _atomic_write(path: str, write, binary: bool = False) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-  try:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-    with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
-      write(f)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -400,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
   kinds = collect(rows, notes)
   report = render_markdown(kinds, notes, args.results)
   report_path, chart_path = os.path.join(out_dir, "REPORT.md"), os.path.join(out_dir, "throughput.png")
-  _atomic_write(report_path, lambda f: f.write(report))
+  fs.atomic_write_text(report_path, report)
   render_chart(kinds, chart_path)
   counts = ", ".join(f"{len(v)} {k}" for k, v in kinds.items())
   print(f"report: {counts}, {len(notes)} skipped -> {report_path}, {chart_path}")

@@ -2,22 +2,32 @@
 I-RoPE, viewpoint-adaptive sampling of 3 face + 3 body references, 480x832, 93 frames.
 
 arg: a mesh preset: v5p-64 (default), v6e-64, 8xh100, v5e-4, cpu; or "tiny" for the CPU test
-variant (toy model, random frozen weights, random batches with the pipeline's keys). Ablations: configs/ablation_*.py or
---config.model.aipa=False / --config.model.irope=False / --config.data.sampler=uniform.
+variant (toy model, random frozen weights, random batches with the pipeline's keys). TPU presets run
+the splash kernel with their generation's block sizes. Ablations: configs/ablation_*.py or
+--config.model.aipa=False / --config.model.irope=False / --config.data.sampler=uniform;
+long clips: --config.model.context_parallel=ulysses on a mesh with a `context` axis.
 """
 import ml_collections
 
 from wildactor_jax import config_lib
+from wildactor_jax.models import splash
 
 
 def get_config(arg=None):
   arg = arg or "v5p-64"
   tiny = arg == "tiny"
   config = ml_collections.ConfigDict()
+  tpu = arg.startswith("v")
   config.model = config_lib.model_config(
       "tiny" if tiny else "wan22_ti2v_5b", lora_rank=8 if tiny else 128,
       param_dtype="float32" if tiny else "bfloat16", dtype="float32" if tiny else "bfloat16",
-      remat="none" if tiny else "full", attention="cudnn" if arg == "8xh100" else "xla")
+      remat="none" if tiny else "full",
+      attention="splash" if tpu else ("cudnn" if arg == "8xh100" else "xla"),
+      # The Pallas splash kernel's (block_q, block_kv, block_kv_compute) for this TPU generation.
+      splash_block_sizes=splash.block_sizes_for(arg),
+      # Sequence shards over the mesh's `context` axis: "all_gather" gathers K/V, "ulysses"
+      # all-to-alls sequence <-> heads around the kernel (context degree must divide 24 heads).
+      context_parallel="all_gather")
   config.mesh = config_lib.mesh_config("cpu" if tiny else arg)
   # Converted Wan2.2-TI2V-5B transformer (python -m wildactor_jax.convert); "" = random (tiny).
   config.backbone_path = ""
@@ -35,12 +45,16 @@ def get_config(arg=None):
   config.train = ml_collections.ConfigDict(dict(
       steps=100 if tiny else 20000, learning_rate=1e-4, warmup_steps=10 if tiny else 500,
       weight_decay=0.01, b1=0.9, b2=0.999, grad_clip=1.0, seed=0, log_every=10 if tiny else 50,
-      eval_every=50 if tiny else 1000, eval_timesteps=(0.25, 0.5, 0.75)))
+      eval_every=50 if tiny else 1000, eval_timesteps=(0.25, 0.5, 0.75),
+      # Prompt dropout (ours): the empty prompt's states in 10% of samples, so that classifier-
+      # free guidance (sample.cfg) has an unconditional branch the model was trained on.
+      text_dropout=0.1))
   config.checkpoint = ml_collections.ConfigDict(dict(every=25 if tiny else 500, keep=3))
   config.sample = ml_collections.ConfigDict(dict(steps=50, cfg=5.0, shift=5.0, solver="unipc",
                                                  require_references=True))
   if tiny:  # CPU tests: random batches with the pipeline's keys, a multiple of 8 host devices
     config.data.update(source="random", global_batch_size=8, random_examples=256, text_len=16)
+    config.text_encoder.max_length = 16
     config.train.update(steps=200, warmup_steps=20, learning_rate=1e-3, log_every=20,
                         eval_every=100, eval_batches=2, profile_steps=0)
     config.checkpoint.update(every=50, keep=2)

@@ -5,7 +5,8 @@
 mid-run at a known point). It is checkpointable like the Grain iterator it wraps, and counts the
 batches it has served, so a resumed run knows which step it is at.
 
-Run as a script it is the trainer CLI with a slow source, for the SIGKILL test:
+Run as a script it is the trainer CLI with a slow source, for the SIGKILL tests (one process, and
+a multi-process job started with the launchers' JAX_* variables):
 
     python tests/faults.py --config C --workdir W --slow_from_step 4 --delay_s 1 [--config.x=v]
 """
@@ -60,11 +61,10 @@ def _main(argv):
   from absl import flags
   from wildactor_jax import train
   from wildactor_jax.input import batches
-  del argv
-  config = train._CONFIG.value
-  source = FaultySource(batches.create_source(config, "train"),
-                        slow_from_step=flags.FLAGS.slow_from_step, delay_s=flags.FLAGS.delay_s)
-  train.train_and_evaluate(config, train._WORKDIR.value, train_source=source)
+  # The trainer's own main (multi-process set-up, exit statuses), with the slowed source.
+  train.main(argv, make_train_source=lambda config: FaultySource(
+      batches.create_source(config, "train"), slow_from_step=flags.FLAGS.slow_from_step,
+      delay_s=flags.FLAGS.delay_s))
 
 
 if __name__ == "__main__":

@@ -49,3 +49,30 @@ def test_unknown_implementation_is_an_error():
   x = jnp.zeros((1, 4, 1, 8))
   with pytest.raises(ValueError, match="expected one of"):
     attn.attention(x, x, x, implementation="flash9000")
+
+
+def test_splash_tiles_shrink_to_short_sequences_and_bad_sizes_are_an_error():
+  from wildactor_jax.models import splash
+  assert splash.tiles(27280, 36640, (1024, 2048, 1024)) == (1024, 2048, 1024)
+  assert splash.tiles(16, 600, (1024, 2048, 1024)) == (128, 640, 640)  # 1024 does not divide 640
+  assert splash.block_sizes_for("v6e-64") == splash.block_sizes_for("v6e:8x8") == (1024, 2048, 1024)
+  assert splash.block_sizes_for("8xh100") == splash.DEFAULT_BLOCK_SIZES
+  with pytest.raises(ValueError, match="model.splash_block_sizes"):
+    splash.tiles(128, 128, (512, 512, 384))
+
+
+def test_splash_block_sizes_do_not_change_the_result():
+  q, k, v = rand(1, 300, 2, 32), rand(1, 520, 2, 32, seed=1), rand(1, 520, 2, 32, seed=2)
+  lengths = np.array([401], np.int32)
+  out = attn.attention(*map(jnp.asarray, (q, k, v, lengths)), implementation="splash",
+                       block_sizes=(256, 512, 256))
+  np.testing.assert_allclose(out, reference(q, k, v, lengths), rtol=1e-5, atol=1e-5)
+
+
+def test_fit_spec_drops_the_axes_a_dimension_does_not_divide():
+  from jax.sharding import PartitionSpec as P
+  from wildactor_jax.sharding import fit_spec
+  sizes = {"data": 2, "fsdp": 4, "context": 3, "tensor": 2}
+  spec = P(("data", "fsdp"), "context", "tensor", None)
+  assert fit_spec(spec, (8, 9, 4, 16), sizes) == spec
+  assert fit_spec(spec, (2, 8, 3, 16), sizes) == P("data", None, None, None)

@@ -44,6 +44,18 @@ def test_pixel_autoencoder_geometry_and_exact_roundtrip():
     vae.encode(np.zeros((1, 4, 8, 8, 3), np.float32))
 
 
+def test_pixel_autoencoder_normalises_latents():
+  """(pixels - mean) / std, as the Wan VAE normalises its latents; decode undoes it."""
+  plain, norm = PixelAutoencoder(2), PixelAutoencoder(2, latents_mean=0.4, latents_std=0.25)
+  video = np.random.default_rng(1).uniform(-1, 1, (1, 5, 8, 8, 3)).astype(np.float32)
+  z = np.asarray(norm.encode(video))
+  np.testing.assert_allclose(z, (np.asarray(plain.encode(video)) - 0.4) / 0.25, rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(norm.decode(z)), np.asarray(plain.decode(plain.encode(video))),
+                             atol=1e-6)
+  with pytest.raises(ValueError, match="latents_std"):
+    PixelAutoencoder(2, latents_std=0.0)
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
   """Raw TFDS records (3 actors x 2 clips, 2 shards per split) and a tiny random UMT5."""

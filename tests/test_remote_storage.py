@@ -243,7 +243,8 @@ def test_remote_storage_encode_bucket_to_bucket(bucket, world, tmp_path):
   assert remote == local and remote["written"] == 2 and remote["shards_done"] == 2
   names = sorted(os.listdir(tmp_path / "encoded"))
   assert listing(f"{bucket}/encoded") == names == [
-      "encode_info.json", "train-00000-of-00002.array_record", "train-00001-of-00002.array_record"]
+      "encode_info.json", "null_text.npz", "train-00000-of-00002.array_record",
+      "train-00001-of-00002.array_record"]
   for name in names:
     assert fs.read_bytes(f"{bucket}/encoded/{name}") == (tmp_path / "encoded" / name).read_bytes()
   # Rerun: every shard is found in the bucket and skipped.

@@ -21,6 +21,7 @@ from jax.sharding import AbstractMesh
 
 import faults
 from wildactor_jax.config_lib import load_config_file
+from wildactor_jax.input import batches
 from wildactor_jax.models.config import ModelConfig
 from wildactor_jax.models.loading import create_model
 from wildactor_jax.sharding import create_mesh
@@ -214,7 +215,7 @@ def poisoned_run(tmp_path_factory):
   """A run on a (4, 2) data x fsdp mesh whose step-3 batch is NaN: it must stop at step 3."""
   workdir = str(tmp_path_factory.mktemp("poisoned"))
   config = tiny_config(steps=4, every=2, mesh=(4, 2, 1, 1))
-  source = faults.FaultySource(data_spec.create_source(config, "train"), nan_at_step=3)
+  source = faults.FaultySource(batches.create_source(config, "train"), nan_at_step=3)
   with pytest.raises(NonFiniteError, match="step 3.*not finite.*Last good checkpoint: step 2"):
     train_and_evaluate(config, workdir, train_source=source)
   return workdir, config

@@ -120,8 +120,25 @@ def load_models(config, batch_size: int):
   call.fn = vae.encode
   text = text_encoder_from_config(config)
   info = {"vae": config.vae.kind, "z_dim": int(vae.z_dim),
+          **({"latents_mean": vae.latents_mean, "latents_std": vae.latents_std}
+             if config.vae.kind == "pixel" else {}),
           "spatial_factor": int(vae.spatial_factor), "temporal_factor": int(vae.temporal_factor)}
   return call, text, info
+
+
+NULL_TEXT = "null_text.npz"
+
+
+def write_null_text(text_encoder, out: str) -> str:
+  """The empty prompt's states beside the records: what prompt dropout puts in training batches,
+  so that the sampler's unconditional branch (the encoded "") is a condition the model was
+  trained on."""
+  import io
+  embeds, mask = text_encoder.encode([""])
+  n = max(int(mask[0].sum()), 1)
+  buf = io.BytesIO()
+  np.savez(buf, text_embeds=np.asarray(embeds[0, :n], np.float32))
+  return fs.atomic_write_bytes(fs.join(out, NULL_TEXT), buf.getvalue())
 
 
 def _text(value) -> str:
@@ -218,6 +235,8 @@ def run(config, records_dir: str, out: str, splits: list[str] | None = None,
   video_call, text_encoder, model_info = load_models(config, batch_size)
   fs.makedirs(out)
   _check_info(out, dict(geometry, dtype=dtype, **model_info), process_index == 0)
+  if process_index == 0:
+    write_null_text(text_encoder, out)
   finals = {p: fs.join(out, output_name(fs.path(p).name)) for p in mine}
   todo = [p for p in mine if not fs.exists(finals[p])]
   bar = tqdm(total=sum(lengths[p] for p in todo), unit="clip", desc=f"encode p{process_index}",

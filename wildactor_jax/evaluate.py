@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import sys
-import types
 
 
 def parse_args(argv):
@@ -113,14 +112,11 @@ def identity_part(args, log) -> dict:
 
 
 def diagnostics_part(args) -> dict:
-  from wildactor_jax import generate as gen
   from wildactor_jax.eval import diagnostics
-  ns = types.SimpleNamespace(workdir=args.workdir, checkpoint=None, config=None)
-  workdir, step = gen.checkpoint_location(ns)
-  config = gen.load_config(ns, workdir)
-  model, _ = gen.restore_model(config, workdir, step, [1, -1, 1, 1])
-  return dict(diagnostics.run(model, config, args.records, args.split,
-                              max_batches=args.batches, seed=args.seed), checkpoint_step=step)
+  from wildactor_jax.infer import load_run
+  run = load_run(args.workdir)
+  return dict(diagnostics.run(run.model, run.config, args.records, args.split,
+                              max_batches=args.batches, seed=args.seed), checkpoint_step=run.step)
 
 
 def run(args, log=lambda m: print(m, file=sys.stderr, flush=True)) -> dict:
@@ -148,13 +144,11 @@ def json_safe(obj):
 def main(argv=None) -> int:
   from wildactor_jax import fs
   from wildactor_jax.eval.raw import RawDataError
-  from wildactor_jax.generate import GenerateError
   from wildactor_jax.media import MediaError
   args = parse_args(argv)
   try:
     result = run(args)
-  except (UsageError, RawDataError, GenerateError, MediaError, FileNotFoundError,
-          ValueError) as e:
+  except (UsageError, RawDataError, MediaError, FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   result = json_safe(result)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import jax.numpy as jnp
+
 from wildactor_jax.models.config import ModelConfig
 
 # Per jax device: bf16 dense peak TFLOP/s, HBM GiB, HBM TB/s (docs/method.md s.4), keyed by
@@ -116,3 +118,105 @@ def mfu(flops: float, seconds: float, num_devices: int, device_kind: str) -> dic
   tflops = flops / seconds / num_devices / 1e12
   return {"tflops_per_device": tflops, "peak_tflops": peak,
           "mfu": (tflops / peak) if peak else None}
+
+
+# ---- the splash attention kernel ------------------------------------------------------------
+# XLA's cost analysis sees a Mosaic kernel as an opaque custom call (no FLOPs; at most its
+# operands' bytes), so a roofline adds the kernel's own work from this model of its tiling
+# (models/splash.py; jax.experimental.pallas.ops.tpu.splash_attention), per call on padded
+# lengths (Lq, Lk rounded up to the tiles), BN = batch x heads, s = bytes per element:
+# - forward, grid (head, q block, kv block): QK^T and PV = 4 BN Lq Lk D FLOPs, BN Lq Lk exp.
+#   Q is fetched once per q block and stays resident over the kv loop; K and V are re-read once
+#   per q block: 2 BN Lk D s (Lq / block_q). O is written once; training also writes the
+#   logsumexp residual, f32 broadcast over 128 lanes. Segment ids (int32) come as (block_q, 128)
+#   query tiles and (8, block_kv) key tiles, re-read per q block.
+# - backward, the fused dq/dk/dv kernel, grid (kv block, head, q block): recomputes S = QK^T and
+#   computes dP = dO V^T, dV += P^T dO, dK += dS^T Q, dQ = dS K: 10 BN Lq Lk D FLOPs, BN Lq Lk exp.
+#   K and V are read once, Q, dO, logsumexp and dO.O (f32, 8 sublanes) once per kv block; dK, dV
+#   are written once and dQ once per kv block as partial sums (XLA then adds them up: that sum,
+#   dO.O and the padding are ordinary XLA ops its own cost analysis already counts).
+# Work on padded rows and keys is counted: the kernel does it (segment ids mask, never skip).
+LANES, SUBLANES, INT32, F32 = 128, 8, 4, 4
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelCost:
+  """FLOPs, transcendentals (exp) and HBM bytes read + written inside attention kernels."""
+  flops: float = 0.0
+  transcendentals: float = 0.0
+  hbm_bytes: float = 0.0
+
+  def __add__(self, other: "KernelCost") -> "KernelCost":
+    return KernelCost(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
+
+  def __mul__(self, k: float) -> "KernelCost":
+    return KernelCost(*(a * k for a in dataclasses.astuple(self)))
+
+  __rmul__ = __mul__
+
+  def seconds(self, device_kind: str) -> dict:
+    """Roofline times on one chip: compute (peak), HBM (bandwidth), and the bound (their max)."""
+    spec = chip_spec(device_kind)
+    if spec is None:
+      raise ValueError(f"device kind {device_kind!r}: expected one of {sorted(CHIPS)}")
+    compute, hbm = self.flops / (spec[0] * 1e12), self.hbm_bytes / (spec[2] * 1e12)
+    return {"compute_s": compute, "hbm_s": hbm, "bound_s": max(compute, hbm)}
+
+
+def splash_call_cost(batch: int, lq: int, lk: int, heads: int, head_dim: int, block_sizes, *,
+                     dtype_bytes: int = 2, train: bool = False) -> KernelCost:
+  """One splash call on one device's shard: its forward, plus (train) its fused backward."""
+  from wildactor_jax.models.splash import tiles
+  bq, bkv, _ = tiles(lq, lk, block_sizes)
+  lq, lk = -(-lq // bq) * bq, -(-lk // bkv) * bkv
+  bn, q_blocks, kv_blocks = batch * heads, lq // bq, lk // bkv
+  pairs = bn * lq * lk
+  q_tensor = bn * lq * head_dim * dtype_bytes   # one of Q, O, dO, dQ
+  kv_tensor = bn * lk * head_dim * dtype_bytes  # one of K, V, dK, dV
+  forward = KernelCost(
+      4 * pairs * head_dim, pairs,
+      2 * q_tensor + 2 * kv_tensor * q_blocks                   # Q, O; K, V per q block
+      + bn * lq * LANES * INT32 + bn * q_blocks * SUBLANES * lk * INT32  # segment ids
+      + (bn * lq * LANES * F32 if train else 0))                # logsumexp residual
+  if not train:
+    return forward
+  backward = KernelCost(
+      10 * pairs * head_dim, pairs,
+      4 * kv_tensor                                             # K, V in; dK, dV out
+      + (2 * q_tensor + 2 * bn * SUBLANES * lq * F32) * kv_blocks  # Q, dO, logsumexp, dO.O
+      + q_tensor * kv_blocks                                    # dQ partial sums
+      + bn * kv_blocks * SUBLANES * lq * INT32 + bn * lk * LANES * INT32)  # segment ids
+  return forward + backward
+
+
+def splash_step_cost(cfg: ModelConfig, video_tokens: int, ref_tokens: int = 0,
+                     text_tokens: int = 512, batch: int = 1, *, train: bool = True,
+                     ref_cached: bool = False, mesh_shape=None, rules=None) -> KernelCost:
+  """Every splash call of one step (all layers), on one device of a mesh of `mesh_shape`
+  ({axis: size}; default one device) laid out as models/context_parallel.py lays it out:
+  AIPA video->[video; refs] and refs->refs (or the symmetric joint call), text cross-attention.
+  Training runs the backward and, under any remat policy, the forward twice (the kernel is no
+  dot a policy could save). ref_cached: inference after `encode_references`."""
+  from wildactor_jax.models.context_parallel import local_shape
+  from wildactor_jax.sharding import DEFAULT_RULES
+  mesh_shape = dict(mesh_shape or {"data": 1, "fsdp": 1, "context": 1, "tensor": 1})
+  rules = DEFAULT_RULES if rules is None else rules
+  lv, lr, s = video_tokens, ref_tokens, text_tokens
+  if not lr:
+    calls = [(lv, lv), (lv, s)]
+  elif not cfg.aipa:
+    calls = [(lv + lr, lv + lr), (lv, s)]
+  else:
+    calls = [(lv, lv + lr), (lv, s)] + ([] if ref_cached else [(lr, lr)])
+  dtype_bytes = jnp.dtype(cfg.jnp_dtype).itemsize
+  total = KernelCost()
+  for lq, lk in calls:
+    b, lq_local, n = local_shape((batch, lq, cfg.num_heads, cfg.head_dim), cfg.context_parallel,
+                                 mesh_shape, rules)
+    one = lambda train_: splash_call_cost(b, lq_local, lk, n, cfg.head_dim, cfg.splash_block_sizes,
+                                          dtype_bytes=dtype_bytes, train=train_)
+    total = total + one(train)
+    if train and cfg.remat != "none":
+      total = total + one(False)
+  return total * cfg.num_layers
+

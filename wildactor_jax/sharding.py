@@ -88,6 +88,42 @@ def activation_sharding(mesh: Mesh | None, rules):
     _state.value = previous
 
 
+def active() -> tuple[Mesh, tuple] | None:
+  """(mesh, rules) of the enclosing `activation_sharding`, or None outside one."""
+  return getattr(_state, "value", None)
+
+
+def platform(mesh: Mesh | None = None) -> str:
+  """The platform ("tpu", "gpu", "cpu") a program on `mesh` compiles for: the mesh's devices (a
+  deviceless TPU topology in AOT compiles), else the default backend."""
+  abstract = getattr(mesh, "abstract_device", None)
+  if abstract is not None:
+    return abstract.platform
+  try:
+    return mesh.devices.flat[0].platform
+  except (AttributeError, ValueError, TypeError):  # no mesh, or an AbstractMesh without one
+    return jax.default_backend()
+
+
+def axes_of(entry) -> tuple[str, ...]:
+  """The mesh axes of one PartitionSpec entry (None, a name, or a tuple of names)."""
+  return () if entry is None else ((entry,) if isinstance(entry, str) else tuple(entry))
+
+
+def fit_spec(spec: P, shape: Sequence[int], mesh) -> P:
+  """`spec` with, per dimension, trailing mesh axes dropped until their product divides the size,
+  so it is a valid shard_map spec for an array of `shape` (dropped axes replicate that dim).
+  mesh: a Mesh, or a mapping of axis sizes (analytic cost models)."""
+  sizes = getattr(mesh, "shape", mesh)
+  out = []
+  for entry, size in zip(tuple(spec) + (None,) * (len(shape) - len(spec)), shape):
+    axes = axes_of(entry)
+    while axes and size % math.prod(sizes[a] for a in axes):
+      axes = axes[:-1]
+    out.append(None if not axes else (axes[0] if len(axes) == 1 else axes))
+  return P(*out)
+
+
 def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
   """with_sharding_constraint by logical names; a no-op outside `activation_sharding`."""
   current = getattr(_state, "value", None)

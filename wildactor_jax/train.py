@@ -92,6 +92,9 @@ def _train(config, workdir: str, allow_config_change: bool, train_source) -> dic
   every = _require_positive(config, "checkpoint.every")
   log_every = int(config.train.get("log_every", 50))
   eval_every = int(config.train.get("eval_every", 0))
+  text_dropout = float(config.train.get("text_dropout", 0.0))
+  if not 0.0 <= text_dropout < 1.0:
+    raise ValueError(f"config.train.text_dropout {text_dropout}: expected a rate in [0, 1)")
   rs = state_lib.setup_from_config(config)
   mesh, rules, setup, seed = rs.mesh, rs.rules, rs.setup, rs.seed
   distributed.log_layout(mesh)
@@ -128,7 +131,9 @@ def _train(config, workdir: str, allow_config_change: bool, train_source) -> dic
 
   abstract_batch = batches.abstract_batch(config, mesh, rules)
   train_step = step_lib.jit_train_step(
-      step_lib.make_train_step(setup, rs.tx, rs.schedule, float(config.flow.shift), mesh, rules),
+      step_lib.make_train_step(setup, rs.tx, rs.schedule, float(config.flow.shift), mesh, rules,
+                               text_dropout=text_dropout,
+                               null_text=batches.null_text(config) if text_dropout > 0 else None),
       setup, abstract_batch, mesh, rules)
   eval_step = (step_lib.make_eval_step(setup, config.train.eval_timesteps, seed + 1, mesh, rules,
                                        abstract_batch) if eval_every > 0 else None)
@@ -217,16 +222,21 @@ def _train(config, workdir: str, allow_config_change: bool, train_source) -> dic
   return summary
 
 
-def main(argv):
+def main(argv, make_train_source=None):
+  """The CLI. make_train_source(config) -> iterator: another training source (tests/faults.py
+  wraps the configured one); called after the multi-process set-up, which it may need."""
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   distributed.maybe_initialize()
-  try:
-    train_and_evaluate(_CONFIG.value, _WORKDIR.value,
-                       allow_config_change=_ALLOW_CONFIG_CHANGE.value)
-  except (ckpt_lib.RunError, fs.FsError) as e:
-    print(f"error: {e}", file=sys.stderr, flush=True)
-    sys.exit(2)
+  with distributed.fail_fast():  # a dead peer must not leave this process waiting for it
+    try:
+      config = _CONFIG.value
+      source = None if make_train_source is None else make_train_source(config)
+      train_and_evaluate(config, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value,
+                         train_source=source)
+    except (ckpt_lib.RunError, fs.FsError) as e:
+      print(f"error: {e}", file=sys.stderr, flush=True)
+      sys.exit(2)
 
 
 if __name__ == "__main__":

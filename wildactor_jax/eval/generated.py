@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import types
 
 from wildactor_jax import fs
 from wildactor_jax.eval.raw import RawDataError, RawDataset
@@ -79,14 +78,13 @@ def generate(workdir: str, ds: RawDataset, actors: list[str], seeds, folder: str
   """Generates every held-out actor under every condition and seed with the run's newest
   checkpoint and writes FOLDER (clips + generated.jsonl, the index last). Seed s uses the
   actor's clip s mod (its clip count) as prompt source."""
-  from wildactor_jax import generate as gen, inference, encode, media
+  from wildactor_jax import inference, media
+  from wildactor_jax.infer import encoders, load_run
   if len(actors) < 2:
     raise ValueError(f"{len(actors)} held-out actors: swapped references need at least 2")
-  args = types.SimpleNamespace(workdir=workdir, checkpoint=None, config=None)
-  workdir, step = gen.checkpoint_location(args)
-  config = gen.load_config(args, workdir)
-  model, _ = gen.restore_model(config, workdir, step, [1, -1, 1, 1])
-  vae, text = encode.vae_from_config(config), encode.text_encoder_from_config(config)
+  run = load_run(workdir)
+  config, model = run.config, run.model
+  vae, text = encoders.vae_from_config(config), encoders.text_encoder_from_config(config)
   s0 = inference.GenerationSettings(
       frames=int(config.data.frames), height=int(config.data.height),
       width=int(config.data.width), steps=int(steps or config.sample.steps),

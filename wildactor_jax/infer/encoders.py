@@ -9,7 +9,9 @@ def vae_from_config(config, sharding=None):
   kind = config.vae.kind
   if kind == "pixel":
     from wildactor_jax.models.pixel_autoencoder import PixelAutoencoder
-    return PixelAutoencoder(int(config.vae.get("spatial_factor", 4)))
+    return PixelAutoencoder(int(config.vae.get("spatial_factor", 4)),
+                            float(config.vae.get("latents_mean", 0.0)),
+                            float(config.vae.get("latents_std", 1.0)))
   if kind == "wan":
     if not config.vae.get("path"):
       raise ValueError("config.vae.path: expected a converted Wan VAE checkpoint folder")

@@ -54,6 +54,28 @@ def to_global(batch: dict, mesh, rules) -> dict[str, jax.Array]:
   return out
 
 
+def null_text(config) -> np.ndarray:
+  """(S, D) float32: the empty prompt's states, zero-padded to the text length. Read from
+  `null_text.npz` beside the encoded records (written by the encode job); zeros for the random
+  source, whose prompts are random too."""
+  import io
+  from wildactor_jax import fs
+  from wildactor_jax.input.schema import text_length
+  s, d = text_length(config), int(config.model.text_dim)
+  out = np.zeros((s, d), np.float32)
+  if config.data.get("source", "records") == "random":
+    return out
+  path = fs.join(config.data.records, "null_text.npz")
+  if not fs.exists(path):
+    raise ValueError(f"{path}: missing (train.text_dropout needs the empty prompt's states); "
+                     "re-run `python -m wildactor_jax.encode` into this folder")
+  states = np.load(io.BytesIO(fs.read_bytes(path)))["text_embeds"][:s]
+  if states.shape[1] != d:
+    raise ValueError(f"{path}: text states of width {states.shape[1]}, model.text_dim is {d}")
+  out[:len(states)] = states
+  return out
+
+
 def create_source(config, split: str):
   """The configured source's iterator for this process: `records` (the Grain pipeline over
   encoded records) or `random` (random_source: tiny configs, tests and benchmarks)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import grain
 import numpy as np
 
+from wildactor_jax.input import host_shard
 from wildactor_jax.input.schema import FLOAT_DTYPE, TASKS, example_shapes, task_probabilities
 
 SPLIT_SALT = {"train": 0, "test": 1}
@@ -48,20 +49,18 @@ def make_example(shapes: dict, task_probs: dict, seed: int, split: str, index: i
 
 
 def create_dataset(config, split: str = "train", process_index: int = 0, process_count: int = 1):
-  """A Grain iterator over per-host batches of random examples (repeats forever)."""
+  """A Grain iterator over per-host batches of random examples (repeats forever): this process's
+  rows of the global batches (`host_shard`), the same global batches on any process count."""
   if split not in SPLIT_SALT:
     raise ValueError(f"split {split!r}: expected one of {sorted(SPLIT_SALT)}")
   data = config.data
-  if data.global_batch_size % process_count:
-    raise ValueError(f"data.global_batch_size {data.global_batch_size} is not divisible by the "
-                     f"{process_count} processes")
-  per_host = data.global_batch_size // process_count
   shapes = example_shapes(config)
   num_examples = int(data.get("random_examples", 1024))
   seed = int(data.get("seed", 0))
   task_probs = dict(data.get("task_probs", {"vc": 1.0}))
-  ds = grain.MapDataset.range(0, num_examples)[process_index::process_count]
-  ds = ds.map(lambda i: make_example(shapes, task_probs, seed, split, int(i)))
-  ds = ds.repeat(None).batch(per_host, drop_remainder=True)
+  stream = grain.MapDataset.range(0, num_examples).repeat(None)
+  stream = stream.map(lambda i: make_example(shapes, task_probs, seed, split, int(i)))
+  ds = host_shard.process_share(stream, data.global_batch_size, process_index, process_count)
+  ds = ds.batch(data.global_batch_size // process_count, drop_remainder=True)
   # A small prefetch: the default buffer (500 batches) would hold gigabytes of 5B-sized latents.
   return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2)))

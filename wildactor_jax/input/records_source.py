@@ -14,11 +14,12 @@ API (what `batches.create_source` calls for config.data.source = "records"):
 `build_dataset` returns the underlying grain IterDataset.
 
 Steps: the split's `<split>-*.array_record` files (from wildactor_jax.encode) as one
-random-access source -> this process's shard (records p, p + P, ...: disjoint, covering) ->
-shuffle (per epoch) -> repeat -> per record, seeded by (seed, process, position): decode,
-draw the task, choose references -> static shapes -> batches of global_batch_size / P. A record
-that fails to decode (or has a latent shape other than encode_info.json's) is skipped and
-counted, never a crash.
+random-access source -> shuffle (per epoch) -> repeat -> per record, seeded by (seed,
+position): decode, draw the task, choose references -> static shapes; that global stream is
+the same in every process, and process p takes its rows of each global batch (`host_shard`:
+disjoint, covering, and the same global batches on any process count) -> batches of
+global_batch_size / P. A record that fails to decode (or has a latent shape other than
+encode_info.json's) is skipped and counted, never a crash (it shifts that process's stream).
 
 Tasks (config.data.task_probs): t2v -> no references; i2v -> no references and
 first_frame_clean = True (the train step sets t = 0 on the first latent frame); vc -> face and
@@ -56,7 +57,7 @@ import grain
 import numpy as np
 
 from wildactor_jax import fs
-from wildactor_jax.input import records, viewpoint_sampling
+from wildactor_jax.input import host_shard, records, viewpoint_sampling
 from wildactor_jax.input.schema import I2V, T2V, TASKS, VC, task_probabilities
 
 _skip_lock = threading.Lock()
@@ -205,14 +206,15 @@ def build_dataset(cfg, split: str = "train", process_index: int = 0,
     raise ValueError(f"config.data.global_batch_size {batch}: expected a multiple of the "
                      f"process count {process_count}")
   source = grain.sources.ArrayRecordDataSource(split_files(cfg.records, split))
-  ds = grain.MapDataset.range(len(source))[process_index::process_count]
+  # One global stream, the same in every process; each reads its rows of each global batch.
+  ds = grain.MapDataset.range(len(source))
   if cfg.get("shuffle", True):
     ds = ds.shuffle(seed=seed)
   ds = ds.repeat(cfg.get("num_epochs", None))
-  # Each process draws from its own stream: fold the process index into the seed.
-  map_seed = int(np.random.SeedSequence([seed, process_index]).generate_state(1)[0])
+  map_seed = int(np.random.SeedSequence([seed, 0]).generate_state(1)[0])
   ds = ds.random_map(PrepareExample(source, _options(cfg), expected_latent_shape(cfg.records)),
                      seed=map_seed)
+  ds = host_shard.process_share(ds, batch, process_index, process_count)
   read = grain.ReadOptions(num_threads=int(cfg.get("read_threads", 2)),
                            prefetch_buffer_size=int(cfg.get("prefetch", 4)))
   return ds.to_iter_dataset(read).batch(batch // process_count, drop_remainder=True)

@@ -52,10 +52,24 @@ def latent_grid(config) -> tuple[int, int, int, int]:
   return (d.frames - 1) // tf + 1, d.height // sf, d.width // sf, z
 
 
+def text_length(config) -> int:
+  """Prompt states per example. Training and sampling pad prompts the same way (Wan's convention):
+  states zero past the prompt's tokens, padded to config.text_encoder.max_length, and the DiT's
+  cross-attention reads every position (no mask). The records pipeline pads to data.text_len,
+  which must therefore equal the text encoder's max_length."""
+  encoder = config.get("text_encoder")
+  n = int(encoder.max_length) if encoder is not None and encoder.get("max_length") else None
+  d = config.data.get("text_len")
+  if n is not None and d is not None and int(d) != n:
+    raise ValueError(f"config.data.text_len {d} != config.text_encoder.max_length {n}: training "
+                     "and sampling must pad prompts to one length")
+  return n if n is not None else int(d if d is not None else 512)
+
+
 def example_shapes(config) -> dict[str, tuple[int, ...]]:
   """Per-example shape of every key in DTYPES, from the config."""
   t, h, w, c = latent_grid(config)
-  s = int(config.data.get("text_len", config.text_encoder.max_length))
+  s = text_length(config)
   r = int(config.data.r_max)
   return {"video_latents": (t, h, w, c), "text_embeds": (s, config.model.text_dim),
           "text_mask": (s,), "ref_latents": (r, h, w, c), "ref_type": (r,), "ref_mask": (r,),

@@ -1,4 +1,4 @@
-"""Attention as pure functions: one dense call per (query set, key set), padding by lengths.
+"""Attention as pure functions: one call per (query set, key set), padding by lengths.
 
 Tensors are (B, L, N, D). Padding is expressed as key lengths (valid keys form a prefix), never as
 a dense (L, L) mask, so every backend can skip or cheaply mask the padded tail:
@@ -6,17 +6,35 @@ a dense (L, L) mask, so every backend can skip or cheaply mask the padded tail:
            logits of one chunk at a time), which is ~1.7x faster than one dense call on CPU and
            bounds the logits memory; short ones call jax.nn.dot_product_attention;
 - "cudnn": the cuDNN fused flash kernel on NVIDIA GPUs;
-- "splash": Pallas splash attention on TPU (segment ids carry the padding).
+- "splash": Pallas splash attention on TPU (models/splash.py; segment ids carry the padding),
+           run under shard_map on the model's mesh (models/context_parallel.py).
 All three compute softmax(q k^T / sqrt(D)) v over the first `kv_lengths[b]` keys.
+
+Keys and values may be given as parts to concatenate along length ([video ; references]): the
+sharded path moves each part by its own sharding. `model.context_parallel` picks how sequence
+shards meet: "all_gather" (K/V gathered over `context`) or "ulysses" (all-to-all to heads).
 """
 from __future__ import annotations
 
+import functools
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 
+from wildactor_jax import sharding
+from wildactor_jax.models import context_parallel as cp
+from wildactor_jax.models.splash import DEFAULT_BLOCK_SIZES, splash_attention
+
 IMPLEMENTATIONS = ("xla", "cudnn", "splash")
 QUERY_CHUNK = 256
+KV_GATHERED = ("batch", None, "heads", None)  # keys/values whole along length (context parallel)
+
+
+def attention_options(cfg) -> dict:
+  """The attention keyword arguments a ModelConfig sets: backend, kernel tiles, context mode."""
+  return dict(implementation=cfg.attention, block_sizes=cfg.splash_block_sizes,
+              context_parallel=cfg.context_parallel)
 
 
 def chunked_attention(q, k, v, kv_lengths=None, chunk: int = QUERY_CHUNK):
@@ -43,61 +61,63 @@ def chunked_attention(q, k, v, kv_lengths=None, chunk: int = QUERY_CHUNK):
   return out[:, :lq].astype(q.dtype)
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, kv_lengths: jax.Array | None = None,
-              implementation: str = "xla") -> jax.Array:
-  """softmax(q k^T / sqrt(D)) v. q (B, Lq, N, D); k, v (B, Lk, N, D); kv_lengths (B,) int32."""
+def local_attention(q, k, v, kv_lengths=None, implementation: str = "xla",
+                    block_sizes=DEFAULT_BLOCK_SIZES, interpret: bool | None = None):
+  """One backend's call on arrays it sees whole (one device's shard under shard_map)."""
   if implementation == "xla" and q.shape[1] > QUERY_CHUNK:
     return chunked_attention(q, k, v, kv_lengths, QUERY_CHUNK)
   if implementation == "xla" or implementation == "cudnn":
     return jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=kv_lengths,
                                         implementation=implementation)
   if implementation == "splash":
-    return _splash_attention(q, k, v, kv_lengths)
+    return splash_attention(q, k, v, kv_lengths, block_sizes, interpret)
   raise ValueError(f"attention implementation {implementation!r}: expected one of {IMPLEMENTATIONS}")
 
 
-def _splash_attention(q, k, v, kv_lengths, block: int = 128):
-  """TPU Pallas splash attention; padded keys get segment id 1, queries segment id 0.
+def _parts(x) -> tuple[jax.Array, ...]:
+  parts = tuple(x) if isinstance(x, (tuple, list)) else (x,)
+  return tuple(p.astype(parts[0].dtype) for p in parts)
 
-  Sequences are padded to the kernel's block size (padded queries are dropped, padded keys
-  masked). Off TPU the kernel runs in Pallas interpret mode, which is how CPU tests check it.
+
+def attention(q: jax.Array, k: jax.Array | Sequence[jax.Array], v: jax.Array | Sequence[jax.Array],
+              kv_lengths: jax.Array | None = None, implementation: str = "xla", *,
+              block_sizes=DEFAULT_BLOCK_SIZES, context_parallel: str = "all_gather") -> jax.Array:
+  """softmax(q k^T / sqrt(D)) v. q (B, Lq, N, D); k, v (B, Lk, N, D) or parts along length;
+  kv_lengths (B,) int32 valid keys of the concatenation.
+
+  Inside `activation_sharding` the kernel (and any backend under Ulysses) runs under shard_map
+  on the mesh; otherwise XLA partitions the call, K/V constrained whole along length.
   """
-  from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
-  from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
-  b, lq, n, d = q.shape
-  lk = k.shape[1]
-  pq, pk = -lq % block, -lk % block
-  pad = lambda x, p: jnp.pad(x, ((0, 0), (0, p), (0, 0), (0, 0))) if p else x
-  q, k, v = pad(q, pq), pad(k, pk), pad(v, pk)
-  mask = sm.MultiHeadMask([sm.FullMask((lq + pq, lk + pk)) for _ in range(n)])
-  kernel = sk.make_splash_mha(mask, head_shards=1, q_seq_shards=1,
-                              interpret=jax.default_backend() != "tpu")
-  lengths = jnp.full((b,), lk, jnp.int32) if kv_lengths is None else kv_lengths
-  kv_seg = (jnp.arange(lk + pk)[None, :] >= lengths[:, None]).astype(jnp.int32)
-  q_seg = jnp.zeros((b, lq + pq), jnp.int32)
-  scale = d ** -0.5
-
-  def one(qb, kb, vb, qs, ks):  # splash works on (N, L, D) per example
-    return kernel((qb * scale).swapaxes(0, 1), kb.swapaxes(0, 1), vb.swapaxes(0, 1),
-                  segment_ids=sk.SegmentIds(q=qs, kv=ks)).swapaxes(0, 1)
-
-  return jax.vmap(one)(q, k, v, q_seg, kv_seg)[:, :lq]
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f"attention implementation {implementation!r}: expected one of "
+                     f"{IMPLEMENTATIONS}")
+  cp.check_mode(context_parallel)
+  k_parts, v_parts = _parts(k), _parts(v)
+  active = sharding.active()
+  mesh = active[0] if active else None
+  # The kernel compiles for the mesh's chips: Mosaic on TPU (also deviceless AOT), else interpreted.
+  local = functools.partial(local_attention, implementation=implementation,
+                            block_sizes=tuple(block_sizes),
+                            interpret=sharding.platform(mesh) != "tpu")
+  if active is not None and (implementation == "splash" or context_parallel == "ulysses"):
+    return cp.sharded_attention(local, q, k_parts, v_parts, kv_lengths, context_parallel, *active)
+  cat = lambda xs: sharding.constrain(xs[0] if len(xs) == 1 else jnp.concatenate(xs, 1),
+                                      KV_GATHERED)
+  return local(q, cat(k_parts), cat(v_parts), kv_lengths)
 
 
-def aipa_attention(q_vid, k_vid, v_vid, q_ref, k_ref, v_ref, ref_lengths,
-                   implementation: str = "xla"):
+def aipa_attention(q_vid, k_vid, v_vid, q_ref, k_ref, v_ref, ref_lengths, **options):
   """Asymmetric identity-preserving attention.
 
   Reference queries attend only to the valid reference keys; video queries attend to
   [video ; valid references]. Valid references must come first in the reference sequence
-  (`ref_lengths` = valid reference tokens per example). Two dense calls: no FLOPs are spent on
+  (`ref_lengths` = valid reference tokens per example). Two calls: no FLOPs are spent on
   the reference->video block that a masked joint attention would compute and discard.
+  `options`: attention()'s keyword arguments (attention_options(cfg)).
   Returns (video_out (B, Lv, N, D), ref_out (B, Lr, N, D)).
   """
   lv = q_vid.shape[1]
   # An example with no valid references still gets one (ignored) key so no row is all-masked.
-  ref_out = attention(q_ref, k_ref, v_ref, jnp.maximum(ref_lengths, 1), implementation)
-  k = jnp.concatenate([k_vid, k_ref.astype(k_vid.dtype)], axis=1)
-  v = jnp.concatenate([v_vid, v_ref.astype(v_vid.dtype)], axis=1)
-  vid_out = attention(q_vid, k, v, lv + ref_lengths, implementation)
+  ref_out = attention(q_ref, k_ref, v_ref, jnp.maximum(ref_lengths, 1), **options)
+  vid_out = attention(q_vid, (k_vid, k_ref), (v_vid, v_ref), lv + ref_lengths, **options)
   return vid_out, ref_out

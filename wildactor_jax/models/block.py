@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from wildactor_jax.models import rope as rope_lib
-from wildactor_jax.models.attention import aipa_attention, attention
+from wildactor_jax.models.attention import aipa_attention, attention, attention_options
 from wildactor_jax.models.config import ModelConfig
 from wildactor_jax.models.layers import LayerNorm, Linear, RMSNorm, layer_norm, param
 from wildactor_jax.models.lora import LoRA
@@ -26,7 +26,6 @@ from wildactor_jax.sharding import constrain
 
 HIDDEN = ("batch", "length", None)
 HEADS = ("batch", "length", "heads", None)
-KV_GATHERED = ("batch", None, "heads", None)  # keys/values whole along length (context parallel)
 
 
 class Stream(NamedTuple):
@@ -154,28 +153,26 @@ class WanBlock(nnx.Module):
     q, k, v = self.attn1.qkv(h, h, video.cos, video.sin, use_lora=video_lora)
     new_ref, kv_out = None, None
     lv = q.shape[1]
+    opts = attention_options(cfg)
     if ref is not None:
       qr, kr, vr = self.reference_qkv(ref)
       kv_out = (kr, vr)
       if cfg.aipa:
-        o, o_ref = aipa_attention(q, constrain(k, KV_GATHERED), constrain(v, KV_GATHERED),
-                                  qr, kr, vr, ref_lengths, cfg.attention)
+        o, o_ref = aipa_attention(q, k, v, qr, kr, vr, ref_lengths, **opts)
       else:
-        cat = lambda a, b: jnp.concatenate([a, b.astype(a.dtype)], axis=1)
-        joint = attention(cat(q, qr), cat(k, kr), cat(v, vr), lv + ref_lengths, cfg.attention)
+        joint = attention(jnp.concatenate([q, qr.astype(q.dtype)], axis=1), (k, kr), (v, vr),
+                          lv + ref_lengths, **opts)
         o, o_ref = joint[:, :lv], joint[:, lv:]
       new_ref = self.reference_finish(ref, o_ref)
     elif ref_kv is not None:
       kc, vc = ref_kv
-      k = jnp.concatenate([constrain(k, KV_GATHERED), kc.astype(k.dtype)], axis=1)
-      v = jnp.concatenate([constrain(v, KV_GATHERED), vc.astype(v.dtype)], axis=1)
-      o = attention(q, k, v, lv + ref_lengths, cfg.attention)
+      o = attention(q, (k, kc), (v, vc), lv + ref_lengths, **opts)
     else:
-      o = attention(q, constrain(k, KV_GATHERED), constrain(v, KV_GATHERED), None, cfg.attention)
+      o = attention(q, k, v, None, **opts)
     x = gated_residual(video.x, self.attn1.out(o, use_lora=video_lora), gate)
     # Text cross-attention (video tokens only).
     h = self.norm2(x) if self.norm2 is not None else x
     qt, kt, vt = self.attn2.qkv(h, context)
-    x = x + self.attn2.out(attention(qt, kt, vt, context_lengths, cfg.attention), False)
+    x = x + self.attn2.out(attention(qt, kt, vt, context_lengths, **opts), False)
     x = constrain(self._ffn(x, c_shift, c_scale, c_gate), HIDDEN)
     return x, new_ref, kv_out

@@ -38,6 +38,8 @@ class ModelConfig:
   dtype: str = "float32"            # compute dtype of matmuls; norms/modulation run in float32
   remat: str = "none"               # none | full | save_dots
   attention: str = "xla"            # xla | cudnn | splash
+  splash_block_sizes: tuple[int, int, int] = (512, 512, 512)  # block_q, block_kv, kv_compute
+  context_parallel: str = "all_gather"  # all_gather | ulysses: how sequence shards meet K/V
   # Reference-only LoRA (lora=False or rank 0: references go through the frozen weights only).
   lora: bool = True
   lora_rank: int = 0
@@ -87,7 +89,7 @@ class ModelConfig:
     unknown = sorted(set(values) - fields)
     if unknown:
       raise ValueError(f"model config: unknown fields {unknown}")
-    for key in ("patch_size", "lora_targets"):
+    for key in ("patch_size", "lora_targets", "splash_block_sizes"):
       if key in values:
         values[key] = tuple(values[key])
     return cls(**values)

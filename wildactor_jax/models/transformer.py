@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from wildactor_jax.models import irope, rope as rope_lib
-from wildactor_jax.models.attention import attention
+from wildactor_jax.models.attention import attention, attention_options
 from wildactor_jax.models.block import HIDDEN, Stream, WanBlock
 from wildactor_jax.models.config import ModelConfig
 from wildactor_jax.models.layers import Linear, layer_norm, param
@@ -169,7 +169,7 @@ class WanTransformer(nnx.Module):
     def body(block, x, _):
       s = ref._replace(x=x)
       q, k, v = block.reference_qkv(s)
-      out = attention(q, k, v, jnp.maximum(lengths, 1), self.cfg.attention)
+      out = attention(q, k, v, jnp.maximum(lengths, 1), **attention_options(self.cfg))
       return block.reference_finish(s, out), (k, v)
 
     _, (k, v) = self._scan_blocks(body, ref.x, None)

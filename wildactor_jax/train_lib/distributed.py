@@ -1,8 +1,19 @@
-"""Process-level set-up: multi-host initialisation, device layout logging, preemption notice."""
+"""Process-level set-up: multi-host initialisation, device layout logging, preemption notice,
+and ending a multi-process job promptly when one of its processes fails.
+
+A multi-process job is started by the launchers (launch/*.sh) with JAX_COORDINATOR_ADDRESS
+(host:port of process 0), and, where no cluster is detected, JAX_NUM_PROCESSES and
+JAX_PROCESS_ID. On CPU the cross-process collectives are gloo (jax 0.10's default,
+jax_cpu_collectives_implementation); tests/test_multihost.py runs the trainer as 2 processes of
+4 CPU devices on localhost that way.
+"""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sys
+import traceback
 
 import jax
 from absl import logging
@@ -36,6 +47,43 @@ def maybe_initialize() -> None:
     kwargs = {"num_processes": int(os.environ["JAX_NUM_PROCESSES"]),
               "process_id": int(os.environ["JAX_PROCESS_ID"])}
   jax.distributed.initialize(**kwargs)
+
+
+def _exit_now(code: int) -> None:
+  """Ends the process without Python's exit handlers (see `fail_fast`)."""
+  logging.flush()
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(code)
+
+
+@contextlib.contextmanager
+def fail_fast():
+  """In a multi-process job, an error ends this process at once (status 1, or the SystemExit's
+  non-zero status), the error printed first.
+
+  JAX's exit handler would otherwise wait at the distributed shutdown barrier for every other
+  process, which never comes when one has died (the usual cause: the peer was killed or
+  preempted, and this process's next collective failed with "Connection closed by peer"); it
+  then aborts only after the heartbeat timeout, with a core dump. Exiting at once also takes
+  down the coordinator (process 0), so the processes still running stop at their next
+  collective or coordination call instead of waiting on it. The caller's `finally` blocks have
+  run by then (the trainer waits for its in-flight checkpoint saves there). One process: a no-op.
+  """
+  try:
+    yield
+  except SystemExit as e:
+    if jax.distributed.is_initialized() and e.code not in (0, None):
+      _exit_now(e.code if isinstance(e.code, int) else 1)
+    raise
+  except BaseException:
+    if not jax.distributed.is_initialized():
+      raise
+    traceback.print_exc()
+    print(f"error: process {jax.process_index()} of {jax.process_count()} failed (above) and "
+          "stops now; the other processes stop at their next collective. Restart all of them: "
+          "they resume from the newest checkpoint", file=sys.stderr, flush=True)
+    _exit_now(1)
 
 
 def log_layout(mesh) -> dict:

@@ -27,17 +27,28 @@ def flow_loss(model, batch: dict, t: jax.Array, noise: jax.Array) -> jax.Array:
   num_frames = x0.shape[1]
   t_frames = flow.frame_timesteps(t, num_frames, batch["first_frame_clean"])
   x_t = flow.interpolate(x0, noise, t_frames)
-  # An all-padding prompt would leave its cross-attention rows with no key at all.
-  text_lengths = jnp.maximum(jnp.sum(batch["text_mask"], axis=1).astype(jnp.int32), 1)
   refs = References(batch["ref_latents"], batch["ref_type"], batch["ref_mask"])
-  pred = model(x_t, flow.model_timesteps(t_frames), batch["text_embeds"],
-               text_lengths=text_lengths, references=refs)
+  # Wan's text convention, the same as the sampler's: states zero past the prompt, every
+  # position attended (no text mask), so the model sees exactly what generation gives it.
+  pred = model(x_t, flow.model_timesteps(t_frames), batch["text_embeds"], references=refs)
   weights = flow.loss_frame_weights(batch["first_frame_clean"], num_frames)
   return flow.weighted_mse(pred, flow.velocity_target(x0, noise), weights)
 
 
+def drop_text(key: jax.Array, text_embeds: jax.Array, null_text: jax.Array | None,
+              rate: float) -> jax.Array:
+  """Prompt dropout for classifier-free guidance: each sample's prompt states become the empty
+  prompt's (`null_text` (S, D), what the sampler's unconditional branch sees) with prob. `rate`."""
+  if rate <= 0.0:
+    return text_embeds
+  drop = jax.random.bernoulli(key, rate, (text_embeds.shape[0],))
+  null = jnp.broadcast_to(null_text.astype(text_embeds.dtype), text_embeds.shape)
+  return jnp.where(drop[:, None, None], null, text_embeds)
+
+
 def make_train_step(setup: Setup, tx: optax.GradientTransformation, schedule, shift: float,
-                    mesh, rules, *, differentiate_inputs: bool = False) -> Callable:
+                    mesh, rules, *, differentiate_inputs: bool = False, text_dropout: float = 0.0,
+                    null_text: jax.Array | None = None) -> Callable:
   """The un-jitted step; `jit_train_step` adds shardings and donation.
 
   differentiate_inputs (cost analysis only, never for training): also take gradients w.r.t. the
@@ -47,11 +58,14 @@ def make_train_step(setup: Setup, tx: optax.GradientTransformation, schedule, sh
   from such a one-layer compile.
   """
   graphdef = setup.graphdef
+  if text_dropout > 0.0 and null_text is None:
+    raise ValueError("train.text_dropout > 0 needs the empty prompt's states (null_text)")
 
   def loss_fn(lora, frozen, batch, key, latents):
     batch = dict(batch, video_latents=latents[0], ref_latents=latents[1])
     model = nnx.merge(graphdef, frozen, lora)
-    t_key, noise_key = jax.random.split(key)
+    t_key, noise_key, drop_key = jax.random.split(key, 3)
+    batch["text_embeds"] = drop_text(drop_key, batch["text_embeds"], null_text, text_dropout)
     x0 = batch["video_latents"]
     t = flow.sample_timesteps(t_key, x0.shape[0], shift)
     noise = jax.random.normal(noise_key, x0.shape, jnp.float32)

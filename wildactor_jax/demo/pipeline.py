@@ -1,21 +1,21 @@
 """`make demo`: the whole system end to end on CPU, on the embedded synthetic actors.
 
-    python -m wildactor_jax.demo --out demo_out [--actors 16 --clips-per-actor 6 --quick]
+    python -m wildactor_jax.demo --out demo_out [--actors 96 --clips-per-actor 2 --quick]
 
-1. render synthetic actors (data/synthetic_actors.py) -> 2. build the raw ArrayRecord dataset with
-row validation and identity splits (data/build_actor18m.py) -> 3. a small random UMT5 + tokenizer
-for the prompts -> 4. encode records (pixel autoencoder, UMT5) -> 5. pre-train the toy backbone
+1. render synthetic actors (data/synthetic_actors.py: identity only in the references, a large
+figure on a controlled background) -> 2. build the raw ArrayRecord dataset with row validation
+and identity splits (data/build_actor18m.py) -> 3. a small random UMT5 + tokenizer for the
+prompts -> 4. encode records (pixel autoencoder, UMT5) -> 5. pre-train the toy backbone
 (configs/demo_tiny.py:backbone; the real setting freezes pretrained Wan weights instead) and export
 it as a frozen backbone -> 6. train WildActor's reference LoRA on it (configs/demo_tiny.py) ->
-7. restore the checkpoint and generate clips for held-out actors from their references, and the
-same prompts without references -> 8. score identity transfer, plot the losses, write the report.
-Every stage is a real command of this repository; outputs land in OUT (videos, contact sheets,
-loss curves, report.md, summary.json).
+7. the Actor-Bench analog (`python -m wildactor_jax.evaluate`): generate the held-out actors with
+their references, without, and with swapped references (2 seeds), score identity with intervals
+-> 8. loss curves, a picture grid, report.md and summary.json. Every stage is a real command of
+this repository; console progress bars follow the two training stages.
 """
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import re
@@ -24,19 +24,40 @@ import sys
 import time
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def sh(cmd: list[str], log: str) -> str:
-  """Runs a repository command, logging its output; a failure stops the demo with the tail."""
+STEP_LOG = re.compile(r"\] \[(\d+)\] .*\bloss=([0-9.eE+-]+)")
+
+
+def sh(cmd: list[str], log: str, steps: int = 0, what: str = "") -> str:
+  """Runs a repository command, logging its output; a failure stops the demo with the tail.
+  With `steps`, a console progress bar follows the trainer's logged step and loss."""
+  from tqdm import tqdm
   env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"),
              PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
   t0 = time.time()
+  bar = tqdm(total=steps, desc=f"  {what}", unit="step", leave=False) if steps else None
   with open(log, "w") as fh:
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=fh, text=True)
-  out = proc.stdout
-  with open(log, "a") as fh:
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    import threading
+    out_lines: list[str] = []
+    reader = threading.Thread(target=lambda: out_lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    for line in proc.stderr:
+      fh.write(line)
+      fh.flush()  # the log can be followed while the stage runs
+      match = STEP_LOG.search(line) if bar is not None else None
+      if match:
+        bar.update(int(match.group(1)) - bar.n)
+        bar.set_postfix(loss=f"{float(match.group(2)):.3f}")
+    proc.wait()
+    reader.join()
+    out = "".join(out_lines)
     fh.write("\n--- stdout ---\n" + out)
+  if bar is not None:
+    bar.close()
   if proc.returncode != 0:
     with open(log) as fh:
       tail = fh.read()[-2000:]
@@ -73,28 +94,11 @@ def export_backbone(workdir: str, out: str) -> str:
   return out
 
 
-def held_out_actors(raw: str, test_fraction: float) -> dict[str, list[dict]]:
-  from data.actor18m.validate import actor_hash  # the builder's own split rule
-  rows = [json.loads(l) for l in open(os.path.join(raw, "manifest.jsonl"))]
-  actors = sorted({r["actor_id"] for r in rows})
-  test = [a for a in actors if actor_hash(a) < test_fraction] or actors[:1]
-  return {a: [r for r in rows if r["actor_id"] == a] for a in test}
-
-
-def pick_references(raw: str, actor: str) -> tuple[list[str], list[str]]:
-  """Two faces and two bodies from the actor's view renders: frontal and about 60 degrees."""
-  faces = sorted(glob.glob(os.path.join(raw, "refs", actor, "face_*.png")))
-  bodies = sorted(glob.glob(os.path.join(raw, "refs", actor, "body_*.png")))
-  pick = lambda paths: [p for p in paths if "+000" in p][:1] + [p for p in paths if "+060" in p
-                                                              or "-060" in p][:1]
-  return pick(faces) or faces[:2], pick(bodies) or bodies[:2]
-
-
 def main(argv=None):
   p = argparse.ArgumentParser(prog="python -m wildactor_jax.demo")
   p.add_argument("--out", default="demo_out")
-  p.add_argument("--actors", type=int, default=16)
-  p.add_argument("--clips-per-actor", type=int, default=6)
+  p.add_argument("--actors", type=int, default=96, help="identities (about 20%% held out)")
+  p.add_argument("--clips-per-actor", type=int, default=2)
   p.add_argument("--backbone-steps", type=int, default=None)
   p.add_argument("--lora-steps", type=int, default=None)
   p.add_argument("--quick", action="store_true", help="a few steps of each stage (smoke test)")
@@ -137,25 +141,37 @@ def main(argv=None):
   lora_steps = [f"--config.train.steps={args.lora_steps}"] if args.lora_steps else []
   stage("5/8 pre-training the toy backbone (every parameter)")
   bb_work = os.path.join(work, "backbone_run")
+  bb_cfg = load_config_file(os.path.join(ROOT, "configs", "demo_tiny.py:backbone"))
+  bb_total = 6 if args.quick else (args.backbone_steps or int(bb_cfg.train.steps))
   sh([py, "-m", "wildactor_jax.train", "--config", "configs/demo_tiny.py:backbone", "--workdir",
-      bb_work, *common, *quick, *bb_steps], os.path.join(logs, "5_backbone.log"))
+      bb_work, *common, *quick, *bb_steps], os.path.join(logs, "5_backbone.log"), bb_total,
+     "backbone")
   backbone = export_backbone(bb_work, os.path.join(work, "backbone"))
   stage("6/8 training WildActor's reference LoRA on the frozen backbone")
   wa_work = os.path.join(work, "wildactor_run")
   sh([py, "-m", "wildactor_jax.train", "--config", "configs/demo_tiny.py", "--workdir", wa_work,
       *common, f"--config.backbone_path={backbone}", *quick, *lora_steps],
-     os.path.join(logs, "6_wildactor.log"))
-  stage("7/8 generating held-out actors, with and without references")
-  from wildactor_jax import demo_report
-  results = demo_report.generate_and_score(raw, wa_work, out, held_out_actors(raw, 0.2),
-                                           pick_references, quick=args.quick)
+     os.path.join(logs, "6_wildactor.log"),
+     6 if args.quick else (args.lora_steps or int(demo_cfg.train.steps)), "reference LoRA")
+  stage("7/8 Actor-Bench on held-out actors: with, without and swapped references")
+  eval_json = os.path.join(out, "eval.json")
+  sh([py, "-m", "wildactor_jax.evaluate", "--workdir", wa_work, "--records", enc, "--split", "test",
+      "--raw", raw, "--out", eval_json, "--generated", os.path.join(out, "eval_clips"),
+      "--seeds", "0,1", "--test-fraction", "0.2", *(["--steps", "3"] if args.quick else [])],
+     os.path.join(logs, "7_evaluate.log"))
+  from wildactor_jax import fs
+  from wildactor_jax.demo import report as demo_report
+  ev = fs.read_json(eval_json)
+  evaluation = dict(ev.get("identity", {}), summary=ev.get("summary", {}),
+                    diagnostics=ev.get("diagnostics", {}))
   stage("8/8 report")
   ends = [t for _, t in starts[1:]] + [time.time()]
   stage_s = {name: round(end - t, 1) for (name, t), end in zip(starts, ends)}
-  summary = demo_report.write_report(out, bb_work, wa_work, build, results, stage_s,
+  summary = demo_report.write_report(out, raw, bb_work, wa_work, build, evaluation, stage_s,
                                      total_s=time.time() - t_start, quick=args.quick)
-  print(json.dumps(summary), flush=True)
+  headline = ("retrieval_top1_with_refs", "retrieval_top1_without_refs",
+              "retrieval_top1_swapped_follows_refs", "chance", "fidelity_real_split",
+              "fidelity_with_refs", "total_s")
+  print(json.dumps({k: summary.get(k) for k in headline}), flush=True)
+  print(f"[demo] report: {os.path.join(out, 'report.md')}", flush=True)
 
-
-if __name__ == "__main__":
-  main()
