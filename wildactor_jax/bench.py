@@ -77,7 +77,7 @@ def _summary(times, compile_s, model_flops, tokens, mesh, env) -> dict:
 
 
 def bench_train(config, mesh, rules) -> dict:
-  from wildactor_jax.input import batches, random_source
+  from wildactor_jax.input import batches, random_source, schema
   from wildactor_jax.train_lib import state as state_lib, step as step_lib
   rs = state_lib.setup_from_config(config, mesh)
   cfg = rs.model_cfg
