@@ -56,6 +56,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config fil
 _TOPOLOGY = flags.DEFINE_string("topology", None, "v5p-64, v6e-64, v5e-4, ... or v5p:2x4x4")
 _NUM_SLICES = flags.DEFINE_integer("num_slices", 1, "slices joined over DCN (the data axis)")
 _APPEND = flags.DEFINE_string("append", None, "also append the JSON line to this .jsonl file")
+_DUMP_HLO = flags.DEFINE_string("dump_hlo", None, "write the compiled step's optimized HLO text here")
 
 # Chips -> physical topology: 3D tori (v4, v5p) and 2D (v5e, v6e).
 SHAPES_3D = {4: "2x2x1", 8: "2x2x2", 16: "2x2x4", 32: "2x4x4", 64: "4x4x4", 128: "4x4x8",
@@ -154,7 +155,7 @@ def _versions() -> dict:
   return {"jax": jax.__version__, "jaxlib": version("jaxlib"), "libtpu": version("libtpu")}
 
 
-def plan(config, topology: str, num_slices: int) -> dict:
+def plan(config, topology: str, num_slices: int, dump_hlo: str | None = None) -> dict:
   name = topology_name(topology)
   devices = topologies.get_topology_desc(platform="tpu", topology_name=name,
                                          num_slices=num_slices).devices
@@ -173,7 +174,10 @@ def plan(config, topology: str, num_slices: int) -> dict:
                 + mem.temp_size_in_bytes)
   xla = compiled.cost_analysis()
   xla = xla[0] if isinstance(xla, (list, tuple)) else xla
-  hlo = hlo_costs.analyze(compiled.as_text())
+  text = compiled.as_text()
+  if dump_hlo:
+    fs.atomic_write_text(dump_hlo, text)
+  hlo = hlo_costs.analyze(text)
   kernel = kernel_cost(config, mesh, rules)
   ici = collective_seconds(hlo.collectives, mesh, kind)
 
@@ -243,7 +247,7 @@ def main(argv):
   row = {"kind": "AOT projection (deviceless compile)",
          "command": "python " + shlex.join(["launch/aot_compile.py"] + sys.argv[1:]),
          "date": datetime.date.today().isoformat(),
-         **plan(_CONFIG.value, _TOPOLOGY.value, _NUM_SLICES.value)}
+         **plan(_CONFIG.value, _TOPOLOGY.value, _NUM_SLICES.value, _DUMP_HLO.value)}
   print(breakdown(row), flush=True)
   line = json.dumps(row)
   print(line, flush=True)
