@@ -5,7 +5,8 @@ from wildactor_jax import hlo_costs
 
 # A scan of 30 steps: a matmul fusion that slices its layer's weight out of the stack, an
 # all-gather over 4 of 8 devices, a Mosaic kernel whose metadata string breaks over lines, an
-# asynchronous prefetch into on-chip memory, and a padded convolution (heads as a window).
+# asynchronous prefetch into on-chip memory, a padded convolution (heads as a window) and a buffer
+# allocation (no bytes).
 HLO = """HloModule jit_step, entry_computation_layout={()->f32[]}
 
 %fused_computation (param_0: bf16[30,256,512], param_1: s32[], param_2: bf16[128,256]) -> bf16[128,512] {
@@ -45,6 +46,7 @@ ENTRY %main (a: bf16[128,256], b: bf16[30,256,512], q: bf16[2,64,3072,1], k: bf1
   %zero = s32[] constant(0)
   %init = (s32[], bf16[128,256]{1,0}, bf16[30,256,512]{2,1,0}) tuple(%zero, %a, %b)
   %while.1 = (s32[], bf16[128,256]{1,0}, bf16[30,256,512]{2,1,0}) while(%init), condition=%cond, body=%body
+  %alloc = bf16[4096,4096]{1,0} custom-call(), custom_call_target="AllocateBuffer"
   %copy-start.1 = (bf16[128,256]{1,0:T(8,128)S(1)}, bf16[128,256]{1,0}, u32[]{:S(2)}) copy-start(%a)
   %copy-done.1 = bf16[128,256]{1,0:T(8,128)S(1)} copy-done(%copy-start.1)
   %q = bf16[2,64,3072,1]{3,2,1,0} parameter(2)

@@ -321,6 +321,10 @@ class HloCosts:
     return sum(c.wire_bytes * c.count for c in self.collectives)
 
 
+# Custom calls that only name or reinterpret buffers: no bytes move.
+_FREE_CUSTOM_CALLS = ("AllocateBuffer", "ConcatBitcast", "AssumeGatherIndicesInBound")
+
+
 def _is_kernel(inst: Instruction) -> bool:
   return inst.opcode == "custom-call" and "tpu_custom_call" in inst.attrs
 
@@ -360,7 +364,8 @@ def analyze(text: str) -> HloCosts:
         group = _group(inst)
         n = len(group) if kind != "collective-permute" else 2
         costs.collectives.append(Collective(kind, operand, _wire_bytes(kind, operand, n), m, group))
-      if op in _FREE:
+      if op in _FREE or (op == "custom-call" and re.search(
+          r'custom_call_target="(%s)"' % "|".join(_FREE_CUSTOM_CALLS), inst.attrs)):
         continue
       if _is_kernel(inst):
         costs.kernel_bytes += m * (shape_bytes(inst.type) + operand_bytes(inst))
