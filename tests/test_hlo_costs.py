@@ -47,6 +47,9 @@ ENTRY %main (a: bf16[128,256], b: bf16[30,256,512], q: bf16[2,64,3072,1], k: bf1
   %init = (s32[], bf16[128,256]{1,0}, bf16[30,256,512]{2,1,0}) tuple(%zero, %a, %b)
   %while.1 = (s32[], bf16[128,256]{1,0}, bf16[30,256,512]{2,1,0}) while(%init), condition=%cond, body=%body
   %alloc = bf16[4096,4096]{1,0} custom-call(), custom_call_target="AllocateBuffer"
+  %s = bf16[64,64]{1,0} slice(%a), slice={[0:64], [0:64]}
+  %cp = (bf16[64,64]{1,0}, bf16[64,64]{1,0}, u32[]{:S(2)}, u32[]{:S(2)}) collective-permute-start(%s), channel_id=2, source_target_pairs={{0,1},{1,0}}
+  %cp-done = bf16[64,64]{1,0} collective-permute-done(%cp)
   %copy-start.1 = (bf16[128,256]{1,0:T(8,128)S(1)}, bf16[128,256]{1,0}, u32[]{:S(2)}) copy-start(%a)
   %copy-done.1 = bf16[128,256]{1,0:T(8,128)S(1)} copy-done(%copy-start.1)
   %q = bf16[2,64,3072,1]{3,2,1,0} parameter(2)
@@ -72,11 +75,13 @@ def test_analyze_weights_loops_and_separates_kernels():
   assert h.bytes_by_opcode["copy-start"] == prefetch
   assert h.kernel_calls == 30 and h.kernel_bytes == 30 * 2 * 128 * 256 * 2
   assert "custom-call" not in h.bytes_by_opcode
-  [ag] = h.collectives
+  cp, ag = sorted(h.collectives, key=lambda c: c.kind != "collective-permute")
+  assert cp.kind == "collective-permute" and cp.group == [0, 1] and cp.wire_bytes == 64 * 64 * 2
+  assert h.bytes_by_opcode["slice"] == h.bytes_by_opcode["collective-permute-start"] == 2 * 64 * 64 * 2
   assert ag.kind == "all-gather" and ag.group == [0, 1, 2, 3] and ag.count == 30
   assert ag.wire_bytes == 3 * 128 * 512 * 2  # receives the other 3 shards
   compare = 2 * 4 + 1  # the loop condition runs 31 times
-  assert h.bytes == 30 * (fusion + gather + add) + 31 * compare + prefetch + 2 * 64 * 3072 * 2 + 24 * 128 * 3072 * 2 \
+  assert h.bytes == 30 * (fusion + gather + add) + 31 * compare + prefetch + 4 * 64 * 64 * 2 + 2 * 64 * 3072 * 2 + 24 * 128 * 3072 * 2 \
       + 2 * 64 * 24 * 128 * 2
 
 

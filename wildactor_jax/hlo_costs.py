@@ -2,14 +2,16 @@
 
 XLA's own cost analysis counts a loop body once whatever its trip count and sees a Mosaic kernel
 as an opaque call. This reads the SPMD-partitioned, optimized module instead and weights every
-instruction by the trip counts of the while loops around it (`known_trip_count`, which XLA
-records for scans), so one compile of the real step gives:
+instruction by the trip counts of the while loops around it (XLA's `known_trip_count`, else the
+bound in a scan's loop condition), so one compile of the real step gives:
 - FLOPs of dots and convolutions (2 per multiply-add; elementwise work is not counted);
 - HBM bytes of the top-level instructions (each fusion, copy, collective, custom call reads its
-  operands and writes its result once), as XLA's cost analysis counts them: a fusion parameter
-  read only through a slice costs the slice, an in-place dynamic-update-slice costs its update;
-  and each Mosaic kernel's own operand/result bytes kept apart (`kernel_bytes`), so a roofline
-  can swap them for the kernel's analytic traffic;
+  operands and writes its result once): a fusion parameter read only through a slice costs the
+  slice, an in-place dynamic-update-slice costs its update. Unlike XLA's cost analysis, arrays
+  that memory-space assignment placed on chip (a layout with S(n), n > 0: TPU VMEM) cost
+  nothing; the asynchronous copies that bring them in count as HBM reads. Each Mosaic kernel's
+  own operand/result bytes are kept apart (`kernel_bytes`), so a roofline can swap them for the
+  kernel's analytic traffic;
 - the collectives: for each all-gather / reduce-scatter / all-reduce / all-to-all /
   collective-permute, the bytes one device sends or receives over ICI (ring algorithms), with
   the devices of its group, so a roofline can ask which torus dimensions the group spans.
@@ -41,9 +43,9 @@ _FREE = {"parameter", "tuple", "get-tuple-element", "bitcast", "constant", "whil
 
 def shape_dims(text: str, hbm_only: bool = False) -> list[tuple[str, tuple[int, ...]]]:
   """Every array shape in `text` (a type, possibly a tuple): [(dtype, dims)]. hbm_only: leave
-  out arrays whose layout puts them in on-chip memory (memory space S(1), TPU VMEM)."""
+  out arrays whose layout puts them in another memory space than HBM (S(1): TPU VMEM)."""
   return [(t, tuple(int(d) for d in dims.split(",") if d)) for t, dims, layout in _SHAPE.findall(text)
-          if not (hbm_only and "S(1)" in layout)]
+          if not (hbm_only and re.search(r"S\([1-9]\d*\)", layout))]
 
 
 def shape_bytes(text: str, hbm_only: bool = True) -> float:
@@ -375,14 +377,18 @@ def analyze(text: str) -> HloCosts:
         b = _fusion_io_bytes(inst, comps[inst.attr("calls")], types)
       elif op == "dynamic-update-slice":
         b = 2 * shape_bytes(types[inst.operand_names[1]])
-      elif op in ("dynamic-slice", "slice"):
-        b = 2 * shape_bytes(inst.type)
+      elif op in ("dynamic-slice", "slice"):  # reads what it writes
+        b = shape_bytes(inst.type) + (shape_bytes(inst.type, hbm_only=False)
+                                      if shape_bytes(types[inst.operand_names[0]]) else 0.0)
       elif op in ("copy-start", "slice-start"):
         # an asynchronous copy (mostly HBM -> on-chip prefetch): (dest, src, context) for a
         # copy, ((src), dest, context) for a slice. It reads what it writes.
         first, second = tuple_elements(inst.type)[:2]
         dest, src = (first, second) if op == "copy-start" else (second, first)
         b = shape_bytes(dest) + (shape_bytes(dest, hbm_only=False) if shape_bytes(src) else 0.0)
+      elif op.endswith("-start") and inst.type.startswith("("):
+        # an asynchronous collective returns (operands, results, contexts...): its results once
+        b = shape_bytes(tuple_elements(inst.type)[1]) + operand_bytes(inst)
       else:
         b = shape_bytes(inst.type) + operand_bytes(inst)
       costs.bytes += m * b
