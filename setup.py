@@ -2,9 +2,11 @@
 from setuptools import find_packages, setup
 
 # Pinned to versions tested together; bump deliberately, all at once.
+# jax and jaxlib move together (and with the `tpu` extra's libtpu below).
+JAX_VERSION = "0.10.2"
 INSTALL_REQUIRES = [
-    "jax==0.10.2",
-    "jaxlib==0.10.2",
+    f"jax=={JAX_VERSION}",
+    f"jaxlib=={JAX_VERSION}",
     "flax==0.12.8",
     "optax==0.2.8",
     "orbax-checkpoint==0.12.8",
@@ -41,8 +43,11 @@ EXTRAS = {
         "gcp-storage-emulator==2026.7.19",
         "gcsfs==2026.10.1",
     ],
-    # Deviceless TPU compilation (AOT planning) on a CPU machine.
-    "tpu": ["libtpu==0.0.52"],
+    # What a Cloud TPU VM runs (the launchers install `.[tpu]`), and deviceless TPU compilation
+    # (launch/aot_compile.py) on a CPU machine. jax's own `tpu` extra names the libtpu series it
+    # was released with (jax 0.10.2: libtpu 0.0.42.*), so pip refuses a jax/libtpu bump that jax
+    # does not declare compatible; the exact libtpu is the newest of that series.
+    "tpu": [f"jax[tpu]=={JAX_VERSION}", "libtpu==0.0.42.1"],
     # Offline dataset building only. apache-beam: `tfds build --beam_pipeline_options=...`;
     # mlcroissant: the `tfds` command imports it (and apache_beam) at start-up.
     "data": ["tensorflow-datasets==4.9.10", "array-record==0.8.6", "apache-beam==2.77.0",

@@ -1,38 +1,40 @@
 """Ahead-of-time planning: compile the real train step for a TPU slice on a CPU machine.
 
     python launch/aot_compile.py --config configs/wildactor_wan22_5b.py:v6e-64 --topology v6e-64
-    python launch/aot_compile.py --config configs/X.py --topology v5p-64 --num_slices 2
+    python launch/aot_compile.py --config configs/X.py --topology v5p-64 --num_slices 2 \\
+      --append benchmarks/results/aot_tpu.jsonl
 
-Needs the `libtpu` package (compile-only TPU devices, no TPU attached) and must not run with
-JAX_PLATFORMS=cpu. Prints one JSON line: per-device memory from XLA's memory analysis and whether
-it fits the chip's HBM, the analytic model FLOPs of a step, a roofline step time and the MFU it
-implies, and the compile time. Nothing is allocated: inputs are sharded ShapeDtypeStructs.
+Needs the `libtpu` of setup.py's `tpu` extra (compile-only TPU devices, no TPU attached) and must
+not run with JAX_PLATFORMS=cpu. Prints a per-term breakdown, then one JSON line: per-device memory
+from XLA's memory analysis and whether it fits the chip's HBM, the analytic model FLOPs of a step,
+a roofline step time and the MFU it implies, versions, and the compile time. Nothing is
+allocated: inputs are sharded ShapeDtypeStructs. --append also adds the line to a JSONL file.
 
 Topology names follow Cloud TPU: v5p-N and v4-N count TensorCores (2 per chip, one jax device
-per chip), v5e-N / v6e-N count chips. Roofline per device (collectives not modelled; for FSDP of
-a 5B model the weight all-gathers are a few hundredths of a step):
-    step_time = max(FLOPs / peak, HBM bytes accessed / HBM bandwidth)
-FLOPs and bytes come from XLA's cost analysis of the compiled step (elementwise work included).
-XLA counts a loop body once whatever its trip count, so:
-  * the layer scan is extrapolated from 0- and 1-layer compiles: cost(L) = cost(0) + L x layer.
-    The layer comes from compiles that also differentiate the input latents: the first layer's
-    inputs do not depend on LoRA, so a lone layer would otherwise skip most of the backward the
-    other L - 1 layers do;
-  * these cost compiles run XLA attention as one dense call instead of a loop over query chunks
-    (same FLOPs and logits traffic, no inner loop to mis-count);
-  * full remat: in a one-layer compile XLA merges the recomputed forward with the first one, so
-    the recomputation is added back: its FLOPs analytically (the model's forward), its bytes from
-    0- and 1-layer compiles of the forward alone (a lower bound: that compile drops the last
-    layer's reference tail, which nothing reads).
-predicted_mfu = model FLOPs (analytic, wildactor_jax/flops.py) / (step_time x peak): an upper bound,
-with no collective, host or idle time.
+per chip), v5e-N / v6e-N count chips. One compile of the real step gives every term, per device
+(wildactor_jax/hlo_costs.py reads its optimized HLO, each loop body weighted by its trip count,
+so the layer scan, the remat recomputation and any query-chunk loop count in full):
+  compute     = (dot/convolution FLOPs in the HLO + splash kernel FLOPs) / peak
+  HBM         = (bytes of the HLO's top-level ops + splash kernel bytes) / HBM bandwidth
+  collectives = bytes each device moves over ICI (ring all-gather / reduce-scatter / all-reduce /
+                all-to-all) / the bandwidth of the torus dimensions its group spans
+  step_time   = max of the three (XLA overlaps collectives and prefetches with compute);
+                `serial_step_s` is their sum, the no-overlap bound
+A Mosaic kernel is an opaque custom call to XLA: its operand/result bytes are left out of the
+HBM term and replaced by the kernel's analytic FLOPs and HBM traffic (flops.splash_step_cost,
+documented there); XLA's own cost analysis, which counts every loop body once, is kept in the
+row for reference (`xla_*_loop_once`). Bandwidths: flops.CHIPS and flops.ICI (docs/method.md s.4).
+predicted_mfu = model FLOPs (analytic, wildactor_jax/flops.py) / (step_time x peak): no host,
+launch or idle time, and DCN traffic between slices is counted but not timed.
 """
 from __future__ import annotations
 
-import contextlib
+import datetime
+import importlib.metadata
 import json
 import math
 import os
+import shlex
 import sys
 import time
 
@@ -41,21 +43,20 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-from flax import nnx  # noqa: E402
 from absl import app, flags  # noqa: E402
 from jax.experimental import mesh_utils, topologies  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from wildactor_jax.models import attention as attention_lib  # noqa: E402
-from wildactor_jax.sharding import activation_sharding, create_mesh  # noqa: E402
-from wildactor_jax import flops as flops_lib  # noqa: E402
+from wildactor_jax import flops as flops_lib, fs, hlo_costs  # noqa: E402
+from wildactor_jax.sharding import create_mesh  # noqa: E402
 from wildactor_jax.input import batches  # noqa: E402
 from wildactor_jax.train_lib import state as state_lib, step as step_lib  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
 _TOPOLOGY = flags.DEFINE_string("topology", None, "v5p-64, v6e-64, v5e-4, ... or v5p:2x4x4")
 _NUM_SLICES = flags.DEFINE_integer("num_slices", 1, "slices joined over DCN (the data axis)")
+_APPEND = flags.DEFINE_string("append", None, "also append the JSON line to this .jsonl file")
+_DUMP_HLO = flags.DEFINE_string("dump_hlo", None, "write the compiled step's optimized HLO text here")
 
 # Chips -> physical topology: 3D tori (v4, v5p) and 2D (v5e, v6e).
 SHAPES_3D = {4: "2x2x1", 8: "2x2x2", 16: "2x2x4", 32: "2x4x4", 64: "4x4x4", 128: "4x4x8",
@@ -100,60 +101,61 @@ def _parts(config, mesh):
   return rs.rules, rs.tx, rs.schedule, rs.setup, batches.abstract_batch(config, mesh, rs.rules)
 
 
-def compile_step(config, mesh, differentiate_inputs: bool = False):
-  """Lowers and compiles the train step on `mesh` from abstract inputs; returns the Compiled."""
+def compile_step(config, mesh):
+  """Lowers and compiles the train step on `mesh` from abstract inputs; (Compiled, rules)."""
   rules, tx, schedule, setup, batch = _parts(config, mesh)
   step = step_lib.jit_train_step(
-      step_lib.make_train_step(setup, tx, schedule, float(config.flow.shift), mesh, rules,
-                               differentiate_inputs=differentiate_inputs),
+      step_lib.make_train_step(setup, tx, schedule, float(config.flow.shift), mesh, rules),
       setup, batch, mesh, rules)
-  return step.lower(setup.abstract_frozen, setup.abstract_train, batch).compile()
+  return step.lower(setup.abstract_frozen, setup.abstract_train, batch).compile(), rules
 
 
-def compile_forward(config, mesh):
-  """The loss alone, no gradient, on the same shardings: the forward that full remat runs a
-  second time in the backward pass (a one-layer train step lets XLA merge it with the first)."""
-  rules, _, _, setup, batch = _parts(config, mesh)
-
-  def forward(frozen, lora, batch):
-    with activation_sharding(mesh, rules):
-      model = nnx.merge(setup.graphdef, frozen, lora)
-      x0 = batch["video_latents"]
-      noise = jax.random.normal(jax.random.key(0), x0.shape, jnp.float32)
-      return step_lib.flow_loss(model, batch, jnp.full((x0.shape[0],), 0.5), noise)
-
-  in_shardings = (setup.frozen_shardings, setup.train_shardings["lora"],
-                  step_lib.batch_shardings(batch, mesh, rules))
-  return jax.jit(forward, in_shardings=in_shardings).lower(
-      setup.abstract_frozen, setup.abstract_train["lora"], batch).compile()
+def kernel_cost(config, mesh, rules) -> flops_lib.KernelCost:
+  """Per device, all layers: what the splash kernel does that XLA's HLO cannot show."""
+  cfg, video, refs, text = flops_lib.step_tokens(config)
+  if cfg.attention != "splash":
+    return flops_lib.KernelCost()
+  return flops_lib.splash_step_cost(
+      cfg, video, refs, text, batch=int(config.data.global_batch_size), train=True,
+      mesh_shape=dict(zip(mesh.axis_names, mesh.devices.shape)), rules=rules)
 
 
-def _cost(compiled) -> dict:
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return {"flops": float(cost.get("flops", 0.0)), "bytes": float(cost.get("bytes accessed", 0.0))}
+def collective_seconds(collectives, mesh, device_kind: str) -> dict:
+  """ICI time per collective kind, one device. A group's devices (partition ids = positions in
+  the mesh) span some torus dimensions; in each, a bidirectional ring runs on 2 links, so the
+  group moves data at 2 x dims x one link's one-way bandwidth. Groups across slices go over DCN:
+  their bytes are reported (`dcn_bytes`), not timed."""
+  link = flops_lib.ici_link_bytes_per_s(device_kind)
+  flat = list(mesh.devices.flat)
+  out = {"ici_bytes": 0.0, "dcn_bytes": 0.0, "ici_s": 0.0 if link else None, "by_kind": {}}
+  for c in collectives:
+    total = c.wire_bytes * c.count
+    if not total:
+      continue
+    devices = [flat[i] for i in c.group]
+    if len({getattr(d, "slice_index", 0) for d in devices}) > 1:
+      out["dcn_bytes"] += total
+      continue
+    out["ici_bytes"] += total
+    kind = out["by_kind"].setdefault(c.kind, {"bytes": 0.0, "s": 0.0 if link else None})
+    kind["bytes"] += total
+    if link:
+      dims = sum(len(set(axis)) > 1 for axis in zip(*(d.coords for d in devices))) or 1
+      kind["s"] += total / (2 * dims * link)
+      out["ici_s"] += total / (2 * dims * link)
+  return out
 
 
-@contextlib.contextmanager
-def one_chunk_attention():
-  """XLA attention as one dense call instead of a loop over query chunks: same FLOPs and logits
-  traffic, but no inner loop for the cost analysis to count once. Only for the cost compiles;
-  the memory analysis comes from the real, chunked step."""
-  saved = attention_lib.QUERY_CHUNK
-  attention_lib.QUERY_CHUNK = 1 << 30
-  try:
-    yield
-  finally:
-    attention_lib.QUERY_CHUNK = saved
+def _versions() -> dict:
+  def version(name):
+    try:
+      return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      return None
+  return {"jax": jax.__version__, "jaxlib": version("jaxlib"), "libtpu": version("libtpu")}
 
 
-def _with_layers(config, n: int):
-  c = config.copy_and_resolve_references()
-  c.model.num_layers = n
-  return c
-
-
-def plan(config, topology: str, num_slices: int) -> dict:
+def plan(config, topology: str, num_slices: int, dump_hlo: str | None = None) -> dict:
   name = topology_name(topology)
   devices = topologies.get_topology_desc(platform="tpu", topology_name=name,
                                          num_slices=num_slices).devices
@@ -165,51 +167,74 @@ def plan(config, topology: str, num_slices: int) -> dict:
   peak, hbm_gib, hbm_tbps = spec
 
   start = time.perf_counter()
-  compiled = compile_step(config, mesh)
+  compiled, rules = compile_step(config, mesh)
   compile_s = time.perf_counter() - start
   mem = compiled.memory_analysis()
   peak_bytes = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
                 + mem.temp_size_in_bytes)
-  # XLA costs a loop body once, whatever the trip count: the layer scan's cost is extrapolated
-  # from 0- and 1-layer compiles, cost(L) = outside + L x layer, per device. `layer` comes from
-  # compiles that also differentiate the inputs, so the lone layer does a middle layer's backward.
-  layers = int(config.model.num_layers)
-  with one_chunk_attention():
-    outside = _cost(compile_step(_with_layers(config, 0), mesh))
-    probe0, probe1 = (_cost(compile_step(_with_layers(config, n), mesh, differentiate_inputs=True))
-                      for n in (0, 1))
-    remat_cost = {"flops": 0.0, "bytes": 0.0}
-    if config.model.remat == "full":
-      fwd0, fwd1 = (_cost(compile_forward(_with_layers(config, n), mesh)) for n in (0, 1))
-      remat_cost = {k: layers * (fwd1[k] - fwd0[k]) for k in fwd0}
-  xla = {k: outside[k] + layers * (probe1[k] - probe0[k]) for k in outside}
+  xla = compiled.cost_analysis()
+  xla = xla[0] if isinstance(xla, (list, tuple)) else xla
+  text = compiled.as_text()
+  if dump_hlo:
+    fs.atomic_write_text(dump_hlo, text)
+  hlo = hlo_costs.analyze(text)
+  kernel = kernel_cost(config, mesh, rules)
+  ici = collective_seconds(hlo.collectives, mesh, kind)
 
   n = len(devices)
-  model_flops = flops_lib.step_flops_for_config(config)
-  recompute = model_flops.forward if config.model.remat == "full" else 0.0
-  flops_per_device = xla["flops"] + recompute / n
-  bytes_per_device = xla["bytes"] + remat_cost["bytes"]
-  compute_s = flops_per_device / (peak * 1e12)
-  memory_s = bytes_per_device / (hbm_tbps * 1e12)
-  step_s = max(compute_s, memory_s)
+  model_flops = flops_lib.step_flops_for_config(config).train
+  flops_per_device = hlo.flops + kernel.flops
+  bytes_per_device = hlo.bytes + kernel.hbm_bytes
+  terms = {"compute": flops_per_device / (peak * 1e12), "hbm": bytes_per_device / (hbm_tbps * 1e12),
+           "collectives": ici["ici_s"] or 0.0}
+  step_s = max(terms.values())
+  serial_s = sum(terms.values())
   return {
       "topology": topology, "topology_name": name, "num_slices": num_slices, "devices": n,
       "device_kind": kind, "mesh": {k: int(v) for k, v in mesh.shape.items()},
       "model": config.model.get("name", "?"), "global_batch": int(config.data.global_batch_size),
       "tokens_per_step": flops_lib.tokens_per_step(config),
       "remat": config.model.remat, "attention": config.model.attention,
+      "context_parallel": config.model.get("context_parallel"),
+      "splash_block_sizes": list(config.model.get("splash_block_sizes") or []),
       "argument_bytes": int(mem.argument_size_in_bytes), "output_bytes": int(mem.output_size_in_bytes),
       "alias_bytes": int(mem.alias_size_in_bytes), "temp_bytes": int(mem.temp_size_in_bytes),
       "peak_bytes": int(peak_bytes), "hbm_bytes": int(hbm_gib * 2**30),
       "fits": bool(peak_bytes <= hbm_gib * 2**30),
-      "flops_per_step": model_flops.train,
-      "model_flops_per_device": model_flops.train / n,
-      "xla_flops_per_device": xla["flops"], "remat_flops_per_device": recompute / n,
-      "xla_bytes_per_device": xla["bytes"], "xla_remat_bytes_per_device": remat_cost["bytes"],
-      "compute_s": compute_s, "memory_s": memory_s, "step_time_s": step_s,
-      "predicted_mfu": model_flops.train / n / (peak * 1e12) / step_s,
-      "compile_s": compile_s,
+      "flops_per_step": model_flops, "model_flops_per_device": model_flops / n,
+      "hlo_flops_per_device": hlo.flops, "kernel_flops_per_device": kernel.flops,
+      "hlo_bytes_per_device": hlo.bytes, "kernel_bytes_per_device": kernel.hbm_bytes,
+      "kernel_operand_bytes_left_out": hlo.kernel_bytes, "kernel_calls": hlo.kernel_calls,
+      "hlo_bytes_by_opcode": {k: v for k, v in list(hlo.bytes_by_opcode.items())[:8]},
+      "ici_bytes_per_device": ici["ici_bytes"], "dcn_bytes_per_device": ici["dcn_bytes"],
+      "collectives": ici["by_kind"],
+      "xla_flops_loop_once": float(xla.get("flops", 0.0)),
+      "xla_bytes_loop_once": float(xla.get("bytes accessed", 0.0)),
+      "compute_s": terms["compute"], "memory_s": terms["hbm"], "ici_s": ici["ici_s"],
+      "step_time_s": step_s, "bound": max(terms, key=terms.get), "serial_step_s": serial_s,
+      "predicted_mfu": model_flops / n / (peak * 1e12) / step_s,
+      "predicted_mfu_no_overlap": model_flops / n / (peak * 1e12) / serial_s,
+      "compile_s": compile_s, **_versions(),
   }
+
+
+def breakdown(row: dict) -> str:
+  """The roofline's terms, one line each, for people (the JSON line is for tools)."""
+  g = lambda b: f"{b / 1e12:.3f} TB"
+  kinds = ", ".join(f"{k} {g(v['bytes'])}" for k, v in row["collectives"].items())
+  return "\n".join([
+      f"# {row['topology']} ({row['devices']} x {row['device_kind']}), mesh {row['mesh']}, "
+      f"batch {row['global_batch']}, {row['attention']} attention; per device:",
+      f"#   compute      {row['compute_s']:.3f} s  = XLA dots {row['hlo_flops_per_device'] / 1e12:.1f}"
+      f" + kernel {row['kernel_flops_per_device'] / 1e12:.1f} TFLOP",
+      f"#   HBM          {row['memory_s']:.3f} s  = XLA ops {g(row['hlo_bytes_per_device'])}"
+      f" + kernel {g(row['kernel_bytes_per_device'])}",
+      f"#   collectives  {row['ici_s'] or 0:.3f} s  = ICI {g(row['ici_bytes_per_device'])} ({kinds})",
+      f"#   step {row['step_time_s']:.3f} s ({row['bound']}-bound; no overlap: {row['serial_step_s']:.3f} s)"
+      f", model {row['model_flops_per_device'] / 1e12:.1f} TFLOP: predicted MFU "
+      f"{row['predicted_mfu']:.1%} ({row['predicted_mfu_no_overlap']:.1%} without overlap)",
+      f"#   memory {row['peak_bytes'] / 2**30:.1f} / {row['hbm_bytes'] / 2**30:.0f} GiB: "
+      f"{'fits' if row['fits'] else 'DOES NOT FIT'}; compile {row['compile_s']:.0f} s"])
 
 
 def main(argv):
@@ -217,7 +242,18 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if os.environ.get("JAX_PLATFORMS", "") == "cpu":
     raise SystemExit("aot_compile: unset JAX_PLATFORMS=cpu; compiling for TPU needs the libtpu plugin")
-  print(json.dumps(plan(_CONFIG.value, _TOPOLOGY.value, _NUM_SLICES.value)), flush=True)
+  if _APPEND.value and not _APPEND.value.endswith(".jsonl"):
+    raise app.UsageError(f"--append {_APPEND.value}: expected a .jsonl file")
+  row = {"kind": "AOT projection (deviceless compile)",
+         "command": "python " + shlex.join(["launch/aot_compile.py"] + sys.argv[1:]),
+         "date": datetime.date.today().isoformat(),
+         **plan(_CONFIG.value, _TOPOLOGY.value, _NUM_SLICES.value, _DUMP_HLO.value)}
+  print(breakdown(row), flush=True)
+  line = json.dumps(row)
+  print(line, flush=True)
+  if _APPEND.value:
+    old = fs.read_text(_APPEND.value) if fs.exists(_APPEND.value) else ""
+    fs.atomic_write_text(_APPEND.value, old + ("" if not old or old.endswith("\n") else "\n") + line + "\n")
 
 
 if __name__ == "__main__":

@@ -176,12 +176,12 @@ if [[ $SKIP_INSTALL == 0 ]]; then
   run tar -czf "$TARBALL" --exclude=./.venv --exclude=./.git --exclude=./logs --exclude=./demo_out \
     --exclude=__pycache__ --exclude='*.egg-info' --exclude=.pytest_cache -C "$REPO_ROOT" .
   run gcloud compute tpus tpu-vm scp "$TARBALL" "$NAME:wildactor_jax.tgz" "${GCLOUD_FLAGS[@]}" --worker=all
-  # setup.py pins jax==0.10.2 and jaxlib; the [tpu] extra pins libtpu, which is what TPU jax needs.
+  # One source of pins: setup.py's `tpu` extra (jax[tpu], jaxlib and the libtpu jax declares).
   D=$(printf '%q' "$REMOTE_DIR")
   INSTALL="set -euo pipefail; mkdir -p $D && tar -xzf wildactor_jax.tgz -C $D && rm -f wildactor_jax.tgz && cd $D"
   INSTALL+=" && { python3 -m venv .venv || { sudo apt-get update -q && sudo apt-get install -y -q python3-venv && python3 -m venv .venv; }; }"
   INSTALL+=" && .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e '.[tpu]'"
-  INSTALL+=" && .venv/bin/python -c 'import jax, libtpu; print(\"jax\", jax.__version__)'"
+  INSTALL+=" && .venv/bin/python -c 'from importlib.metadata import version as v; print(\"jax\", v(\"jax\"), \"libtpu\", v(\"libtpu\"))'"
   echo "# on each worker: $INSTALL"
   run gcloud compute tpus tpu-vm ssh "$NAME" "${GCLOUD_FLAGS[@]}" --worker=all --command="$INSTALL"
 fi

@@ -245,15 +245,27 @@ def test_checkpoint_restores_on_other_meshes(poisoned_run):
       np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_aot_compile_tiny_for_v5e_4():
+def test_aot_compile_tiny_for_v5e_4(tmp_path):
   env = {k: v for k, v in os.environ.items() if k not in ("JAX_PLATFORMS", "XLA_FLAGS")}
+  out = tmp_path / "aot.jsonl"
   r = subprocess.run([sys.executable, "launch/aot_compile.py", "--config", "configs/wildactor_wan22_5b.py:tiny",
-                      "--topology", "v5e-4"], cwd=ROOT, env=env, capture_output=True, text=True,
-                     timeout=300)
+                      "--topology", "v5e-4", "--append", str(out)], cwd=ROOT, env=env, capture_output=True,
+                     text=True, timeout=300)
   assert r.returncode == 0, r.stderr[-3000:]
   line = json.loads([l for l in r.stdout.splitlines() if l.startswith("{")][-1])
+  assert json.loads(out.read_text()) == line  # --append wrote the same row
+  assert "#   collectives" in r.stdout and "predicted MFU" in r.stdout
   assert line["devices"] == 4 and line["device_kind"].startswith("TPU v5")
   assert line["fits"] is True and 0 < line["peak_bytes"] < line["hbm_bytes"]
   assert line["flops_per_step"] > 0 and line["step_time_s"] > 0 and 0 < line["predicted_mfu"] <= 1
+  terms = [line["compute_s"], line["memory_s"], line["ici_s"]]
+  assert line["step_time_s"] == max(terms) and line["serial_step_s"] == pytest.approx(sum(terms))
+  # The HLO's dots, every loop weighted by its trip count (layer scan, query chunks), are the
+  # model's matmuls: tiny runs XLA attention (no kernel) and no remat.
+  assert line["kernel_flops_per_device"] == 0
+  assert 0.9 < line["hlo_flops_per_device"] / line["model_flops_per_device"] < 1.1
+  assert line["collectives"]["all-gather"]["bytes"] > 0  # FSDP gathers the weights
+  from importlib.metadata import version
+  assert (line["jax"], line["libtpu"]) == (version("jax"), version("libtpu"))
   for key in ("argument_bytes", "temp_bytes", "output_bytes", "compile_s"):
     assert line[key] >= 0

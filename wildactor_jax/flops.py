@@ -28,10 +28,27 @@ CHIPS = {
 }
 
 
+# Per TPU chip: ICI ports and bidirectional ICI bandwidth in GB/s, from the Cloud TPU system
+# architecture pages (v5e: 4 ports, 400 GB/s; v6e: 4, 800; v5p: 6, 1200; docs/method.md s.4).
+# One link carries bandwidth / ports, half of it in each direction.
+ICI = {"TPU v5 lite": (4, 400.0), "TPU v5e": (4, 400.0), "TPU v5": (6, 1200.0),
+       "TPU v5p": (6, 1200.0), "TPU v6 lite": (4, 800.0), "TPU v6e": (4, 800.0)}
+
+
+def _longest_prefix(table: dict, device_kind: str):
+  names = [n for n in table if device_kind.startswith(n)]
+  return table[max(names, key=len)] if names else None
+
+
+def ici_link_bytes_per_s(device_kind: str) -> float | None:
+  """One direction of one ICI link, bytes/s; None where the chip's ICI is not in `ICI`."""
+  spec = _longest_prefix(ICI, device_kind)
+  return spec[1] * 1e9 / spec[0] / 2 if spec else None
+
+
 def chip_spec(device_kind: str) -> tuple[float, float, float] | None:
   """(peak TFLOP/s, HBM GiB, HBM TB/s) for a jax `device_kind` (longest prefix); None if unknown."""
-  names = [n for n in CHIPS if device_kind.startswith(n)]
-  return CHIPS[max(names, key=len)] if names else None
+  return _longest_prefix(CHIPS, device_kind)
 
 
 def device_peak_tflops(device_kind: str) -> float | None:
