@@ -82,16 +82,16 @@ def drift(similarity, segment_starts) -> dict:
           "first_to_last": by_segment[-1] - by_segment[0]}
 
 
-def story_figures(shots: list[np.ndarray], refs: np.ndarray, ref_yaws,
+def story_figures(film: np.ndarray, shot_frames, refs: np.ndarray, ref_yaws,
                   segment_starts=None) -> dict:
-  """Every coherence figure of one story. shots: per shot, its frames' embeddings (T_i, D), in
-  film order; segment_starts: for drift, the first frame of each continued segment in the
-  concatenated shots (None: no drift)."""
+  """Every coherence figure of one story. film: its frames' embeddings (N, D); shot_frames: per
+  shot its [start, end) frames; segment_starts: for drift, the first frame of each continued
+  segment (None: no drift)."""
+  shots = [film[a:b] for a, b in shot_frames]
   figures = {"shot_to_references": shot_to_references(shots, refs, ref_yaws),
              "shot_to_shot": shot_to_shot(shots, refs, ref_yaws)}
   if segment_starts is not None:
-    frames = np.concatenate(shots)
-    per_frame = metrics.view_aware_similarity(frames, estimate_yaws(frames, refs, ref_yaws),
+    per_frame = metrics.view_aware_similarity(film, estimate_yaws(film, refs, ref_yaws),
                                               refs, ref_yaws)["per_frame"]
     figures["drift"] = drift(per_frame, segment_starts)
   return figures
