@@ -194,3 +194,10 @@ def test_coherence_figures_on_known_embeddings():
   d = coherence.drift(sims, segment_starts=[0, 5, 10, 15])
   assert d["slope_per_100_frames"] == pytest.approx(-1.0)
   assert d["by_segment"] == pytest.approx([np.mean(sims[i:i + 5]) for i in (0, 5, 10, 15)])
+  # One story's figures: shots cut from the film by their frame ranges; drift on the film.
+  film = np.concatenate(shots)
+  figs = coherence.story_figures(film, [(0, 3), (3, 6)], refs, ref_yaws, segment_starts=[0, 3])
+  assert figs["shot_to_shot"] == pairs and figs["drift"]["by_segment"] == pytest.approx([1, 1])
+  summary = coherence.summarise([{"actor": "a", "figures": figs}, {"actor": "b", "figures": figs}])
+  assert summary["shot_to_references"]["mean"]["mean"] == pytest.approx(1.0)
+  assert summary["drift"]["slope_per_100_frames"]["ci95"] == pytest.approx([0.0, 0.0], abs=1e-9)

@@ -19,8 +19,6 @@ import json
 import sys
 import time
 
-from wildactor_jax.media import MediaError
-
 
 def parse_args(argv):
   p = argparse.ArgumentParser(prog="python -m wildactor_jax.story", description=__doc__,
@@ -97,12 +95,10 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> int:
-  from wildactor_jax.generate import GenerateError
-  from wildactor_jax.infer.story import StoryError
   args = parse_args(argv)
   try:
     result = run(args)
-  except (StoryError, GenerateError, MediaError, ValueError, FileNotFoundError) as e:
+  except (ValueError, FileNotFoundError) as e:  # StoryError, GenerateError, MediaError, RunError
     print(f"error: {e}", file=sys.stderr)
     return 2
   print(json.dumps(result), flush=True)
