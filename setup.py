@@ -23,6 +23,7 @@ INSTALL_REQUIRES = [
     "imageio-ffmpeg==0.8.1",
     "tokenizers==0.23.3",
     "tqdm",
+    "pyyaml==6.0.4",  # story files (python -m wildactor_jax.story)
     # clu.metric_writers imports TensorFlow; the input pipeline never does.
     "tensorflow-cpu==2.21.0",
     "tensorboard==2.21.0",  # clu's summary writer needs it; tensorflow-cpu no longer pulls it

@@ -46,7 +46,10 @@ def get_config(arg=None):
   config.sample.update(steps=25, cfg=3.0, shift=3.0, solver="unipc", require_references=True)
   if stage == "backbone":
     config.model.update(lora=False, lora_rank=0)
-    config.data.task_probs = dict(t2v=0.5, i2v=0.5, vc=0.0)
+    # Continuation without references too: the backbone (standing in for pretrained Wan, which
+    # never sees references) learns to extend a clip from 1..2 clean latent frames.
+    config.data.task_probs = {"t2v": 0.4, "i2v": 0.3, "vc": 0.0, "continue": 0.3}
+    config.data.continue_references = False
     # lr 5e-3: at 2e-3 a toy backbone after 800 steps still samples patch-scale colour noise
     # (its one-step x0 estimates are good; the residual noise of its velocity at low t is not).
     config.train.update(steps=800, trainable="all", learning_rate=5e-3, warmup_steps=50)

@@ -39,7 +39,10 @@ def get_config(arg=None):
       frames=9 if tiny else 93, global_batch_size=2 if tiny else 64, num_faces=3, num_bodies=3,
       max_faces=5, max_bodies=5, r_max=4 if tiny else 6, random_counts=True,
       sampler="adaptive", delta=25.0, decay=0.25, debias=True,
-      task_probs=dict(t2v=0.1, i2v=0.1, vc=0.8), seed=0, shuffle=True))
+      # The paper's task mix (t2v 0.1, i2v 0.1, vc 0.8) plus ours: continuation (a clean prefix of
+      # 1..context_frames latent frames, with references), which multi-shot stories extend with.
+      task_probs={"t2v": 0.1, "i2v": 0.1, "vc": 0.7, "continue": 0.1},
+      context_frames=2 if tiny else 4, continue_references=True, seed=0, shuffle=True))
   # Rectified flow: x_t = (1 - t) x0 + t eps, v = eps - x0, shifted t (Wan's shift 5).
   config.flow = ml_collections.ConfigDict(dict(shift=5.0, num_train_timesteps=1000))
   config.train = ml_collections.ConfigDict(dict(

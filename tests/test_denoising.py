@@ -34,7 +34,7 @@ def train_briefly(x0: jax.Array, text: jax.Array, steps: int = 120):
   opt = tx.init(params)
   b = 4
   batch = {"video_latents": jnp.broadcast_to(x0, (b,) + x0.shape[1:]),
-           "first_frame_clean": jnp.zeros((b,), bool),
+           "clean_frames": jnp.zeros((b,), jnp.int32),
            "text_embeds": jnp.broadcast_to(text, (b, S, D)),
            "text_mask": jnp.ones((b, S), bool),
            "ref_latents": jnp.zeros((b, 1, H, W, C)), "ref_type": jnp.zeros((b, 1), jnp.int32),

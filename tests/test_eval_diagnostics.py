@@ -25,7 +25,7 @@ def colour_batch(rng, b=8, r=2):
           "ref_latents": np.broadcast_to(colour, (b, r, 4, 4, 4)).copy(),
           "ref_type": np.tile(np.array([[0, 1]], np.int32), (b, 1)),
           "ref_mask": np.ones((b, r), bool),
-          "first_frame_clean": np.zeros((b,), bool), "task": np.full((b,), 2, np.int32)}
+          "clean_frames": np.zeros((b,), np.int32), "task": np.full((b,), 2, np.int32)}
 
 
 @pytest.fixture(scope="module")

@@ -114,7 +114,7 @@ def test_batches_have_static_shapes_and_valid_refs_first(encoded):
     for i in range(4):
       assert b["ref_mask"][i].tolist() == [True] * n[i] + [False] * (6 - n[i])
       assert (b["task"][i] == ip.VC) == (n[i] > 0)
-      assert b["first_frame_clean"][i] == (b["task"][i] == ip.I2V)
+      assert b["clean_frames"][i] == (b["task"][i] == schema.I2V)
       refs = b["ref_latents"][i, :n[i], 0, 0, 0].astype(np.float32)
       assert (refs // 1000 == b["record_index"][i]).all()     # refs come from the same record
       assert len(set(refs.tolist())) == n[i]                   # without repetition
@@ -128,9 +128,9 @@ def test_batches_have_static_shapes_and_valid_refs_first(encoded):
 def test_task_mix_and_fixed_counts(encoded):
   only = lambda task: dict(t2v=float(task == "t2v"), i2v=float(task == "i2v"), vc=float(task == "vc"))
   b = next(ip.create_dataset(config(encoded, task_probs=only("t2v"))))
-  assert not b["ref_mask"].any() and not b["first_frame_clean"].any()
+  assert not b["ref_mask"].any() and not b["clean_frames"].any()
   b = next(ip.create_dataset(config(encoded, task_probs=only("i2v"))))
-  assert not b["ref_mask"].any() and b["first_frame_clean"].all()
+  assert not b["ref_mask"].any() and (b["clean_frames"] == 1).all()
   cfg = config(encoded, task_probs=only("vc"), random_counts=False, num_faces=1, num_bodies=1)
   for b in take(ip.create_dataset(cfg), 4):
     assert (b["task"] == ip.VC).all() and (b["ref_mask"].sum(1) >= 1).all()

@@ -49,7 +49,7 @@ def test_train_step_and_sampler_give_the_model_the_same_text(text_encoder):
   padded = np.zeros((LENGTH, WIDTH), np.float32)
   padded[:n] = stored
   x = jnp.zeros((1, 2, 4, 4, 3))
-  batch = {"video_latents": x, "first_frame_clean": jnp.zeros((1,), bool),
+  batch = {"video_latents": x, "clean_frames": jnp.zeros((1,), jnp.int32),
            "text_embeds": jnp.asarray(padded[None]), "text_mask": jnp.asarray(mask[:1]),
            "ref_latents": jnp.zeros((1, 1, 4, 4, 3)), "ref_type": jnp.zeros((1, 1), jnp.int32),
            "ref_mask": jnp.zeros((1, 1), bool)}

@@ -1,6 +1,7 @@
 """python -m wildactor_jax.generate --workdir W | --checkpoint W/checkpoints/STEP
     --prompt "..." --face F [--face F2 ...] [--body B ...] [--three-view S] --out out.mp4
     [--frames --height --width --steps --cfg --shift --solver --seed --gif --mesh --config C]
+    [--continue-from CLIP.mp4|LATENTS.npy --context-frames K] [--save-latents]
 
 Restores a trained WildActor (`wildactor_jax.infer.load_run`: the trained parameters of a
 checkpoint, plus the frozen backbone it records) onto whatever devices exist, with shardings
@@ -8,6 +9,12 @@ built from the config, not the saving run's layout; a damaged newest checkpoint 
 skipped with a warning. Output paths are checked before any work. Writes OUT (mp4), OUT's stem + .png (contact sheet: references, then
 frames across the clip) and optionally a gif; ends with one JSON line of timings and paths.
 Every bad input is a one-line error, exit status 2, and no output file.
+
+--continue-from extends a clip (`wildactor_jax.infer.continuation`): its last K latent frames
+(--context-frames, default 1) lead a window of --frames frames, kept clean, and the window's
+other latent frames are new (4 frames each). OUT is the whole extended clip: an mp4's own frames
+then the new ones; a latents file (.npy, as --save-latents writes OUT's stem + .npy) decoded
+with the new latents in one pass. The references' K/V cache is computed once.
 """
 from __future__ import annotations
 
@@ -49,6 +56,12 @@ def parse_args(argv):
   p.add_argument("--fps", type=int, default=16)
   p.add_argument("--gif", action="store_true", help="also write OUT's stem + .gif")
   p.add_argument("--mesh", default="1,-1,1,1", help="data,fsdp,context,tensor (-1: the rest)")
+  p.add_argument("--continue-from", dest="continue_from",
+                 help="a clip (.mp4) or its latents (.npy) to extend")
+  p.add_argument("--context-frames", dest="context_frames", type=int, default=1,
+                 help="latent frames of the clip a continuation starts from (kept clean)")
+  p.add_argument("--save-latents", dest="save_latents", action="store_true",
+                 help="also write the clip's latents to OUT's stem + .npy (to continue later)")
   return p.parse_args(argv)
 
 
@@ -61,6 +74,8 @@ def check_outputs(args) -> dict[str, str]:
   outputs = {"video": args.out, "contact_sheet": stem + ".png"}
   if args.gif:
     outputs["gif"] = stem + ".gif"
+  if getattr(args, "save_latents", False):
+    outputs["latents"] = stem + ".npy"
   for path in outputs.values():
     if fs.isdir(path):
       raise GenerateError(f"--out {args.out}: {path} is an existing folder; expected a file path")
@@ -107,14 +122,28 @@ def run(args) -> dict:
   vae = encoders.vae_from_config(config)
   inference.check_geometry(s, vae, tuple(config.model.patch_size))
   images = [media.load_reference(path, s.height, s.width, flag) for flag, path, _ in refs]
+  previous = None
+  if args.continue_from:
+    from wildactor_jax.infer import continuation
+    grid = inference.check_geometry(s, vae, tuple(config.model.patch_size))
+    if not 0 < args.context_frames < grid[0]:
+      raise GenerateError(f"--context-frames {args.context_frames}: expected 1 .. {grid[0] - 1} "
+                          f"(a window of {s.frames} frames has {grid[0]} latent frames)")
+    previous = continuation.load_context(args.continue_from, vae, s.height, s.width)
   t0 = time.perf_counter()
   loaded = restore.load_run(source, [int(v) for v in args.mesh.split(",")], config=config)
   restore_s = time.perf_counter() - t0
   text_encoder = encoders.text_encoder_from_config(config)
   from tqdm import tqdm
   bar = tqdm(total=s.steps, desc="denoising", unit="step", file=sys.stderr)
-  video, timings = inference.generate(loaded.model, vae, text_encoder, args.prompt, images,
-                                      [t for _, _, t in refs], s, lambda i, dt: bar.update(1))
+  on_step = lambda i, dt: bar.update(1)
+  if previous is None:
+    video, timings, latents = inference.generate(
+        loaded.model, vae, text_encoder, args.prompt, images, [t for _, _, t in refs], s,
+        on_step, return_latents=True)
+  else:
+    video, timings, latents = continue_clip(loaded.model, vae, text_encoder, args, images,
+                                            [t for _, _, t in refs], s, previous, on_step)
   bar.close()
   frames = media.to_uint8(video)
   written = {"video": media.write_mp4(outputs["video"], frames, args.fps)}
@@ -122,9 +151,47 @@ def run(args) -> dict:
   written["contact_sheet"] = media.write_png(outputs["contact_sheet"], sheet)
   if args.gif:
     written["gif"] = media.write_gif(outputs["gif"], frames)
+  if args.save_latents:
+    import io
+    import numpy as np
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(latents, np.float32))
+    written["latents"] = fs.atomic_write_bytes(outputs["latents"], buf.getvalue())
   return {"checkpoint_step": loaded.step, "frames": int(frames.shape[0]), "height": s.height,
           "width": s.width, "steps": s.steps, "references": len(refs), "restore_s": restore_s,
           **timings, **written}
+
+
+def continue_clip(model, vae, text_encoder, args, images, types, s, previous, on_step):
+  """(whole clip (T, H, W, 3) in [-1, 1], timings, all latents): the clip `previous` = (latents,
+  its uint8 frames or None) extended by one window that starts from its last --context-frames
+  latent frames."""
+  import numpy as np
+  from wildactor_jax import inference
+  from wildactor_jax.infer import continuation
+  chain, old_frames = previous
+  grid = inference.check_geometry(s, vae, model.cfg.patch_size)
+  timings = {}
+  t0 = time.perf_counter()
+  text = inference.prompt_states(model, text_encoder, args.prompt)
+  cache = inference.reference_cache(model, vae, images, types, grid)
+  timings["encode_s"] = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  ext = continuation.Extender(model, cache, s, grid, s.seed, on_step)
+  old = chain.shape[1]
+  chain = ext.extend(chain, text, grid[0] - args.context_frames, args.context_frames)
+  timings["denoise_s"] = time.perf_counter() - t0
+  timings["denoise_step_s"] = inference.steady_step_s(ext.step_times)
+  t0 = time.perf_counter()
+  if old_frames is None:  # latents: the whole chain decodes in one pass
+    video = continuation.decode_chain(vae, chain)
+  else:  # a clip's own frames (exact in uint8), then the frames of the new latents
+    video = np.concatenate([old_frames.astype(np.float32) / 127.5 - 1.0,
+                            continuation.new_frames(vae, chain, old)])
+  timings["decode_s"] = time.perf_counter() - t0
+  timings["new_frames"] = int(video.shape[0] - (len(old_frames) if old_frames is not None else
+                                                continuation.frames_of(old)))
+  return video, timings, chain
 
 
 def main(argv=None) -> int:

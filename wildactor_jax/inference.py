@@ -6,6 +6,11 @@
 
 Both CFG branches see the references (guidance acts on the text); the references' K/V are
 computed once for the sample and reused at every step.
+
+Continuation (`context`): the last K latent frames of a previous segment lead the new window,
+clean. The model sees them at timestep 0 (per-frame timesteps (B, T), the way training marks the
+clean prefix of its i2v and continue examples); the solver denoises only the other frames, and
+the context is re-imposed after every step, so it comes out bit-identical.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from flax import nnx
 from wildactor_jax import sampling
 from wildactor_jax.models.irope import BODY, FACE
 from wildactor_jax.models.transformer import References, WanTransformer
+from wildactor_jax.train_lib import flow
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,11 +81,14 @@ def double_batch(tree):
 
 
 def guided_velocity(model: WanTransformer, x: jax.Array, timestep, text: jax.Array, cache2,
-                    cfg_scale: float) -> jax.Array:
+                    cfg_scale: float, clean_frames: int = 0) -> jax.Array:
   """Classifier-free guided velocity at x (1, T, H, W, C): cond and uncond as one batch of 2.
-  text (2, S, D) = [cond; uncond]; cache2 the reference K/V doubled for that batch (or None)."""
+  text (2, S, D) = [cond; uncond]; cache2 the reference K/V doubled for that batch (or None);
+  the first `clean_frames` latent frames are clean context (timestep 0 there)."""
   x2 = jnp.concatenate([x, x], axis=0).astype(model.cfg.jnp_dtype)
   t2 = jnp.full((2,), timestep, jnp.float32)
+  if clean_frames:
+    t2 = flow.frame_timesteps(t2, x.shape[1], jnp.full((2,), clean_frames, jnp.int32))
   v = model(x2, t2, text, reference_cache=cache2).astype(jnp.float32)
   v_cond, v_uncond = jnp.split(v, 2, axis=0)
   return v_uncond + cfg_scale * (v_cond - v_uncond)
@@ -95,17 +104,21 @@ def predict_x0(model: WanTransformer, x: jax.Array, sigma: float, text: jax.Arra
 
 
 @nnx.jit
-def denoise_step(model, state, row, text, cache2, cfg_scale):
+def denoise_step(model, state, row, text, cache2, cfg_scale, context=None):
   """One CFG pass (cond and uncond batched) and one solver update, jitted once per shape: the
-  guidance scale is an argument, not a constant, so clips with any scale share the compile."""
-  v = guided_velocity(model, state[0], row.timestep, text, cache2, cfg_scale)
-  return sampling.solver_step(state, row, v)
+  guidance scale is an argument, not a constant, so clips with any scale share the compile.
+  context (1, K, H, W, C) or None: clean leading frames, re-imposed after the update."""
+  k = 0 if context is None else context.shape[1]
+  v = guided_velocity(model, state[0], row.timestep, text, cache2, cfg_scale, k)
+  state = sampling.solver_step(state, row, v)
+  return state if context is None else sampling.impose_prefix(state, context)
 
 
 def make_denoise_step(cfg_scale: float):
-  """step(model, solver_state, coefficient_row, text (2,S,D), cache2) -> solver_state."""
+  """step(model, solver_state, coefficient_row, text (2,S,D), cache2, context=None) -> state."""
   scale = jnp.float32(cfg_scale)
-  return lambda model, state, row, text, cache2: denoise_step(model, state, row, text, cache2, scale)
+  return lambda model, state, row, text, cache2, context=None: denoise_step(
+      model, state, row, text, cache2, scale, context)
 
 
 # The reference K/V cache, jitted once per token grid (a static argument).
@@ -114,49 +127,67 @@ encode_reference_cache = nnx.jit(lambda model, refs, tokens: model.encode_refere
 
 
 def denoise(model: WanTransformer, text: jax.Array, cache, noise: jax.Array,
-            s: GenerationSettings, on_step: Callable[[int, float], None] | None = None):
-  """Runs the sampler; text (2, S, D) = [cond; uncond]. Returns clean latents (1, T, H, W, C)."""
+            s: GenerationSettings, on_step: Callable[[int, float], None] | None = None,
+            context: jax.Array | None = None):
+  """Runs the sampler; text (2, S, D) = [cond; uncond]. Returns clean latents (1, T, H, W, C).
+  context (1, K, H, W, C), K < T: clean leading frames kept as given (continuation)."""
   table = sampling.coefficient_table(sampling.coefficients(s.solver, s.steps, s.shift))
   cache2 = None if cache is None else double_batch(cache)
   step = make_denoise_step(s.cfg)
   state = sampling.initial_state(noise)
+  if context is not None:
+    if context.shape[0] != 1 or context.shape[2:] != noise.shape[2:] or \
+        not 0 < context.shape[1] < noise.shape[1]:
+      raise ValueError(f"context latents {tuple(context.shape)}: expected (1, K, "
+                       f"{', '.join(map(str, noise.shape[2:]))}) with 0 < K < {noise.shape[1]} "
+                       "(the window's latent frames)")
+    context = jnp.asarray(context, jnp.float32)
+    state = sampling.impose_prefix(state, context)
   for i in range(s.steps):
     t0 = time.perf_counter()
-    state = step(model, state, jax.tree.map(lambda a: a[i], table), text, cache2)
+    state = step(model, state, jax.tree.map(lambda a: a[i], table), text, cache2, context)
     jax.block_until_ready(state[0])
     if on_step is not None:
       on_step(i, time.perf_counter() - t0)
   return state[0]
 
 
-def generate(model: WanTransformer, vae, text_encoder, prompt: str, images: Sequence[np.ndarray],
-             types: Sequence[int], s: GenerationSettings,
-             on_step: Callable[[int, float], None] | None = None,
-             noise: jax.Array | None = None) -> tuple[np.ndarray, dict]:
-  """-> (video (T, H, W, 3) float32 in [-1, 1], timings). Same seed, same output.
-
-  noise: the initial latents (1, T', H', W', C); default drawn from `s.seed`.
-  """
-  grid = check_geometry(s, vae, model.cfg.patch_size)
-  place = placer(model)
-  timings = {}
-  t0 = time.perf_counter()
+def prompt_states(model: WanTransformer, text_encoder, prompt: str) -> jax.Array:
+  """(2, S, D) [prompt; ""] states in the model's dtype, on the model's devices."""
   embeds, _ = text_encoder.encode([prompt, ""])
-  text = place(jnp.asarray(embeds, model.cfg.jnp_dtype))
-  refs = place(encode_references(vae, images, types))
-  cache = None
-  if refs is not None:
-    tokens = (grid[0], grid[1] // model.cfg.patch_size[1], grid[2] // model.cfg.patch_size[2])
-    refs = refs._replace(latents=refs.latents.astype(model.cfg.jnp_dtype))
-    cache = encode_reference_cache(model, refs, tokens)
-    jax.block_until_ready(cache)
-  timings["encode_s"] = time.perf_counter() - t0
-  shape = (1,) + grid + (model.cfg.in_channels,)
+  return placer(model)(jnp.asarray(embeds, model.cfg.jnp_dtype))
+
+
+def reference_cache(model: WanTransformer, vae, images: Sequence[np.ndarray], types: Sequence[int],
+                    grid: tuple[int, int, int]):
+  """The references' per-layer K/V for windows of latent grid (T', H', W'), or None without
+  references. It depends on neither the prompt nor the window's content: one cache serves every
+  step of every window of that grid (a whole story)."""
+  refs = placer(model)(encode_references(vae, images, types))
+  if refs is None:
+    return None
+  tokens = (grid[0], grid[1] // model.cfg.patch_size[1], grid[2] // model.cfg.patch_size[2])
+  refs = refs._replace(latents=refs.latents.astype(model.cfg.jnp_dtype))
+  cache = encode_reference_cache(model, refs, tokens)
+  jax.block_until_ready(cache)
+  return cache
+
+
+def sample_latents(model: WanTransformer, text: jax.Array, cache, s: GenerationSettings,
+                   grid: tuple[int, int, int], noise: jax.Array | None = None,
+                   context: jax.Array | None = None,
+                   on_step: Callable[[int, float], None] | None = None) -> tuple[np.ndarray, list]:
+  """One window of latents (1, T', H', W', C) float32 numpy, and the per-step seconds. noise:
+  the initial latents, default drawn from `s.seed`; context: clean leading frames (see denoise)."""
+  shape = (1,) + tuple(grid) + (model.cfg.in_channels,)
   if noise is None:
     noise = jax.random.normal(jax.random.key(s.seed), shape)
   elif tuple(noise.shape) != shape:
     raise ValueError(f"noise shape {tuple(noise.shape)}: expected {shape}")
+  place = placer(model)
   noise = place(jnp.asarray(noise, jnp.float32))
+  if context is not None:
+    context = place(jnp.asarray(context, jnp.float32))
   step_times = []
 
   def record(i, dt):
@@ -164,12 +195,40 @@ def generate(model: WanTransformer, vae, text_encoder, prompt: str, images: Sequ
     if on_step is not None:
       on_step(i, dt)
 
+  latents = denoise(model, text, cache, noise, s, record, context)
+  return np.asarray(latents, np.float32), step_times
+
+
+def steady_step_s(step_times: Sequence[float]) -> float:
+  """The median step time without the first step (which includes compilation)."""
+  return float(np.median(step_times[1:] if len(step_times) > 1 else step_times))
+
+
+def generate(model: WanTransformer, vae, text_encoder, prompt: str, images: Sequence[np.ndarray],
+             types: Sequence[int], s: GenerationSettings,
+             on_step: Callable[[int, float], None] | None = None,
+             noise: jax.Array | None = None, context: jax.Array | None = None,
+             return_latents: bool = False):
+  """-> (video (T, H, W, 3) float32 in [-1, 1], timings). Same seed, same output.
+
+  noise: the initial latents (1, T', H', W', C); default drawn from `s.seed`.
+  context: (1, K, H', W', C) clean latents that lead the window (continuation); the video is
+  then the decoded window, context included. return_latents: also return the latents
+  (1, T', H', W', C) as a third value.
+  """
+  grid = check_geometry(s, vae, model.cfg.patch_size)
+  timings = {}
   t0 = time.perf_counter()
-  latents = denoise(model, text, cache, noise, s, record)
+  text = prompt_states(model, text_encoder, prompt)
+  cache = reference_cache(model, vae, images, types, grid)
+  timings["encode_s"] = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  latents, step_times = sample_latents(model, text, cache, s, grid, noise, context, on_step)
   timings["denoise_s"] = time.perf_counter() - t0
   # The first step includes compilation; report the steady per-step time separately.
-  timings["denoise_step_s"] = float(np.median(step_times[1:] if len(step_times) > 1 else step_times))
+  timings["denoise_step_s"] = steady_step_s(step_times)
   t0 = time.perf_counter()
-  video = np.asarray(vae.decode(np.asarray(latents)), np.float32)[0]
+  video = np.asarray(vae.decode(latents), np.float32)[0]
   timings["decode_s"] = time.perf_counter() - t0
-  return np.clip(video, -1.0, 1.0), timings
+  video = np.clip(video, -1.0, 1.0)
+  return (video, timings, latents) if return_latents else (video, timings)

@@ -135,6 +135,15 @@ def solver_step(state, co: Coefficients, velocity: jax.Array):
   return (x_next, x, m, m1)
 
 
+def impose_prefix(state, context: jax.Array):
+  """The solver state with its sample's first K latent frames set to `context` (1, K, ...):
+  continuation keeps its clean context exactly. Every solver update is elementwise, so the
+  context frames' own (meaningless) updates never reach the other frames; only the model reads
+  them."""
+  x = state[0]
+  return (x.at[:, :context.shape[1]].set(context.astype(x.dtype)),) + tuple(state[1:])
+
+
 def sample(velocity_fn: Callable[[jax.Array, jax.Array], jax.Array], noise: jax.Array,
            coeffs: Coefficients) -> jax.Array:
   """Integrates the flow ODE from noise (sigma ~1) to data (sigma 0) in one scan.

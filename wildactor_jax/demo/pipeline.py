@@ -10,8 +10,9 @@ prompts -> 4. encode records (pixel autoencoder, UMT5) -> 5. pre-train the toy b
 it as a frozen backbone -> 6. train WildActor's reference LoRA on it (configs/demo_tiny.py) ->
 7. the Actor-Bench analog (`python -m wildactor_jax.evaluate`): generate the held-out actors with
 their references, without, and with swapped references (2 seeds), score identity with intervals
--> 8. loss curves, a picture grid, report.md and summary.json. Every stage is a real command of
-this repository; console progress bars follow the two training stages.
+-> 8. a 3-shot story of one held-out actor (`python -m wildactor_jax.story`: cut, continue, cut;
+OUT/story.mp4) -> 9. loss curves, a picture grid, report.md and summary.json. Every stage is a
+real command of this repository; console progress bars follow the two training stages.
 """
 from __future__ import annotations
 
@@ -116,22 +117,22 @@ def main(argv=None):
     print(f"[demo] {name}", flush=True)
     starts.append((name, time.time()))
 
-  stage("1/8 rendering synthetic actors")
+  stage("1/9 rendering synthetic actors")
   if not os.path.exists(os.path.join(raw, "manifest.jsonl")):
     sh([py, "data/synthetic_actors.py", "--out", raw, "--actors", str(args.actors),
         "--clips-per-actor", str(args.clips_per_actor), "--seed", "0", "--size", "32",
         "--frames", "9"], os.path.join(logs, "1_render.log"))
-  stage("2/8 building the raw dataset (validated rows, identity splits)")
+  stage("2/9 building the raw dataset (validated rows, identity splits)")
   build = last_json(sh([py, "-m", "data.build_actor18m", "--manifest",
                         os.path.join(raw, "manifest.jsonl"), "--out", tfds_dir,
                         "--test-fraction", "0.2"], os.path.join(logs, "2_build.log")))
-  stage("3/8 a small random UMT5 for the prompts")
+  stage("3/9 a small random UMT5 for the prompts")
   from wildactor_jax.config_lib import load_config_file
   demo_cfg = load_config_file(os.path.join(ROOT, "configs", "demo_tiny.py"))
   te_path, tok = build_text_encoder(raw, os.path.join(work, "text"), int(demo_cfg.model.text_dim))
   common = [f"--config.text_encoder.path={te_path}", f"--config.text_encoder.tokenizer_path={tok}",
             f"--config.data.records={enc}"]
-  stage("4/8 encoding records")
+  stage("4/9 encoding records")
   sh([py, "-m", "wildactor_jax.encode", "--config", "configs/demo_tiny.py", "--records", tfds_dir,
       "--out", enc, "--dtype", "float32", *common], os.path.join(logs, "4_encode.log"))
   quick = ["--config.train.steps=6", "--config.train.warmup_steps=2",
@@ -139,7 +140,7 @@ def main(argv=None):
            "--config.train.log_every=3"] if args.quick else []
   bb_steps = [f"--config.train.steps={args.backbone_steps}"] if args.backbone_steps else []
   lora_steps = [f"--config.train.steps={args.lora_steps}"] if args.lora_steps else []
-  stage("5/8 pre-training the toy backbone (every parameter)")
+  stage("5/9 pre-training the toy backbone (every parameter)")
   bb_work = os.path.join(work, "backbone_run")
   bb_cfg = load_config_file(os.path.join(ROOT, "configs", "demo_tiny.py:backbone"))
   bb_total = 6 if args.quick else (args.backbone_steps or int(bb_cfg.train.steps))
@@ -147,28 +148,35 @@ def main(argv=None):
       bb_work, *common, *quick, *bb_steps], os.path.join(logs, "5_backbone.log"), bb_total,
      "backbone")
   backbone = export_backbone(bb_work, os.path.join(work, "backbone"))
-  stage("6/8 training WildActor's reference LoRA on the frozen backbone")
+  stage("6/9 training WildActor's reference LoRA on the frozen backbone")
   wa_work = os.path.join(work, "wildactor_run")
   sh([py, "-m", "wildactor_jax.train", "--config", "configs/demo_tiny.py", "--workdir", wa_work,
       *common, f"--config.backbone_path={backbone}", *quick, *lora_steps],
      os.path.join(logs, "6_wildactor.log"),
      6 if args.quick else (args.lora_steps or int(demo_cfg.train.steps)), "reference LoRA")
-  stage("7/8 Actor-Bench on held-out actors: with, without and swapped references")
+  stage("7/9 Actor-Bench on held-out actors: with, without and swapped references")
   eval_json = os.path.join(out, "eval.json")
   sh([py, "-m", "wildactor_jax.evaluate", "--workdir", wa_work, "--records", enc, "--split", "test",
       "--raw", raw, "--out", eval_json, "--generated", os.path.join(out, "eval_clips"),
-      "--seeds", "0,1", "--test-fraction", "0.2", *(["--steps", "3"] if args.quick else [])],
+      "--seeds", "0,1", "--test-fraction", "0.2", "--embedder", os.path.join(out, "embedder.npz"),
+      *(["--steps", "3"] if args.quick else [])],
      os.path.join(logs, "7_evaluate.log"))
   from wildactor_jax import fs
   from wildactor_jax.demo import report as demo_report
   ev = fs.read_json(eval_json)
   evaluation = dict(ev.get("identity", {}), summary=ev.get("summary", {}),
                     diagnostics=ev.get("diagnostics", {}))
-  stage("8/8 report")
+  stage("8/9 a 3-shot story of one held-out actor (cut, continue, cut)")
+  from wildactor_jax.demo import story as demo_story
+  story = demo_story.tell_story(py, raw, wa_work, out, evaluation["held_out_actors"][0],
+                                os.path.join(out, "embedder.npz"), sh,
+                                os.path.join(logs, "8_story.log"), quick=args.quick)
+  stage("9/9 report")
   ends = [t for _, t in starts[1:]] + [time.time()]
   stage_s = {name: round(end - t, 1) for (name, t), end in zip(starts, ends)}
   summary = demo_report.write_report(out, raw, bb_work, wa_work, build, evaluation, stage_s,
-                                     total_s=time.time() - t_start, quick=args.quick)
+                                     total_s=time.time() - t_start, quick=args.quick,
+                                     story=story)
   headline = ("retrieval_top1_with_refs", "retrieval_top1_without_refs",
               "retrieval_top1_swapped_follows_refs", "chance", "fidelity_real_split",
               "fidelity_with_refs", "total_s")

@@ -87,7 +87,8 @@ def _ci(summary: dict, key: str) -> str:
 
 
 def write_report(out: str, raw: str, backbone_run: str, wildactor_run: str, build: dict,
-                 evaluation: dict, stage_s: dict, total_s: float, quick: bool) -> dict:
+                 evaluation: dict, stage_s: dict, total_s: float, quick: bool,
+                 story: dict | None = None) -> dict:
   from wildactor_jax.train_lib.metrics import read_loss_log
   _loss_plot({"1. toy backbone pre-training (all params)": backbone_run,
               "2. WildActor reference LoRA (frozen backbone)": wildactor_run},
@@ -101,7 +102,7 @@ def write_report(out: str, raw: str, backbone_run: str, wildactor_run: str, buil
   diag = evaluation.get("diagnostics", {})
   summary = dict(bench, quick=quick, total_s=round(total_s, 1), stages_s=stage_s, build=build,
                  loss_first20_last20=first_last,
-                 held_out_actors=len(evaluation.get("held_out_actors", [])))
+                 held_out_actors=len(evaluation.get("held_out_actors", [])), story=story)
   rows = [("identity retrieval top-1", "retrieval_top1_with_refs", "retrieval_top1_without_refs",
            "retrieval_top1_swapped_follows_refs")]
   rows += [(f"identity similarity ({b})", f"identity_similarity_{b}_with_refs",
@@ -146,6 +147,23 @@ def write_report(out: str, raw: str, backbone_run: str, wildactor_run: str, buil
     lines += ["## Pictures", "", "Each row: references (face, front body, side body) | with "
               "references | without | swapped; three frames each (seed 0).", "",
               "![identity grid](identity_grid.png)", ""]
+  if story:
+    fmt = lambda v: "n/a" if v is None else f"{v:.2f}"
+    lines += [
+        "## A story: one actor across shots", "",
+        f"Held-out actor {story['actor']}: walk with a pan; continued: turn with an orbit; cut: "
+        "wave with a zoom, rendered by `python -m wildactor_jax.story` on one reference cache "
+        "([video](story.mp4), [contact sheet](story.png)). Similarity of each shot to the "
+        "references (view-aware, the benchmark's embedder) and of shots to each other:", "",
+        "| shot | to references | | pair | shot to shot |", "| --- | --- | --- | --- | --- |"]
+    pairs = story["shot_to_shot"]
+    for i, row in enumerate(story["shot_to_references"]):
+      pair = pairs[i] if i < len(pairs) else None
+      lines.append(f"| {i + 1} | {fmt(row['mean'])} | | "
+                   + (f"{pair['pair'][0] + 1}-{pair['pair'][1] + 1} | {fmt(pair['mean'])} |"
+                      if pair else " | |"))
+    lines += ["", f"{story['frames']} frames; {story['s_per_video_second']:.1f} s of CPU time per "
+              "second of video.", ""]
   lines += [
       "## What a tiny CPU model can and cannot show", "",
       "It shows the whole machinery end to end on real files: rendering, validated dataset "

@@ -118,7 +118,7 @@ def attention_mass(model, batches, t: float = 0.5, seed: int = 0) -> list[float]
     x0 = jnp.asarray(batch["video_latents"], jnp.float32)
     noise = jax.random.normal(jax.random.fold_in(jax.random.key(seed), b), x0.shape)
     tt = jnp.full((x0.shape[0],), float(t), jnp.float32)
-    t_frames = flow.frame_timesteps(tt, x0.shape[1], jnp.asarray(batch["first_frame_clean"]))
+    t_frames = flow.frame_timesteps(tt, x0.shape[1], jnp.asarray(batch["clean_frames"]))
     x_t = flow.interpolate(x0, noise, t_frames).astype(model.cfg.jnp_dtype)
     lengths = jnp.maximum(jnp.sum(jnp.asarray(batch["text_mask"]), 1).astype(jnp.int32), 1)
     refs = References(jnp.asarray(batch["ref_latents"]).astype(model.cfg.jnp_dtype),

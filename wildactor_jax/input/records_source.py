@@ -21,8 +21,11 @@ disjoint, covering, and the same global batches on any process count) -> batches
 global_batch_size / P. A record that fails to decode (or has a latent shape other than
 encode_info.json's) is skipped and counted, never a crash (it shifts that process's stream).
 
-Tasks (config.data.task_probs): t2v -> no references; i2v -> no references and
-first_frame_clean = True (the train step sets t = 0 on the first latent frame); vc -> face and
+Tasks (config.data.task_probs): t2v -> no references; i2v -> no references and clean_frames = 1
+(the train step sets t = 0 on the first latent frame); continue -> clean_frames drawn from
+1..context_frames (below the clip's latent frame count): the clip's first frames stand for the
+end of a previous segment, and the references are drawn as for vc unless continue_references is
+False (a continue draw on a record without usable references keeps no references); vc -> face and
 body counts drawn uniformly from 0..max_faces and 0..max_bodies (or fixed num_faces/num_bodies
 when random_counts is False), capped by what the record holds and by r_max (the larger count
 gives way first), at least one reference in all; the references of each type are chosen by
@@ -38,7 +41,9 @@ config.data fields:
   global_batch_size  across all processes (must divide by process_count)
   seed, shuffle      shuffle order and every random draw derive from the seed
   num_epochs         None (default): repeat forever; n: stop after n passes over the shard
-  task_probs         {"t2v": p, "i2v": p, "vc": p}, normalised
+  task_probs         {"t2v": p, "i2v": p, "vc": p, "continue": p}, normalised
+  context_frames     the most clean latent frames of a continue example (default 1)
+  continue_references  continue examples carry references (default True)
   random_counts      True: counts ~ U{0..max_*}; False: num_faces / num_bodies
   num_faces, num_bodies, max_faces, max_bodies, r_max
   sampler            "adaptive" | "uniform": the angular decay on or off; delta (deg), decay
@@ -58,7 +63,8 @@ import numpy as np
 
 from wildactor_jax import fs
 from wildactor_jax.input import host_shard, records, viewpoint_sampling
-from wildactor_jax.input.schema import I2V, T2V, TASKS, VC, task_probabilities
+from wildactor_jax.input.schema import (CONTINUE, T2V, TASKS, VC, clean_frames_for,
+                                        continue_options, task_probabilities)
 
 _skip_lock = threading.Lock()
 _skipped: dict[str, int] = {}
@@ -146,7 +152,7 @@ class PrepareExample(grain.transforms.RandomMap):
     ref_type = np.asarray(rec["ref_type"], np.int32)
     yaw = np.asarray(rec["ref_yaw"], np.float32)
     chosen = np.zeros((0,), np.int64)
-    if task == VC:
+    if task == VC or (task == CONTINUE and o["continue_references"]):
       usable = viewpoint_sampling.usable_faces(
           yaw, rec["ref_view"], rec.get("ref_visibility"), max_yaw=o["face_max_yaw"],
           min_visibility=o["min_face_visibility"])
@@ -156,7 +162,7 @@ class PrepareExample(grain.transforms.RandomMap):
           yaw[pool], k, rng, mode=o["sampler"], delta=o["delta"], decay=o["decay"],
           debias=o["debias"], bandwidth=o["bandwidth"])]
       chosen = np.concatenate([pick(faces, nf), pick(bodies, nb)])
-      if chosen.size == 0:
+      if chosen.size == 0 and task == VC:
         task = T2V
     r_max, n = o["r_max"], chosen.size
     ref_latents = np.zeros((r_max,) + video.shape[1:], video.dtype)
@@ -171,7 +177,9 @@ class PrepareExample(grain.transforms.RandomMap):
     return {"video_latents": np.asarray(video), "text_embeds": text, "text_mask": mask,
             "ref_latents": ref_latents, "ref_type": pad(ref_type[chosen], np.int32),
             "ref_mask": np.arange(r_max) < n, "ref_yaw": pad(yaw[chosen], np.float32),
-            "first_frame_clean": np.bool_(task == I2V), "task": np.int32(task),
+            "clean_frames": np.int32(clean_frames_for(task, rng, o["context_frames"],
+                                                      video.shape[0])),
+            "task": np.int32(task),
             "record_index": np.int32(index)}
 
 
@@ -188,6 +196,7 @@ def _options(cfg) -> dict:
       "face_max_yaw": float(get("face_max_yaw", viewpoint_sampling.FACE_MAX_YAW)),
       "min_face_visibility": float(get("min_face_visibility",
                                        viewpoint_sampling.MIN_FACE_VISIBILITY))}
+  opts["context_frames"], opts["continue_references"] = continue_options(cfg)
   if opts["sampler"] not in viewpoint_sampling.MODES:
     raise ValueError(f"config.data.sampler {opts['sampler']!r}: expected one of "
                      f"{viewpoint_sampling.MODES}")

@@ -13,7 +13,10 @@ T = (frames - 1) / 4 + 1 and H, W = height, width / 16 for Wan2.2, the backbone'
                                   bodies, then zero padding
   ref_type          (R,)          int32; 0 face, 1 body (three-view sheets are bodies); 0 on padding
   ref_mask          (R,)          bool; True on the valid (leading) references
-  first_frame_clean ()            bool; i2v: the train step sets t = 0 on the first latent frame
+  clean_frames      ()            int32; latent frames kept clean at the start of the clip (the
+                                  train step sets t = 0 there and leaves them out of the loss):
+                                  0 for t2v and vc, 1 for i2v, 1..data.context_frames for
+                                  continue (the context a continued segment starts from)
   task              ()            int32; index into TASKS
   ref_yaw           (R,)          float32; degrees, 0 on padding               (host only)
   record_index      ()            int32; the example's position in its split   (host only)
@@ -25,8 +28,8 @@ import numpy as np
 
 from wildactor_jax import config_lib
 
-TASKS = ("t2v", "i2v", "vc")
-T2V, I2V, VC = range(len(TASKS))
+TASKS = ("t2v", "i2v", "vc", "continue")
+T2V, I2V, VC, CONTINUE = range(len(TASKS))
 # Latents and text states arrive in the records' dtype (bfloat16 by default) and go to the
 # device as they are: the step upcasts where it needs float32.
 FLOAT_DTYPE = np.dtype(ml_dtypes.bfloat16)
@@ -36,7 +39,7 @@ FLOAT_KEYS = ("video_latents", "text_embeds", "ref_latents")
 DEVICE_DTYPES = {"video_latents": FLOAT_DTYPE, "text_embeds": FLOAT_DTYPE,
                  "text_mask": np.dtype(bool), "ref_latents": FLOAT_DTYPE,
                  "ref_type": np.dtype(np.int32), "ref_mask": np.dtype(bool),
-                 "first_frame_clean": np.dtype(bool), "task": np.dtype(np.int32)}
+                 "clean_frames": np.dtype(np.int32), "task": np.dtype(np.int32)}
 # Kept on the host for logging, debugging and tests; the step never sees them.
 HOST_DTYPES = {"ref_yaw": np.dtype(np.float32), "record_index": np.dtype(np.int32)}
 DTYPES = {**DEVICE_DTYPES, **HOST_DTYPES}
@@ -73,11 +76,12 @@ def example_shapes(config) -> dict[str, tuple[int, ...]]:
   r = int(config.data.r_max)
   return {"video_latents": (t, h, w, c), "text_embeds": (s, config.model.text_dim),
           "text_mask": (s,), "ref_latents": (r, h, w, c), "ref_type": (r,), "ref_mask": (r,),
-          "first_frame_clean": (), "task": (), "ref_yaw": (r,), "record_index": ()}
+          "clean_frames": (), "task": (), "ref_yaw": (r,), "record_index": ()}
 
 
 def task_probabilities(task_probs) -> np.ndarray:
-  """config.data.task_probs ({"t2v": p, "i2v": p, "vc": p}) as normalised weights over TASKS."""
+  """config.data.task_probs ({"t2v": p, "i2v": p, "vc": p, "continue": p}; a task left out has
+  probability 0) as normalised weights over TASKS."""
   probs = dict(task_probs)
   unknown = set(probs) - set(TASKS)
   if unknown:
@@ -86,3 +90,25 @@ def task_probabilities(task_probs) -> np.ndarray:
   if (p < 0).any() or p.sum() <= 0:
     raise ValueError(f"config.data.task_probs {probs}: expected non-negative, positive sum")
   return p / p.sum()
+
+
+def continue_options(data_config) -> tuple[int, bool]:
+  """(context_frames, continue_references) from config.data: the most clean leading latent
+  frames a continue example gets (default 1; each example draws 1..K, capped one below the
+  clip's latent frame count) and whether continue examples carry references (drawn as for vc;
+  default True: a continued shot of a story keeps its actor's references)."""
+  get = data_config.get if hasattr(data_config, "get") else lambda k, d: d
+  k = int(get("context_frames", 1))
+  if k < 1:
+    raise ValueError(f"config.data.context_frames {k}: expected >= 1")
+  return k, bool(get("continue_references", True))
+
+
+def clean_frames_for(task: int, rng, max_context: int, num_frames: int) -> int:
+  """The clean-prefix length of an example of `task`: 1 for i2v; for continue uniform in
+  1..max_context, below num_frames (at least one latent frame is denoised); else 0."""
+  if task == I2V:
+    return 1
+  if task == CONTINUE:
+    return min(int(rng.integers(1, max_context + 1)), num_frames - 1)
+  return 0

@@ -5,8 +5,10 @@
 t is the flow time in [0, 1] (0 = clean data, 1 = pure noise); the model sees 1000 t (diffusers'
 timestep scale). Training draws t uniformly and warps it with Wan's shift s,
 t' = s t / (1 + (s - 1) t), which moves mass towards the noisy end (s = 5 for Wan2.x).
-I2V samples keep their first latent frame clean: that frame gets t = 0 (so x_t = x_0 there), and
-it is excluded from the loss, since predicting a velocity for given data teaches nothing.
+I2V and continuation samples keep a prefix of latent frames clean (I2V: the first frame;
+continuation: the last 1..K frames of the previous segment, placed first): those frames get t = 0
+(so x_t = x_0 there), and they are excluded from the loss, since predicting a velocity for given
+data teaches nothing. The sampler marks the context of a continued clip the same way.
 """
 from __future__ import annotations
 
@@ -26,17 +28,22 @@ def sample_timesteps(key: jax.Array, batch: int, shift: float) -> jax.Array:
   return shift_timesteps(jax.random.uniform(key, (batch,), jnp.float32), shift)
 
 
-def frame_timesteps(t: jax.Array, num_frames: int, first_frame_clean: jax.Array) -> jax.Array:
-  """(B,) sample times -> (B, T) per latent frame; frame 0 is clean (t = 0) where flagged."""
+def clean_prefix(clean_frames: jax.Array, num_frames: int) -> jax.Array:
+  """(B,) clean-prefix lengths (int; a bool counts as 0 or 1 frame) -> (B, T) bool, True on the
+  clean leading latent frames."""
+  n = jnp.asarray(clean_frames).astype(jnp.int32)
+  return jnp.arange(num_frames)[None, :] < n[:, None]
+
+
+def frame_timesteps(t: jax.Array, num_frames: int, clean_frames: jax.Array) -> jax.Array:
+  """(B,) sample times -> (B, T) per latent frame; the first clean_frames[b] frames get t = 0."""
   per_frame = jnp.broadcast_to(t[:, None], (t.shape[0], num_frames))
-  is_first = jnp.arange(num_frames)[None, :] == 0
-  return jnp.where(is_first & first_frame_clean[:, None], 0.0, per_frame)
+  return jnp.where(clean_prefix(clean_frames, num_frames), 0.0, per_frame)
 
 
-def loss_frame_weights(first_frame_clean: jax.Array, num_frames: int) -> jax.Array:
-  """(B, T) float weights: 1 for frames in the loss, 0 for the clean I2V conditioning frame."""
-  is_first = jnp.arange(num_frames)[None, :] == 0
-  return jnp.where(is_first & first_frame_clean[:, None], 0.0, 1.0)
+def loss_frame_weights(clean_frames: jax.Array, num_frames: int) -> jax.Array:
+  """(B, T) float weights: 1 for frames in the loss, 0 for the clean conditioning prefix."""
+  return jnp.where(clean_prefix(clean_frames, num_frames), 0.0, 1.0)
 
 
 def interpolate(x0: jax.Array, noise: jax.Array, t_frames: jax.Array) -> jax.Array:

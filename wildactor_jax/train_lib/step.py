@@ -1,9 +1,10 @@
 """The jitted train and eval steps.
 
 train_step(frozen, train_state, batch) -> (train_state, metrics): rectified flow on the video
-tokens with Wan-shifted timesteps, per-frame timesteps so I2V samples keep a clean first frame
-(t = 0, excluded from the loss), references clean (the model runs them at t = 0), gradients for
-the LoRA state only, clipped AdamW. The train state is donated; shardings are explicit.
+tokens with Wan-shifted timesteps, per-frame timesteps so I2V and continuation samples keep a
+clean prefix of latent frames (t = 0, excluded from the loss; batch key `clean_frames`),
+references clean (the model runs them at t = 0), gradients for the LoRA state only, clipped
+AdamW. The train state is donated; shardings are explicit.
 """
 from __future__ import annotations
 
@@ -25,13 +26,13 @@ def flow_loss(model, batch: dict, t: jax.Array, noise: jax.Array) -> jax.Array:
   """The rectified-flow loss of `model` on `batch` at sample times t (B,) with noise `noise`."""
   x0 = batch["video_latents"]
   num_frames = x0.shape[1]
-  t_frames = flow.frame_timesteps(t, num_frames, batch["first_frame_clean"])
+  t_frames = flow.frame_timesteps(t, num_frames, batch["clean_frames"])
   x_t = flow.interpolate(x0, noise, t_frames)
   refs = References(batch["ref_latents"], batch["ref_type"], batch["ref_mask"])
   # Wan's text convention, the same as the sampler's: states zero past the prompt, every
   # position attended (no text mask), so the model sees exactly what generation gives it.
   pred = model(x_t, flow.model_timesteps(t_frames), batch["text_embeds"], references=refs)
-  weights = flow.loss_frame_weights(batch["first_frame_clean"], num_frames)
+  weights = flow.loss_frame_weights(batch["clean_frames"], num_frames)
   return flow.weighted_mse(pred, flow.velocity_target(x0, noise), weights)
 
 

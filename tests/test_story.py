@@ -1,0 +1,203 @@
+"""Stories and continuation end to end on a 2-step trained tiny run (test_generate's fixture):
+one film with the shots' frames, one reference cache, the same seed the same film, continuation
+keeping its context bit-identical in latent space, and a one-line error (exit 2, no output) for
+every bad story file."""
+import contextlib
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from wildactor_jax import generate, inference, media, story
+from wildactor_jax.eval import coherence
+
+from test_generate import PROMPT, gen, run  # noqa: F401  (the trained tiny run fixture)
+
+SHOTS = """
+references:
+  face: [face.png]
+  body: [face.png]
+seed: 3
+shots:
+  - {prompt: a person waves, camera: pan, frames: 9}
+  - {prompt: a person in a red shirt waves, camera: zoom in, frames: 9, transition: continue}
+  - {prompt: a person waves, frames: 5, transition: cut}
+"""
+
+
+def write_story(folder, text=SHOTS, name="story.yaml"):
+  path = folder / name
+  path.write_text(text)
+  return str(path)
+
+
+@pytest.fixture(scope="module")
+def film(run, tmp_path_factory):
+  """The 3-shot story rendered once (window 5 frames: 2 latent frames, 1 of context)."""
+  workdir, face, _ = run
+  tmp = tmp_path_factory.mktemp("story")
+  Image.open(face).save(tmp / "face.png")
+  calls = []
+  original = inference.reference_cache
+  inference.reference_cache = lambda *a, **k: calls.append(1) or original(*a, **k)
+  printed = io.StringIO()
+  try:
+    out = tmp / "film.mp4"
+    with contextlib.redirect_stdout(printed):
+      code = story.main(["--workdir", workdir, "--story", write_story(tmp), "--out", str(out)])
+  finally:
+    inference.reference_cache = original
+  return code, out, tmp, calls, json.loads(printed.getvalue().strip().splitlines()[-1])
+
+
+def test_three_shots_make_one_film_on_one_reference_cache(film):
+  code, out, tmp, calls, line = film
+  assert code == 0 and len(calls) == 1
+  assert line["shot_frames"] == [[0, 9], [8, 17], [17, 22]] and line["frames"] == 22
+  assert line["windows"] == 2 + 2 + 1 and line["s_per_video_second"] > 0
+  frames = media.read_mp4(str(out))
+  # 9 + 9 + 5 frames; the continued shot starts on the frame the first one ends on.
+  assert frames.shape == (9 + 9 + 5 - 1, 32, 32, 3)
+  sheet = Image.open(out.with_suffix(".png"))
+  assert sheet.size[1] == 32 * (1 + 3)  # the references' row, then a row per shot
+  assert not [f for f in os.listdir(tmp) if f.startswith(".partial-")]
+
+
+@pytest.fixture(scope="module")
+def loaded(run):
+  """The run restored once (library-level tests share it)."""
+  from wildactor_jax.infer import encoders, load_run
+  from wildactor_jax.infer.settings import settings_from_config
+  r = load_run(run[0])
+  vae = encoders.vae_from_config(r.config)
+  s = settings_from_config(r.config)
+  return r, vae, encoders.text_encoder_from_config(r.config), s
+
+
+def render(loaded, story_path, seed=None):
+  import dataclasses
+  from wildactor_jax.infer import story as story_lib
+  r, vae, text, s = loaded
+  st = story_lib.load_story(story_path)
+  st = st if seed is None else dataclasses.replace(st, seed=seed)
+  images = [media.load_reference(p, s.height, s.width, "ref") for p in st.face + st.body]
+  grid = inference.check_geometry(s, vae, tuple(r.config.model.patch_size))
+  return story_lib.render(r.model, vae, text, st, images, [0] * len(st.face) + [1] * len(st.body),
+                          s, grid)
+
+
+def test_same_seed_same_film(film, loaded):
+  _, out, tmp, _, _ = film
+  again = render(loaded, str(tmp / "story.yaml"))
+  assert again.shot_frames == [(0, 9), (8, 17), (17, 22)] and again.timings["windows"] == 5
+  frames = media.to_uint8(again.video)
+  media.write_mp4(str(tmp / "again.mp4"), frames)  # the CLI's encoder settings: same bytes
+  np.testing.assert_array_equal(media.read_mp4(str(out)), media.read_mp4(str(tmp / "again.mp4")))
+  other = media.to_uint8(render(loaded, str(tmp / "story.yaml"), seed=4).video)
+  assert other.shape == frames.shape and not np.array_equal(other, frames)
+
+
+def test_continuation_keeps_the_context_bit_identical(run, loaded, tmp_path):
+  import argparse
+  from wildactor_jax.infer import continuation
+  workdir, face, _ = run
+  r, vae, text, s = loaded
+  image = media.load_reference(face, s.height, s.width, "--face")
+  video, _, first = inference.generate(r.model, vae, text, PROMPT, [image], [0], s,
+                                       return_latents=True)
+  assert first.shape[:2] == (1, 2)
+  np.save(tmp_path / "first.npy", first)
+  longer = tmp_path / "longer.mp4"
+  assert gen(workdir, longer, "--face", face, "--continue-from", str(tmp_path / "first.npy"),
+             "--context-frames", "1", "--save-latents", "--seed", "1") == 0
+  chain = np.load(tmp_path / "longer.npy")
+  assert chain.shape[:2] == (1, 3)
+  np.testing.assert_array_equal(chain[:, :2], first)      # the whole previous clip, bit for bit
+  assert media.read_mp4(str(longer)).shape[0] == 9        # 5 frames + 4 new
+  # From an mp4: its own frames, then the new ones decoded with the clip as context.
+  media.write_mp4(str(tmp_path / "first.mp4"), media.to_uint8(video))
+  previous = continuation.load_context(str(tmp_path / "first.mp4"), vae, s.height, s.width)
+  args = argparse.Namespace(prompt=PROMPT, context_frames=1)
+  ext, _, chain = generate.continue_clip(r.model, vae, text, args, [image], [0], s, previous,
+                                         None)
+  assert ext.shape[0] == 9 and chain.shape[1] == 3
+  np.testing.assert_array_equal(media.to_uint8(ext[:5]), previous[1])
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--continue-from", "missing.npy"], "no such file"),
+    (["--continue-from", "FIRST", "--context-frames", "2"], "--context-frames 2: expected 1 .. 1"),
+    (["--continue-from", "FIRST", "--height", "64", "--width", "64"], "expected 64x64"),
+])
+def test_bad_continuation_input_exits_2(run, capsys, tmp_path, extra, message):
+  workdir, face, tmp = run
+  first = tmp_path / "first.mp4"
+  media.write_mp4(str(first), np.zeros((5, 32, 32, 3), np.uint8))
+  extra = [str(first) if e == "FIRST" else e for e in extra]
+  out = tmp_path / "x.mp4"
+  assert gen(workdir, out, "--face", face, *extra) == 2
+  err = capsys.readouterr().err.strip().splitlines()[-1]
+  assert err.startswith("error: ") and message in err
+  assert not out.exists()
+
+
+BAD = {
+    "unknown top key": ("SHOTS\nmusic: loud\n", "unknown key 'music'"),
+    "unknown shot key": (SHOTS.replace("camera: pan,", "camara: pan,"),
+                         "shot 1: unknown key 'camara'"),
+    "frames not 1+4k": (SHOTS.replace("frames: 5", "frames: 6"), "shot 3: frames 6: expected 1 + 4k"),
+    "frames not an int": (SHOTS.replace("frames: 5", "frames: five"), "shot 3: frames: 'five'"),
+    "missing frames": (SHOTS.replace(", frames: 5", ""), "shot 3: frames: missing"),
+    "missing reference": (SHOTS.replace("body: [face.png]", "body: [gone.png]"),
+                          "references: body[0] gone.png: no such file"),
+    "continue first": (SHOTS.replace("camera: pan, frames: 9}", "frames: 9, transition: continue}"),
+                       "shot 1: transition continue"),
+    "bad camera": (SHOTS.replace("camera: zoom in", "camera: crane"), "shot 2: camera 'crane'"),
+    "no prompt": (SHOTS.replace("prompt: a person waves, frames: 5", "frames: 5"),
+                  "shot 3: prompt: expected a non-empty string"),
+    "not yaml": ("shots: [\n", "not valid YAML"),
+    "no shots": ("references: {face: [face.png]}\n", "shots: expected a non-empty list"),
+    "context too long": (SHOTS + "context_frames: 2\n", "context_frames 2: expected 1 .. 1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_story_file_is_one_line_and_writes_nothing(film, run, capsys, case):
+  _, _, tmp, _, _ = film
+  text, message = BAD[case]
+  path = write_story(tmp, text.replace("SHOTS", SHOTS), name=f"bad_{case.replace(' ', '_')}.yaml")
+  out = tmp / "bad" / f"{case.replace(' ', '_')}.mp4"
+  assert story.main(["--workdir", run[0], "--story", path, "--out", str(out)]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) >= 1 and err[-1].startswith("error: ") and message in err[-1], err[-1]
+  assert not out.exists() and not out.with_suffix(".png").exists()
+
+
+def test_coherence_figures_on_known_embeddings():
+  rng = np.random.default_rng(0)
+  unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
+  refs = unit(rng.standard_normal((3, 8)))
+  ref_yaws = np.array([0.0, 90.0, 180.0])
+  # Shot frames equal to one reference each: similarity 1 to the references, per view bin.
+  shots = [refs[[0, 0, 1]], refs[[1, 2, 2]]]
+  per = coherence.shot_to_references(shots, refs, ref_yaws)
+  assert [r["mean"] for r in per] == pytest.approx([1.0, 1.0])
+  assert per[0]["front"] == pytest.approx(1.0) and per[0]["back"] is None
+  pairs = coherence.shot_to_shot(shots, refs, ref_yaws)
+  assert pairs[0]["pair"] == (0, 1) and pairs[0]["side"] == pytest.approx(1.0)
+  assert pairs[0]["front"] is None                              # shot 1 never faces front
+  # Drift: similarity falling linearly with the frame index gives that slope.
+  sims = 1.0 - 0.01 * np.arange(20)
+  d = coherence.drift(sims, segment_starts=[0, 5, 10, 15])
+  assert d["slope_per_100_frames"] == pytest.approx(-1.0)
+  assert d["by_segment"] == pytest.approx([np.mean(sims[i:i + 5]) for i in (0, 5, 10, 15)])
+  # One story's figures: shots cut from the film by their frame ranges; drift on the film.
+  film = np.concatenate(shots)
+  figs = coherence.story_figures(film, [(0, 3), (3, 6)], refs, ref_yaws, segment_starts=[0, 3])
+  assert figs["shot_to_shot"] == pairs and figs["drift"]["by_segment"] == pytest.approx([1, 1])
+  summary = coherence.summarise([{"actor": "a", "figures": figs}, {"actor": "b", "figures": figs}])
+  assert summary["shot_to_references"]["mean"]["mean"] == pytest.approx(1.0)
+  assert summary["drift"]["slope_per_100_frames"]["ci95"] == pytest.approx([0.0, 0.0], abs=1e-9)
