@@ -48,16 +48,9 @@ def drop_text(key: jax.Array, text_embeds: jax.Array, null_text: jax.Array | Non
 
 
 def make_train_step(setup: Setup, tx: optax.GradientTransformation, schedule, shift: float,
-                    mesh, rules, *, differentiate_inputs: bool = False, text_dropout: float = 0.0,
+                    mesh, rules, *, text_dropout: float = 0.0,
                     null_text: jax.Array | None = None) -> Callable:
-  """The un-jitted step; `jit_train_step` adds shardings and donation.
-
-  differentiate_inputs (cost analysis only, never for training): also take gradients w.r.t. the
-  video and reference latents, so that a one-layer model does the full backward that every
-  layer but the first does in a deep model (the first layer's inputs do not depend on LoRA, so
-  XLA rightly prunes most of its backward). launch/aot_compile.py extrapolates per-layer cost
-  from such a one-layer compile.
-  """
+  """The un-jitted step; `jit_train_step` adds shardings and donation."""
   graphdef = setup.graphdef
   if text_dropout > 0.0 and null_text is None:
     raise ValueError("train.text_dropout > 0 needs the empty prompt's states (null_text)")
@@ -76,11 +69,7 @@ def make_train_step(setup: Setup, tx: optax.GradientTransformation, schedule, sh
     with activation_sharding(mesh, rules):
       rng, key = jax.random.split(jax.random.wrap_key_data(state["rng"]))
       latents = (batch["video_latents"], batch["ref_latents"])
-      argnums = (0, 4) if differentiate_inputs else 0
-      loss, grads = jax.value_and_grad(loss_fn, argnums)(state["lora"], frozen, batch, key, latents)
-      if differentiate_inputs:  # keep the input gradients alive in the compiled program
-        grads, input_grads = grads
-        loss = loss + 0.0 * sum(jnp.sum(g) for g in jax.tree.leaves(input_grads))
+      loss, grads = jax.value_and_grad(loss_fn)(state["lora"], frozen, batch, key, latents)
       updates, opt = tx.update(grads, state["opt"], state["lora"])
       lora = optax.apply_updates(state["lora"], updates)
     grad_norm = optax.tree.norm(grads)
