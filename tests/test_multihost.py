@@ -14,7 +14,8 @@ about half of its entries on two). float32 addition is not associative, so gradi
 their last bits from step 1 on, and Adam (m / sqrt(v)) magnifies that for near-zero gradient
 entries. Observed: 2e-7 on the losses, 2e-6 of a leaf's scale, 2e-6 of the change since the
 restart. The data and the random draws are identical (test_process_shares_make_the_global_batch
-checks the batches exactly) and the first loss, before any gradient, is equal bit for bit.
+checks the batches exactly); even the first loss, a mean over the batch sharded across both
+processes, is summed through gloo and may differ in its last bits.
 """
 from __future__ import annotations
 
@@ -188,7 +189,8 @@ def test_multihost_kill_restart_matches_one_process(tmp_path):
   got, want = metrics_lib.read_loss_log(job), metrics_lib.read_loss_log(ref)
   assert [e["step"] for e in got] == [e["step"] for e in want] == list(range(1, STEPS + 1))
   np.testing.assert_allclose([e["loss"] for e in got], [e["loss"] for e in want], rtol=LOSS_RTOL)
-  assert got[0] == want[0]  # before any gradient is reduced, bit for bit
+  # Step 1's loss is itself a mean over the batch sharded across both processes, so it too is
+  # summed through gloo: equal to the last bits only within the same tolerance.
 
   config = load_config("wildactor_wan22_5b", "tiny")
   config.model.num_layers = 1
