@@ -118,27 +118,24 @@ def render_actor_refs(job: tuple) -> list[dict]:
   return refs
 
 
+# Per background: (pan, zoom, figure scale, foot x) ranges and the foot line. On the plain
+# background the figure fills most of the frame and camera moves stay gentle.
+PLAN_RANGES = {"plain": ((0.1, 0.2), (1.1, 1.2), (0.72, 0.8), (0.45, 0.55), 0.94),
+               "scene": ((0.2, 0.4), (1.3, 1.7), (0.6, 0.75), (0.4, 0.6), 0.9)}
+
+
 def _clip_plan(rng: np.random.Generator, background: str) -> dict:
+  pan, zoom, scale, x, foot = PLAN_RANGES[background]
   frontal = rng.random() < 0.6   # in-the-wild footage is mostly frontal; keep that bias
-  if background == "plain":  # the figure fills most of the frame; camera moves stay gentle
-    return {"motion": str(rng.choice(ra.MOTIONS)), "camera": str(rng.choice(CAMERAS)),
-            "base_yaw": float(rng.normal(0, 15) if frontal else rng.uniform(-180, 180)),
-            "cycles": float(rng.uniform(0.8, 2.0)), "amplitude": float(rng.uniform(0.35, 0.6)),
-            "turn": float(rng.choice([-1, 1]) * rng.uniform(120, 300)),
-            "sweep": float(rng.choice([-1, 1]) * rng.uniform(60, 180)),
-            "pan": float(rng.choice([-1, 1]) * rng.uniform(0.1, 0.2)),
-            "zoom": float(rng.uniform(1.1, 1.2) ** rng.choice([-1, 1])),
-            "scale": float(rng.uniform(0.72, 0.8)), "x": float(rng.uniform(0.45, 0.55)),
-            "foot": 0.94, "background": background}
   return {"motion": str(rng.choice(ra.MOTIONS)), "camera": str(rng.choice(CAMERAS)),
           "base_yaw": float(rng.normal(0, 15) if frontal else rng.uniform(-180, 180)),
           "cycles": float(rng.uniform(0.8, 2.0)), "amplitude": float(rng.uniform(0.35, 0.6)),
           "turn": float(rng.choice([-1, 1]) * rng.uniform(120, 300)),
           "sweep": float(rng.choice([-1, 1]) * rng.uniform(60, 180)),
-          "pan": float(rng.choice([-1, 1]) * rng.uniform(0.2, 0.4)),
-          "zoom": float(rng.uniform(1.3, 1.7) ** rng.choice([-1, 1])),
-          "scale": float(rng.uniform(0.6, 0.75)), "x": float(rng.uniform(0.4, 0.6)),
-          "foot": 0.9, "background": background}
+          "pan": float(rng.choice([-1, 1]) * rng.uniform(*pan)),
+          "zoom": float(rng.uniform(*zoom) ** rng.choice([-1, 1])),
+          "scale": float(rng.uniform(*scale)), "x": float(rng.uniform(*x)),
+          "foot": foot, "background": background}
 
 
 def _camera_at(plan: dict, t: float, side: int) -> tuple[float, float, float, float]:
