@@ -31,9 +31,9 @@ import pytest
 from PIL import Image
 
 # Not imported here: gcsfs reads its settings (GCSFS_*) when first imported, from the fixture.
-pytestmark = pytest.mark.skipif(
-    not (importlib.util.find_spec("gcp_storage_emulator") and importlib.util.find_spec("gcsfs")),
-    reason="needs the `test` extra (gcp-storage-emulator, gcsfs)")
+# Both come with the `test` extra, so a missing one fails the test rather than skipping it.
+assert importlib.util.find_spec("gcp_storage_emulator") and importlib.util.find_spec("gcsfs"), (
+    "the remote-storage tests need the `test` extra (gcp-storage-emulator, gcsfs)")
 
 from wildactor_jax import fs, generate  # noqa: E402
 from wildactor_jax.config_lib import load_config_file  # noqa: E402

@@ -19,13 +19,11 @@ with the new latents in one pass. The references' K/V cache is computed once.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 
-from wildactor_jax import fs
-from wildactor_jax.media import MediaError
+from wildactor_jax import cli, fs
 
 
 class GenerateError(ValueError):
@@ -195,14 +193,7 @@ def continue_clip(model, vae, text_encoder, args, images, types, s, previous, on
 
 
 def main(argv=None) -> int:
-  args = parse_args(argv)
-  try:
-    result = run(args)
-  except (GenerateError, MediaError, ValueError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  print(json.dumps(result), flush=True)
-  return 0
+  return cli.json_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,10 @@ status 2, and nothing is written.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
+
+from wildactor_jax import cli
 
 
 def parse_args(argv):
@@ -95,14 +96,7 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> int:
-  args = parse_args(argv)
-  try:
-    result = run(args)
-  except (ValueError, FileNotFoundError) as e:  # StoryError, GenerateError, MediaError, RunError
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  print(json.dumps(result), flush=True)
-  return 0
+  return cli.json_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":
