@@ -85,13 +85,15 @@ def guided_velocity(model: WanTransformer, x: jax.Array, timestep, text: jax.Arr
   """Classifier-free guided velocity at x (1, T, H, W, C): cond and uncond as one batch of 2.
   text (2, S, D) = [cond; uncond]; cache2 the reference K/V doubled for that batch (or None);
   the first `clean_frames` latent frames are clean context (timestep 0 there)."""
-  x2 = jnp.concatenate([x, x], axis=0).astype(model.cfg.jnp_dtype)
-  t2 = jnp.full((2,), timestep, jnp.float32)
-  if clean_frames:
-    t2 = flow.frame_timesteps(t2, x.shape[1], jnp.full((2,), clean_frames, jnp.int32))
-  v = model(x2, t2, text, reference_cache=cache2).astype(jnp.float32)
-  v_cond, v_uncond = jnp.split(v, 2, axis=0)
-  return v_uncond + cfg_scale * (v_cond - v_uncond)
+
+  def velocity(x2, t):
+    t2 = jnp.full((2,), t, jnp.float32)
+    if clean_frames:
+      t2 = flow.frame_timesteps(t2, x.shape[1], jnp.full((2,), clean_frames, jnp.int32))
+    return model(x2.astype(model.cfg.jnp_dtype), t2, text,
+                 reference_cache=cache2).astype(jnp.float32)
+
+  return sampling.guided(velocity, cfg_scale)(x, timestep)
 
 
 def predict_x0(model: WanTransformer, x: jax.Array, sigma: float, text: jax.Array, cache2=None,
