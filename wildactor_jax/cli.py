@@ -4,8 +4,11 @@ and exit status 2, with nothing written; success prints the result as one JSON l
 from __future__ import annotations
 
 import json
+import os
 import sys
-from typing import Callable
+from typing import Callable, NoReturn
+
+from absl import logging
 
 
 def add_run_arguments(p) -> None:
@@ -35,3 +38,23 @@ def json_main(parse_args: Callable, run: Callable[..., dict], argv=None) -> int:
     return 2
   print(json.dumps(result), flush=True)
   return 0
+
+
+def exit_now(code: int) -> NoReturn:
+  """Ends the process at once, logs and output flushed, without Python's exit handlers.
+
+  Used after a user-facing error has been printed: tensorstore and Orbax finish failed reads on
+  background threads whose callbacks then find the asyncio loop closed, and print tracebacks
+  at interpreter exit, after (and burying) the one-line error. Nothing is in flight by then
+  (checkpointers are closed on the error path) and nothing was written."""
+  logging.flush()
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(code)
+
+
+def script_exit(code: int) -> NoReturn:
+  """`sys.exit` for the CLIs' `__main__`: an error status exits at once (see `exit_now`)."""
+  if code:
+    exit_now(code)
+  sys.exit(code)

@@ -23,6 +23,8 @@ import json
 import os
 import sys
 
+from wildactor_jax import cli
+
 
 def parse_args(argv):
   p = argparse.ArgumentParser(prog="python -m wildactor_jax.evaluate", description=__doc__,
@@ -158,4 +160,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.script_exit(main())

@@ -16,7 +16,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from wildactor_jax import fs
+from wildactor_jax import cli, fs
 from wildactor_jax.models.config import ModelConfig
 from wildactor_jax.train_lib import checkpoint as ckpt_lib
 from wildactor_jax.input import batches
@@ -236,7 +236,7 @@ def main(argv, make_train_source=None):
                          train_source=source)
     except (ckpt_lib.RunError, fs.FsError) as e:
       print(f"error: {e}", file=sys.stderr, flush=True)
-      sys.exit(2)
+      cli.exit_now(2)  # before tensorstore's exit-time tracebacks can bury the line
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import traceback
 import jax
 from absl import logging
 
+from wildactor_jax import cli
+
 # Environment variables that mean "this is one process of a multi-process job".
 _MULTI_PROCESS_ENV = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS")
 
@@ -49,14 +51,6 @@ def maybe_initialize() -> None:
   jax.distributed.initialize(**kwargs)
 
 
-def _exit_now(code: int) -> None:
-  """Ends the process without Python's exit handlers (see `fail_fast`)."""
-  logging.flush()
-  sys.stdout.flush()
-  sys.stderr.flush()
-  os._exit(code)
-
-
 @contextlib.contextmanager
 def fail_fast():
   """In a multi-process job, an error ends this process at once (status 1, or the SystemExit's
@@ -74,7 +68,7 @@ def fail_fast():
     yield
   except SystemExit as e:
     if jax.distributed.is_initialized() and e.code not in (0, None):
-      _exit_now(e.code if isinstance(e.code, int) else 1)
+      cli.exit_now(e.code if isinstance(e.code, int) else 1)
     raise
   except BaseException:
     if not jax.distributed.is_initialized():
@@ -83,7 +77,7 @@ def fail_fast():
     print(f"error: process {jax.process_index()} of {jax.process_count()} failed (above) and "
           "stops now; the other processes stop at their next collective. Restart all of them: "
           "they resume from the newest checkpoint", file=sys.stderr, flush=True)
-    _exit_now(1)
+    cli.exit_now(1)
 
 
 def log_layout(mesh) -> dict:
