@@ -3,7 +3,7 @@ references, scored by `wildactor_jax.eval.coherence` with the evaluation's ident
 
     python benchmarks/bench_story.py --workdir W --raw RAW [--actors 6 --steps N --embedder E.npz]
 
-Each story is one cut and 4 continued shots (9 frames each: 9 + 4 x 8 = 41 frames at 16 fps),
+Each story is one cut and 4 continued shots (9 frames each: 5 x 9 = 45 frames at 16 fps),
 its prompts the synthetic captions' motions and camera moves, rendered by
 `wildactor_jax.infer.story.render` on one reference cache per story. Prints one JSON line per
 story and one summary line per condition: cross-shot identity similarity (shot to references
@@ -74,7 +74,7 @@ def main(argv=None):
       film = story_lib.render(run.model, vae, text, story, imgs, tys, s, grid)
       frames = media.to_uint8(film.video)
       emb = embedder.embed(net, frames)
-      starts = [0] + [film.shot_frames[i][0] + 1 for i in range(1, len(shots))]
+      starts = [a for a, _ in film.shot_frames]
       figures = coherence.story_figures(emb, film.shot_frames, refs, ref_yaws, starts)
       seconds = len(frames) / story.fps
       row = {"actor": actor, "condition": condition, "frames": len(frames), "video_s": seconds,
@@ -86,7 +86,7 @@ def main(argv=None):
       print(json.dumps(row), flush=True)
   for condition, rows in stories.items():
     print(json.dumps({"summary": condition, "stories": len(rows), "shots": len(shots),
-                      "frames_per_story": 1 + 4 * (len(shots) * (args.frames - 1) // 4),
+                      "frames_per_story": len(shots) * args.frames,
                       "steps": s.steps, "checkpoint_step": run.step,
                       "s_per_video_second_median": float(np.median(cost[condition])),
                       **coherence.summarise(rows, seed=args.seed)}), flush=True)

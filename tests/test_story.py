@@ -56,11 +56,12 @@ def film(run, tmp_path_factory):
 def test_three_shots_make_one_film_on_one_reference_cache(film):
   code, out, tmp, calls, line = film
   assert code == 0 and len(calls) == 1
-  assert line["shot_frames"] == [[0, 9], [8, 17], [17, 22]] and line["frames"] == 22
-  assert line["windows"] == 2 + 2 + 1 and line["s_per_video_second"] > 0
+  # The summed frame count: 9 + 9 + 5. Windows of 2 latent frames, 1 of context: the first shot
+  # is 3 latent frames (2 windows); the run of 18 frames needs 6 (3 more windows); the cut, 1.
+  assert line["shot_frames"] == [[0, 9], [9, 18], [18, 23]] and line["frames"] == 23
+  assert line["windows"] == 2 + 3 + 1 and line["s_per_video_second"] > 0
   frames = media.read_mp4(str(out))
-  # 9 + 9 + 5 frames; the continued shot starts on the frame the first one ends on.
-  assert frames.shape == (9 + 9 + 5 - 1, 32, 32, 3)
+  assert frames.shape == (9 + 9 + 5, 32, 32, 3)
   sheet = Image.open(out.with_suffix(".png"))
   assert sheet.size[1] == 32 * (1 + 3)  # the references' row, then a row per shot
   assert not [f for f in os.listdir(tmp) if f.startswith(".partial-")]
@@ -92,7 +93,7 @@ def render(loaded, story_path, seed=None):
 def test_same_seed_same_film(film, loaded):
   _, out, tmp, _, _ = film
   again = render(loaded, str(tmp / "story.yaml"))
-  assert again.shot_frames == [(0, 9), (8, 17), (17, 22)] and again.timings["windows"] == 5
+  assert again.shot_frames == [(0, 9), (9, 18), (18, 23)] and again.timings["windows"] == 6
   frames = media.to_uint8(again.video)
   media.write_mp4(str(tmp / "again.mp4"), frames)  # the CLI's encoder settings: same bytes
   np.testing.assert_array_equal(media.read_mp4(str(out)), media.read_mp4(str(tmp / "again.mp4")))

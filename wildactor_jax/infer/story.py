@@ -21,11 +21,13 @@ A story file (YAML, or JSON, which is YAML) names the references once, then the 
 
 Every shot sees the same references through one K/V cache (`continuation.Extender`). A cut shot
 starts from noise; a continued shot extends the previous one from its last K latent frames,
-kept clean. Each shot is a clip of its `frames` (1 + 4k) frames; a continued shot's first frame
-is the frame its predecessor ends on (its clean context), shown once, so the film has
-sum(frames) - (number of continued shots) frames. A run of continued shots is decoded as one
-latent chain: no seam, no repeated frame. Problems are one-line StoryErrors naming the shot and
-field.
+kept clean. The film has exactly sum(frames) frames, each shot its own `frames` (1 + 4k) of
+them. A run (a cut shot and the shots that continue it) is one latent chain decoded in one
+pass: no seam, no repeated frame. Latent frame 0 decodes to 1 frame and every later one to 4,
+so a run of F frames needs 1 + ceil((F - 1) / 4) latent frames: each continued shot appends
+the latent frames that cover its frames, and the run's decode drops the at most 3 frames past
+F. The prompt therefore changes within 3 frames of a shot's first frame, never drifting
+further. Problems are one-line StoryErrors naming the shot and field.
 """
 from __future__ import annotations
 
@@ -82,7 +84,7 @@ class Story:
 
   @property
   def film_frames(self) -> int:
-    return sum(s.frames - (s.transition == "continue") for s in self.shots)
+    return sum(s.frames for s in self.shots)
 
 
 def _int(value, where: str, minimum: int) -> int:
@@ -173,10 +175,14 @@ def load_story(path: str, temporal_factor: int = 4) -> Story:
 @dataclasses.dataclass
 class Film:
   video: np.ndarray                    # (N, H, W, 3) float32 in [-1, 1], N = story.film_frames
-  shot_frames: list[tuple[int, int]]   # per shot, [start, end) in `video` (a continued shot
-                                       # starts on its predecessor's last frame)
+  shot_frames: list[tuple[int, int]]   # per shot, [start, end) in `video`, back to back
   runs: list[np.ndarray]               # per run of continued shots, its latents (1, L, h, w, c)
   timings: dict
+
+
+def latent_frames_for(frames: int, temporal_factor: int = 4) -> int:
+  """The fewest latent frames that decode to at least `frames` frames (1 + ceil((F - 1) / 4))."""
+  return 1 + -(-(frames - 1) // temporal_factor)
 
 
 def check_context(story: Story, s, grid) -> None:
@@ -198,7 +204,7 @@ def render(model, vae, text_encoder, story: Story, images, types, s, grid,
   cache = inference.reference_cache(model, vae, images, types, grid)
   timings = {"reference_cache_s": time.perf_counter() - t0, "encode_s": 0.0}
   ext = continuation.Extender(model, cache, s, grid, story.seed, on_step)
-  runs, chain, lengths = [], None, []
+  runs, chain, run_frames = [], None, []
   t_denoise = time.perf_counter()
   for shot in story.shots:
     t0 = time.perf_counter()
@@ -207,27 +213,21 @@ def render(model, vae, text_encoder, story: Story, images, types, s, grid,
     if shot.transition == "cut":
       if chain is not None:
         runs.append(chain)
-      need = 1 + (shot.frames - 1) // tf
+      run_frames.append(shot.frames)
+      need = latent_frames_for(shot.frames, tf)
       chain = ext.fresh(text)[:, :need]
       chain = ext.extend(chain, text, need - chain.shape[1], story.context_frames)
     else:
-      chain = ext.extend(chain, text, (shot.frames - 1) // tf, story.context_frames)
-    lengths.append(chain.shape[1])
+      run_frames[-1] += shot.frames
+      need = latent_frames_for(run_frames[-1], tf)
+      chain = ext.extend(chain, text, need - chain.shape[1], story.context_frames)
   runs.append(chain)
   timings["denoise_s"] = time.perf_counter() - t_denoise - timings["encode_s"]
   t0 = time.perf_counter()
-  videos = [continuation.decode_chain(vae, run) for run in runs]
+  videos = [continuation.decode_chain(vae, run)[:n] for run, n in zip(runs, run_frames)]
   timings["decode_s"] = time.perf_counter() - t0
-  shot_frames, run_i, prev_len = [], -1, 0
-  run_starts = np.cumsum([0] + [len(v) for v in videos])
-  for shot, length in zip(story.shots, lengths):
-    if shot.transition == "cut":
-      run_i += 1
-      start = int(run_starts[run_i])
-    else:
-      start = int(run_starts[run_i]) + continuation.frames_of(prev_len, tf) - 1
-    shot_frames.append((start, int(run_starts[run_i]) + continuation.frames_of(length, tf)))
-    prev_len = length
+  ends = np.cumsum([shot.frames for shot in story.shots])
+  shot_frames = [(int(end) - shot.frames, int(end)) for shot, end in zip(story.shots, ends)]
   timings.update(windows=ext.windows, denoise_step_s=inference.steady_step_s(ext.step_times),
                  total_s=time.perf_counter() - t_start)
   return Film(np.concatenate(videos), shot_frames, runs, timings)
