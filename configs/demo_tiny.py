@@ -53,6 +53,12 @@ def get_config(arg=None):
     # lr 5e-3: at 2e-3 a toy backbone after 800 steps still samples patch-scale colour noise
     # (its one-step x0 estimates are good; the residual noise of its velocity at low t is not).
     config.train.update(steps=800, trainable="all", learning_rate=5e-3, warmup_steps=50)
+    # A pretrained Wan has attended across long clips and large frames; this toy sees 3 x 8 x 8
+    # token grids only, so I-RoPE's reference positions (temporal T + 4 .. T + 140, rows and
+    # columns 8 .. 15) would be positions its attention has never been trained at. Half the
+    # examples get randomised video positions (models/rope.py: jittered_video_positions) that
+    # span that range.
+    config.train.position_jitter = 0.5
     config.checkpoint.update(every=400)
     config.sample.require_references = False
   return config

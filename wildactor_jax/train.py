@@ -19,7 +19,7 @@ from ml_collections import config_flags
 from wildactor_jax import cli, fs
 from wildactor_jax.models.config import ModelConfig
 from wildactor_jax.train_lib import checkpoint as ckpt_lib
-from wildactor_jax.input import batches
+from wildactor_jax.input import batches, schema
 from wildactor_jax.train_lib import distributed, metrics as metrics_lib
 from wildactor_jax.train_lib import state as state_lib, step as step_lib, writers as writers_lib
 from wildactor_jax.train_lib import workdir as workdir_lib
@@ -87,6 +87,15 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
     return _train(config, workdir, allow_config_change, train_source)
 
 
+def reference_temporal_range(config) -> int:
+  """One past the farthest temporal position I-RoPE gives a reference (models/irope.py): the
+  range a backbone pre-trained with train.position_jitter learns to attend across."""
+  m = config.model
+  latent_frames = schema.latent_grid(config)[0] // int(m.patch_size[0])
+  return (latent_frames + max(int(m.face_temporal_offset), int(m.body_temporal_offset))
+          + int(m.reference_frame_stride) * int(config.data.r_max))
+
+
 def _train(config, workdir: str, allow_config_change: bool, train_source) -> dict:
   total_steps = _require_positive(config, "train.steps")
   every = _require_positive(config, "checkpoint.every")
@@ -95,6 +104,9 @@ def _train(config, workdir: str, allow_config_change: bool, train_source) -> dic
   text_dropout = float(config.train.get("text_dropout", 0.0))
   if not 0.0 <= text_dropout < 1.0:
     raise ValueError(f"config.train.text_dropout {text_dropout}: expected a rate in [0, 1)")
+  position_jitter = float(config.train.get("position_jitter", 0.0))
+  if not 0.0 <= position_jitter <= 1.0:
+    raise ValueError(f"config.train.position_jitter {position_jitter}: expected a rate in [0, 1]")
   rs = state_lib.setup_from_config(config)
   mesh, rules, setup, seed = rs.mesh, rs.rules, rs.setup, rs.seed
   distributed.log_layout(mesh)
@@ -133,7 +145,9 @@ def _train(config, workdir: str, allow_config_change: bool, train_source) -> dic
   train_step = step_lib.jit_train_step(
       step_lib.make_train_step(setup, rs.tx, rs.schedule, float(config.flow.shift), mesh, rules,
                                text_dropout=text_dropout,
-                               null_text=batches.null_text(config) if text_dropout > 0 else None),
+                               null_text=batches.null_text(config) if text_dropout > 0 else None,
+                               position_jitter=position_jitter,
+                               jitter_temporal_range=reference_temporal_range(config)),
       setup, abstract_batch, mesh, rules)
   eval_step = (step_lib.make_eval_step(setup, config.train.eval_timesteps, seed + 1, mesh, rules,
                                        abstract_batch) if eval_every > 0 else None)

@@ -61,3 +61,25 @@ def video_positions(t: int, h: int, w: int) -> np.ndarray:
   """(t*h*w, 3) position ids of a video token grid, in (frame, row, column) raster order."""
   grid = np.stack(np.meshgrid(np.arange(t), np.arange(h), np.arange(w), indexing="ij"), axis=-1)
   return grid.reshape(-1, 3).astype(np.int32)
+
+
+def jittered_video_positions(key: jax.Array, batch: int, grid: tuple[int, int, int],
+                             temporal_range: int) -> jax.Array:
+  """Randomised video positions (B, t*h*w, 3) int32 for pre-training a backbone whose RoPE must
+  cover farther positions than its clips span (randomised positional encodings, Ruoss et al.,
+  ACL 2023). Per example, the t frames take a sorted draw of distinct temporal positions from
+  [0, temporal_range), and each frame's grid is shifted by its own random (row, column) offset
+  in [0, h] x [0, w]. Within a frame the grid stays regular; across frames the same content then
+  sits at relative offsets up to the range in time and up to the grid size in space. Every
+  position is below max(temporal_range, 2 h, 2 w)."""
+  t, h, w = grid
+  if temporal_range < t:
+    raise ValueError(f"temporal range {temporal_range}: expected >= the clip's {t} latent frames")
+  k_t, k_s = jax.random.split(key)
+  frames = jax.vmap(lambda k: jnp.sort(jax.random.choice(k, temporal_range, (t,), replace=False)))(
+      jax.random.split(k_t, batch))                                          # (B, t)
+  shift = jax.random.randint(k_s, (batch, t, 2), 0, jnp.asarray([h + 1, w + 1]))  # (B, t, 2)
+  base = jnp.asarray(video_positions(t, h, w)).reshape(t, h * w, 3)
+  pos = jnp.concatenate([jnp.broadcast_to(frames[:, :, None, None], (batch, t, h * w, 1)),
+                         base[None, :, :, 1:] + shift[:, :, None, :]], axis=-1)
+  return pos.reshape(batch, t * h * w, 3).astype(jnp.int32)

@@ -177,7 +177,10 @@ class WanTransformer(nnx.Module):
 
   def __call__(self, latents: jax.Array, timesteps: jax.Array, text_embeds: jax.Array, *,
                text_lengths: jax.Array | None = None, references: References | None = None,
-               reference_cache: ReferenceCache | None = None, return_reference_states=False):
+               reference_cache: ReferenceCache | None = None, return_reference_states=False,
+               video_positions: jax.Array | None = None):
+    """video_positions (B, N, 3): the video tokens' RoPE positions (default: the grid's own,
+    `rope.video_positions`); pre-training may randomise them (`rope.jittered_video_positions`)."""
     cfg = self.cfg
     if latents.ndim != 5 or latents.shape[-1] != cfg.in_channels:
       raise ValueError(f"latents shape {latents.shape}: expected (B, T, H, W, {cfg.in_channels})")
@@ -188,6 +191,10 @@ class WanTransformer(nnx.Module):
     x = constrain(self.patch_embedding(patchify(latents, cfg.patch_size)), HIDDEN)
     rope_lib.check_positions_fit(tuple(g - 1 for g in grid), cfg.rope_max_seq_len, "video")
     pos = jnp.asarray(rope_lib.video_positions(*grid))[None]
+    if video_positions is not None:
+      if video_positions.shape != (b, pos.shape[1], 3):
+        raise ValueError(f"video_positions {video_positions.shape}: expected ({b}, {pos.shape[1]}, 3)")
+      pos = video_positions
     cos, sin = rope_lib.rope_cos_sin(pos, cfg.head_dim, cfg.rope_max_seq_len, cfg.rope_theta)
     temb, mod = self.time_conditioning(self._grouped_timesteps(timesteps, b, grid))
     video = Stream(x, mod, cos, sin)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from wildactor_jax.models import rope as rope_lib
 from wildactor_jax.models.transformer import References
 from wildactor_jax.sharding import activation_sharding
 from wildactor_jax.train_lib import flow
@@ -22,8 +23,10 @@ from wildactor_jax.input.batches import batch_sharding
 from wildactor_jax.train_lib.state import Setup
 
 
-def flow_loss(model, batch: dict, t: jax.Array, noise: jax.Array) -> jax.Array:
-  """The rectified-flow loss of `model` on `batch` at sample times t (B,) with noise `noise`."""
+def flow_loss(model, batch: dict, t: jax.Array, noise: jax.Array,
+              video_positions: jax.Array | None = None) -> jax.Array:
+  """The rectified-flow loss of `model` on `batch` at sample times t (B,) with noise `noise`
+  (and the video tokens' RoPE positions, default the grid's own)."""
   x0 = batch["video_latents"]
   num_frames = x0.shape[1]
   t_frames = flow.frame_timesteps(t, num_frames, batch["clean_frames"])
@@ -31,7 +34,8 @@ def flow_loss(model, batch: dict, t: jax.Array, noise: jax.Array) -> jax.Array:
   refs = References(batch["ref_latents"], batch["ref_type"], batch["ref_mask"])
   # Wan's text convention, the same as the sampler's: states zero past the prompt, every
   # position attended (no text mask), so the model sees exactly what generation gives it.
-  pred = model(x_t, flow.model_timesteps(t_frames), batch["text_embeds"], references=refs)
+  pred = model(x_t, flow.model_timesteps(t_frames), batch["text_embeds"], references=refs,
+               video_positions=video_positions)
   weights = flow.loss_frame_weights(batch["clean_frames"], num_frames)
   return flow.weighted_mse(pred, flow.velocity_target(x0, noise), weights)
 
@@ -47,10 +51,28 @@ def drop_text(key: jax.Array, text_embeds: jax.Array, null_text: jax.Array | Non
   return jnp.where(drop[:, None, None], null, text_embeds)
 
 
+def jittered_positions(key: jax.Array, model, latents: jax.Array, rate: float,
+                       temporal_range: int) -> jax.Array:
+  """Video RoPE positions for a batch: each example's are randomised
+  (`rope.jittered_video_positions`) with probability `rate`, else the grid's own."""
+  cfg = model.cfg
+  b, t, h, w, _ = latents.shape
+  grid = (t // cfg.patch_size[0], h // cfg.patch_size[1], w // cfg.patch_size[2])
+  k_pick, k_pos = jax.random.split(key)
+  plain = jnp.broadcast_to(jnp.asarray(rope_lib.video_positions(*grid)), (b,) + (t * h * w // (
+      cfg.patch_size[0] * cfg.patch_size[1] * cfg.patch_size[2]), 3))
+  jittered = rope_lib.jittered_video_positions(k_pos, b, grid, temporal_range)
+  pick = jax.random.bernoulli(k_pick, rate, (b,))
+  return jnp.where(pick[:, None, None], jittered, plain)
+
+
 def make_train_step(setup: Setup, tx: optax.GradientTransformation, schedule, shift: float,
                     mesh, rules, *, text_dropout: float = 0.0,
-                    null_text: jax.Array | None = None) -> Callable:
-  """The un-jitted step; `jit_train_step` adds shardings and donation."""
+                    null_text: jax.Array | None = None, position_jitter: float = 0.0,
+                    jitter_temporal_range: int = 0) -> Callable:
+  """The un-jitted step; `jit_train_step` adds shardings and donation. position_jitter: the
+  share of examples whose video RoPE positions are randomised (`jittered_positions`; a toy
+  backbone's pre-training, see configs/demo_tiny.py)."""
   graphdef = setup.graphdef
   if text_dropout > 0.0 and null_text is None:
     raise ValueError("train.text_dropout > 0 needs the empty prompt's states (null_text)")
@@ -58,12 +80,15 @@ def make_train_step(setup: Setup, tx: optax.GradientTransformation, schedule, sh
   def loss_fn(lora, frozen, batch, key, latents):
     batch = dict(batch, video_latents=latents[0], ref_latents=latents[1])
     model = nnx.merge(graphdef, frozen, lora)
-    t_key, noise_key, drop_key = jax.random.split(key, 3)
+    t_key, noise_key, drop_key, pos_key = jax.random.split(key, 4)
     batch["text_embeds"] = drop_text(drop_key, batch["text_embeds"], null_text, text_dropout)
     x0 = batch["video_latents"]
     t = flow.sample_timesteps(t_key, x0.shape[0], shift)
     noise = jax.random.normal(noise_key, x0.shape, jnp.float32)
-    return flow_loss(model, batch, t, noise)
+    positions = None
+    if position_jitter > 0.0:
+      positions = jittered_positions(pos_key, model, x0, position_jitter, jitter_temporal_range)
+    return flow_loss(model, batch, t, noise, positions)
 
   def train_step(frozen, state, batch):
     with activation_sharding(mesh, rules):
