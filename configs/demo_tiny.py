@@ -2,6 +2,7 @@
 
 arg "" (default): WildActor itself: reference-only LoRA (rank 16) with AIPA and I-RoPE on a
   frozen toy backbone given by --config.backbone_path (the demo exports it from stage "backbone").
+arg "no_aipa" | "no_irope" | "uniform" | "describing": the ablations (see ABLATIONS below).
 arg "backbone": the toy backbone's own pre-training (every parameter trained, text-to-video and
   image-to-video, no references), standing in for the pretrained Wan weights the real setting
   freezes: a random frozen backbone cannot denoise, so LoRA on top of it would learn nothing.
@@ -18,10 +19,14 @@ import ml_collections
 from wildactor_jax import config_lib
 
 
+ABLATIONS = ("no_aipa", "no_irope", "uniform", "describing")
+
+
 def get_config(arg=None):
   stage = arg or "wildactor"
-  if stage not in ("wildactor", "backbone"):
-    raise ValueError(f"configs/demo_tiny.py:{arg}: expected no argument or 'backbone'")
+  if stage not in ("wildactor", "backbone") + ABLATIONS:
+    raise ValueError(f"configs/demo_tiny.py:{arg}: expected no argument, 'backbone' or one of "
+                     f"{', '.join(ABLATIONS)}")
   config = config_lib.sibling_config(__file__, "wildactor_wan22_5b.py", "tiny")
   # Tokens carry 2 x 2 x 12 = 48 latent values in 128 dims: a token narrower than its patch
   # (e.g. 48 channels at 64 px) cannot carry the noise through and never learns to denoise.
@@ -44,6 +49,15 @@ def get_config(arg=None):
   config.checkpoint.update(every=200, keep=2)
   # Guidance works: training drops 10% of prompts to the empty prompt (train.text_dropout).
   config.sample.update(steps=25, cfg=3.0, shift=3.0, solver="unipc", require_references=True)
+  # The ablations of `python -m wildactor_jax.demo --ablations`, each one change from the method:
+  if stage == "no_aipa":       # symmetric attention: references also read the noisy video
+    config.model.aipa = False
+  elif stage == "no_irope":    # references reuse the video's positions (frame 0's grid)
+    config.model.irope = False
+  elif stage == "uniform":     # references drawn uniformly, not viewpoint-adaptively
+    config.data.sampler = "uniform"
+  # "describing" trains the method itself on data whose prompts spell out the appearance
+  # (data/synthetic_actors.py --describe-appearance): identity reaches the model through text too.
   if stage == "backbone":
     config.model.update(lora=False, lora_rank=0)
     # Continuation without references too: the backbone (standing in for pretrained Wan, which

@@ -159,3 +159,35 @@ def test_params_cli_counts_paper_setting():
   assert counts["frozen"] == 4_999_787_712
   assert counts["trainable"] == 70_778_880
   assert counts["total"] == 4_999_787_712 + 70_778_880
+
+
+def test_jittered_positions_span_the_reference_range_and_keep_frames_regular():
+  from wildactor_jax.models import rope
+  grid, span = (3, 4, 5), 147
+  pos = np.asarray(rope.jittered_video_positions(jax.random.key(0), 64, grid, span))
+  assert pos.shape == (64, 3 * 4 * 5, 3) and pos.dtype == np.int32
+  frames = pos.reshape(64, 3, 20, 3)
+  t = frames[:, :, 0, 0]
+  assert (frames[..., 0] == t[:, :, None]).all()  # one temporal position per frame
+  assert (np.diff(t, axis=1) > 0).all() and t.min() >= 0 and t.max() < span
+  plain = rope.video_positions(*grid).reshape(3, 20, 3)
+  shift = frames[..., 1:] - plain[None, :, :, 1:]
+  assert (shift == shift[:, :, :1]).all()  # each frame's grid is shifted as a whole
+  assert shift.min() == 0 and shift[..., 0].max() == 4 and shift[..., 1].max() == 5
+  assert t.max() > 100  # the draws reach far: I-RoPE's body references sit at T + 128
+
+
+def test_position_jitter_changes_only_the_video_positions():
+  """Randomised positions change the prediction; the grid's own positions passed explicitly
+  are the default, exactly."""
+  from wildactor_jax.models import rope
+  model = make(lora_rank=0)
+  x, t, text, refs = inputs()
+  plain = model(x, t, text, references=refs)
+  grid_pos = jnp.broadcast_to(jnp.asarray(rope.video_positions(3, 2, 3)), (2, 18, 3))
+  np.testing.assert_array_equal(model(x, t, text, references=refs, video_positions=grid_pos),
+                                plain)
+  moved = rope.jittered_video_positions(jax.random.key(1), 2, (3, 2, 3), 20)
+  assert not np.allclose(model(x, t, text, references=refs, video_positions=moved), plain)
+  with pytest.raises(ValueError, match="video_positions"):
+    model(x, t, text, video_positions=grid_pos[:, :5])

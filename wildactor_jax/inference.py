@@ -39,6 +39,10 @@ class GenerationSettings:
   shift: float = 5.0
   solver: str = "unipc"
   seed: int = 0
+  # True: the unconditional branch drops the references as well as the prompt, so guidance
+  # amplifies identity with the text (v = v(null, none) + cfg (v(prompt, refs) - v(null, none)));
+  # False: both branches see the references and guidance acts on the prompt alone.
+  guide_references: bool = False
 
 
 def check_geometry(s: GenerationSettings, vae, patch: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -78,6 +82,15 @@ def placer(model: WanTransformer):
 def double_batch(tree):
   """Duplicates a batch-1 pytree for the cond/uncond CFG batch (axis 1 for per-layer K/V)."""
   return jax.tree.map(lambda a: jnp.concatenate([a, a], axis=1 if a.ndim == 5 else 0), tree)
+
+
+def guidance_cache(cache, guide_references: bool):
+  """The reference cache for the [cond; uncond] batch. With guide_references the uncond row has
+  no valid reference token (length 0), which is exactly the backbone without references."""
+  cache2 = double_batch(cache)
+  if guide_references:
+    cache2 = cache2._replace(lengths=cache2.lengths.at[1].set(0))
+  return cache2
 
 
 def guided_velocity(model: WanTransformer, x: jax.Array, timestep, text: jax.Array, cache2,
@@ -134,7 +147,7 @@ def denoise(model: WanTransformer, text: jax.Array, cache, noise: jax.Array,
   """Runs the sampler; text (2, S, D) = [cond; uncond]. Returns clean latents (1, T, H, W, C).
   context (1, K, H, W, C), K < T: clean leading frames kept as given (continuation)."""
   table = sampling.coefficient_table(sampling.coefficients(s.solver, s.steps, s.shift))
-  cache2 = None if cache is None else double_batch(cache)
+  cache2 = None if cache is None else guidance_cache(cache, s.guide_references)
   step = make_denoise_step(s.cfg)
   state = sampling.initial_state(noise)
   if context is not None:

@@ -26,6 +26,8 @@ import time
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEFAULT_ACTORS = 96
+TEST_FRACTION = 0.2  # of the actors, held out by data/build_actor18m.py's actor-hash rule
 
 
 STEP_LOG = re.compile(r"\] \[(\d+)\] .*\bloss=([0-9.eE+-]+)")
@@ -95,21 +97,95 @@ def export_backbone(workdir: str, out: str) -> str:
   return out
 
 
-def main(argv=None):
+def prepare_data(py: str, work: str, logs: str, actors: int, clips_per_actor: int,
+                 describe: bool = False) -> dict:
+  """Stages 1-4 into `work`: render, build (validated rows, identity splits), a small random
+  UMT5 for the prompts, encode. -> {raw, enc, build, common (the trainers' data flags)}.
+  describe: prompts that spell out the appearance (the text-identity ablation)."""
+  raw, tfds_dir, enc = (os.path.join(work, d) for d in ("raw", "tfds", "encoded"))
+  if not os.path.exists(os.path.join(raw, "manifest.jsonl")):
+    sh([py, "data/synthetic_actors.py", "--out", raw, "--actors", str(actors),
+        "--clips-per-actor", str(clips_per_actor), "--seed", "0", "--size", "32",
+        "--frames", "9", *(["--describe-appearance"] if describe else [])],
+       os.path.join(logs, "1_render.log"))
+  build = last_json(sh([py, "-m", "data.build_actor18m", "--manifest",
+                        os.path.join(raw, "manifest.jsonl"), "--out", tfds_dir,
+                        "--test-fraction", str(TEST_FRACTION)], os.path.join(logs, "2_build.log")))
+  from wildactor_jax.config_lib import load_config_file
+  demo_cfg = load_config_file(os.path.join(ROOT, "configs", "demo_tiny.py"))
+  te_path, tok = build_text_encoder(raw, os.path.join(work, "text"), int(demo_cfg.model.text_dim))
+  common = [f"--config.text_encoder.path={te_path}", f"--config.text_encoder.tokenizer_path={tok}",
+            f"--config.data.records={enc}"]
+  sh([py, "-m", "wildactor_jax.encode", "--config", "configs/demo_tiny.py", "--records", tfds_dir,
+      "--out", enc, "--dtype", "float32", *common], os.path.join(logs, "4_encode.log"))
+  return {"raw": raw, "enc": enc, "build": build, "common": common}
+
+
+def train(py: str, config: str, workdir: str, flags: list[str], log: str, what: str) -> None:
+  """One training stage with a console progress bar (a finished workdir resumes at its end)."""
+  from wildactor_jax.config_lib import load_config_file
+  cfg = load_config_file(os.path.join(ROOT, config))
+  steps = [f for f in flags if f.startswith("--config.train.steps=")]
+  total = int(steps[-1].split("=")[1]) if steps else int(cfg.train.steps)
+  sh([py, "-m", "wildactor_jax.train", "--config", config, "--workdir", workdir, *flags], log,
+     total, what)
+
+
+def train_backbone(py: str, work: str, logs: str, common: list[str], extra: list[str]) -> str:
+  """Stage 5: the toy backbone's pre-training, exported as a frozen backbone."""
+  bb_work = os.path.join(work, "backbone_run")
+  train(py, "configs/demo_tiny.py:backbone", bb_work, [*common, *extra],
+        os.path.join(logs, "5_backbone.log"), "backbone")
+  return export_backbone(bb_work, os.path.join(work, "backbone"))
+
+
+def evaluate(py: str, workdir: str, data: dict, out: str, name: str, logs: str,
+             embedder: str, quick: bool) -> str:
+  """Stage 7: `python -m wildactor_jax.evaluate` on the held-out actors -> OUT/<name>.json."""
+  eval_json = os.path.join(out, f"{name}.json")
+  sh([py, "-m", "wildactor_jax.evaluate", "--workdir", workdir, "--records", data["enc"],
+      "--split", "test", "--raw", data["raw"], "--out", eval_json, "--generated",
+      os.path.join(out, f"{name}_clips"), "--seeds", "0,1", "--test-fraction", str(TEST_FRACTION),
+      "--embedder", embedder, *(["--steps", "3"] if quick else [])],
+     os.path.join(logs, f"7_{name}.log"))
+  return eval_json
+
+
+def parse_args(argv):
   p = argparse.ArgumentParser(prog="python -m wildactor_jax.demo")
   p.add_argument("--out", default="demo_out")
-  p.add_argument("--actors", type=int, default=96, help="identities (about 20%% held out)")
+  p.add_argument("--actors", type=int, default=DEFAULT_ACTORS,
+                 help="identities (a fifth held out)")
   p.add_argument("--clips-per-actor", type=int, default=2)
   p.add_argument("--backbone-steps", type=int, default=None)
   p.add_argument("--lora-steps", type=int, default=None)
   p.add_argument("--quick", action="store_true", help="a few steps of each stage (smoke test)")
-  args = p.parse_args(argv)
+  p.add_argument("--ablations", action="store_true",
+                 help="train and evaluate the method and each ablation on one budget "
+                      "(wildactor_jax/demo/ablations.py; about an hour on 2 cores)")
+  return p.parse_args(argv)
+
+
+def stage_flags(args) -> tuple[list[str], list[str]]:
+  """The trainers' step overrides: (backbone, LoRA)."""
+  quick = ["--config.train.steps=6", "--config.train.warmup_steps=2",
+           "--config.checkpoint.every=3", "--config.train.eval_every=3",
+           "--config.train.log_every=3"] if args.quick else []
+  bb = [f"--config.train.steps={args.backbone_steps}"] if args.backbone_steps else []
+  lora = [f"--config.train.steps={args.lora_steps}"] if args.lora_steps else []
+  return quick + bb, quick + lora
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  if args.ablations:
+    from wildactor_jax.demo import ablations
+    return ablations.run(args)
   py = sys.executable
   out = os.path.abspath(args.out)
   work = os.path.join(out, "work")
   logs = os.path.join(out, "logs")
   os.makedirs(logs, exist_ok=True)
-  raw, tfds_dir, enc = (os.path.join(work, d) for d in ("raw", "tfds", "encoded"))
   t_start = time.time()
   starts: list[tuple[str, float]] = []
 
@@ -117,50 +193,21 @@ def main(argv=None):
     print(f"[demo] {name}", flush=True)
     starts.append((name, time.time()))
 
-  stage("1/9 rendering synthetic actors")
-  if not os.path.exists(os.path.join(raw, "manifest.jsonl")):
-    sh([py, "data/synthetic_actors.py", "--out", raw, "--actors", str(args.actors),
-        "--clips-per-actor", str(args.clips_per_actor), "--seed", "0", "--size", "32",
-        "--frames", "9"], os.path.join(logs, "1_render.log"))
-  stage("2/9 building the raw dataset (validated rows, identity splits)")
-  build = last_json(sh([py, "-m", "data.build_actor18m", "--manifest",
-                        os.path.join(raw, "manifest.jsonl"), "--out", tfds_dir,
-                        "--test-fraction", "0.2"], os.path.join(logs, "2_build.log")))
-  stage("3/9 a small random UMT5 for the prompts")
-  from wildactor_jax.config_lib import load_config_file
-  demo_cfg = load_config_file(os.path.join(ROOT, "configs", "demo_tiny.py"))
-  te_path, tok = build_text_encoder(raw, os.path.join(work, "text"), int(demo_cfg.model.text_dim))
-  common = [f"--config.text_encoder.path={te_path}", f"--config.text_encoder.tokenizer_path={tok}",
-            f"--config.data.records={enc}"]
-  stage("4/9 encoding records")
-  sh([py, "-m", "wildactor_jax.encode", "--config", "configs/demo_tiny.py", "--records", tfds_dir,
-      "--out", enc, "--dtype", "float32", *common], os.path.join(logs, "4_encode.log"))
-  quick = ["--config.train.steps=6", "--config.train.warmup_steps=2",
-           "--config.checkpoint.every=3", "--config.train.eval_every=3",
-           "--config.train.log_every=3"] if args.quick else []
-  bb_steps = [f"--config.train.steps={args.backbone_steps}"] if args.backbone_steps else []
-  lora_steps = [f"--config.train.steps={args.lora_steps}"] if args.lora_steps else []
+  stage("1-4/9 synthetic actors: render, build the dataset (identity splits), text encoder, "
+        "encode")
+  data = prepare_data(py, work, logs, args.actors, args.clips_per_actor)
+  bb_flags, lora_flags = stage_flags(args)
   stage("5/9 pre-training the toy backbone (every parameter)")
+  backbone = train_backbone(py, work, logs, data["common"], bb_flags)
   bb_work = os.path.join(work, "backbone_run")
-  bb_cfg = load_config_file(os.path.join(ROOT, "configs", "demo_tiny.py:backbone"))
-  bb_total = 6 if args.quick else (args.backbone_steps or int(bb_cfg.train.steps))
-  sh([py, "-m", "wildactor_jax.train", "--config", "configs/demo_tiny.py:backbone", "--workdir",
-      bb_work, *common, *quick, *bb_steps], os.path.join(logs, "5_backbone.log"), bb_total,
-     "backbone")
-  backbone = export_backbone(bb_work, os.path.join(work, "backbone"))
   stage("6/9 training WildActor's reference LoRA on the frozen backbone")
   wa_work = os.path.join(work, "wildactor_run")
-  sh([py, "-m", "wildactor_jax.train", "--config", "configs/demo_tiny.py", "--workdir", wa_work,
-      *common, f"--config.backbone_path={backbone}", *quick, *lora_steps],
-     os.path.join(logs, "6_wildactor.log"),
-     6 if args.quick else (args.lora_steps or int(demo_cfg.train.steps)), "reference LoRA")
+  train(py, "configs/demo_tiny.py", wa_work,
+        [*data["common"], f"--config.backbone_path={backbone}", *lora_flags],
+        os.path.join(logs, "6_wildactor.log"), "reference LoRA")
   stage("7/9 Actor-Bench on held-out actors: with, without and swapped references")
-  eval_json = os.path.join(out, "eval.json")
-  sh([py, "-m", "wildactor_jax.evaluate", "--workdir", wa_work, "--records", enc, "--split", "test",
-      "--raw", raw, "--out", eval_json, "--generated", os.path.join(out, "eval_clips"),
-      "--seeds", "0,1", "--test-fraction", "0.2", "--embedder", os.path.join(out, "embedder.npz"),
-      *(["--steps", "3"] if args.quick else [])],
-     os.path.join(logs, "7_evaluate.log"))
+  eval_json = evaluate(py, wa_work, data, out, "eval", logs, os.path.join(out, "embedder.npz"),
+                       args.quick)
   from wildactor_jax import fs
   from wildactor_jax.demo import report as demo_report
   ev = fs.read_json(eval_json)
@@ -168,18 +215,17 @@ def main(argv=None):
                     diagnostics=ev.get("diagnostics", {}))
   stage("8/9 a 3-shot story of one held-out actor (cut, continue, cut)")
   from wildactor_jax.demo import story as demo_story
-  story = demo_story.tell_story(py, raw, wa_work, out, evaluation["held_out_actors"][0],
+  story = demo_story.tell_story(py, data["raw"], wa_work, out, evaluation["held_out_actors"][0],
                                 os.path.join(out, "embedder.npz"), sh,
                                 os.path.join(logs, "8_story.log"), quick=args.quick)
   stage("9/9 report")
   ends = [t for _, t in starts[1:]] + [time.time()]
   stage_s = {name: round(end - t, 1) for (name, t), end in zip(starts, ends)}
-  summary = demo_report.write_report(out, raw, bb_work, wa_work, build, evaluation, stage_s,
-                                     total_s=time.time() - t_start, quick=args.quick,
-                                     story=story)
+  summary = demo_report.write_report(out, data["raw"], bb_work, wa_work, data["build"],
+                                     evaluation, stage_s, total_s=time.time() - t_start,
+                                     quick=args.quick, story=story)
   headline = ("retrieval_top1_with_refs", "retrieval_top1_without_refs",
               "retrieval_top1_swapped_follows_refs", "chance", "fidelity_real_split",
               "fidelity_with_refs", "total_s")
   print(json.dumps({k: summary.get(k) for k in headline}), flush=True)
   print(f"[demo] report: {os.path.join(out, 'report.md')}", flush=True)
-

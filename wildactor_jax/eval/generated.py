@@ -80,16 +80,13 @@ def generate(workdir: str, ds: RawDataset, actors: list[str], seeds, folder: str
   actor's clip s mod (its clip count) as prompt source."""
   from wildactor_jax import inference, media
   from wildactor_jax.infer import encoders, load_run
+  from wildactor_jax.infer.settings import settings_from_config
   if len(actors) < 2:
     raise ValueError(f"{len(actors)} held-out actors: swapped references need at least 2")
   run = load_run(workdir)
   config, model = run.config, run.model
   vae, text = encoders.vae_from_config(config), encoders.text_encoder_from_config(config)
-  s0 = inference.GenerationSettings(
-      frames=int(config.data.frames), height=int(config.data.height),
-      width=int(config.data.width), steps=int(steps or config.sample.steps),
-      cfg=float(config.sample.cfg), shift=float(config.sample.shift),
-      solver=str(config.sample.solver))
+  s0 = settings_from_config(config, steps=steps)
   max_faces = int(config.data.get("max_faces", 2))
   max_bodies = int(config.data.get("max_bodies", 2))
   refs = {}

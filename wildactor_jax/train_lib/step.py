@@ -59,8 +59,8 @@ def jittered_positions(key: jax.Array, model, latents: jax.Array, rate: float,
   b, t, h, w, _ = latents.shape
   grid = (t // cfg.patch_size[0], h // cfg.patch_size[1], w // cfg.patch_size[2])
   k_pick, k_pos = jax.random.split(key)
-  plain = jnp.broadcast_to(jnp.asarray(rope_lib.video_positions(*grid)), (b,) + (t * h * w // (
-      cfg.patch_size[0] * cfg.patch_size[1] * cfg.patch_size[2]), 3))
+  plain = jnp.asarray(rope_lib.video_positions(*grid))
+  plain = jnp.broadcast_to(plain, (b,) + plain.shape)
   jittered = rope_lib.jittered_video_positions(k_pos, b, grid, temporal_range)
   pick = jax.random.bernoulli(k_pick, rate, (b,))
   return jnp.where(pick[:, None, None], jittered, plain)
