@@ -26,7 +26,7 @@ import time
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEFAULT_ACTORS = 96
+DEFAULT_ACTORS = 200  # 33 held out by the actor-hash rule (the benchmark asks for >= 32)
 TEST_FRACTION = 0.2  # of the actors, held out by data/build_actor18m.py's actor-hash rule
 
 
