@@ -10,6 +10,12 @@ from typing import Callable, NoReturn
 
 from absl import logging
 
+from wildactor_jax import fs
+
+
+class GenerateError(ValueError):
+  """A one-line, user-facing reason generation cannot proceed."""
+
 
 def add_run_arguments(p) -> None:
   """The trained run to sample from (--workdir | --checkpoint, --config), shared by the CLIs."""
@@ -27,6 +33,47 @@ def add_sampling_arguments(p) -> None:
   p.add_argument("--cfg", type=float)
   p.add_argument("--shift", type=float)
   p.add_argument("--solver", choices=["euler", "unipc"])
+
+
+def check_outputs(args) -> dict[str, str]:
+  """The files this run will write, checked before any work: a .mp4 path, nothing of them an
+  existing folder, and (locally) a folder that exists or can be made, and is writable."""
+  if not args.out.endswith(".mp4"):
+    raise GenerateError(f"--out {args.out}: expected a .mp4 path")
+  stem = args.out[:-len(".mp4")]
+  outputs = {"video": args.out, "contact_sheet": stem + ".png"}
+  if args.gif:
+    outputs["gif"] = stem + ".gif"
+  if getattr(args, "save_latents", False):
+    outputs["latents"] = stem + ".npy"
+  for path in outputs.values():
+    if fs.isdir(path):
+      raise GenerateError(f"--out {args.out}: {path} is an existing folder; expected a file path")
+  if not fs.is_remote(args.out):
+    parent = os.path.dirname(os.fspath(fs.path(args.out)))
+    while not os.path.exists(parent):
+      parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+      raise GenerateError(f"--out {args.out}: cannot write there ({parent} is "
+                          f"{'not writable' if os.path.isdir(parent) else 'a file'})")
+  return outputs
+
+
+def check_references(args, config) -> list[tuple[str, str, int]]:
+  """[(flag, path, type)] in the order faces, bodies, three-view sheets; count limits."""
+  from wildactor_jax.models.irope import BODY, FACE
+  max_faces = int(config.data.get("max_faces", 5))
+  max_bodies = int(config.data.get("max_bodies", 5))
+  bodies = len(args.body) + len(args.three_view)
+  if len(args.face) > max_faces or bodies > max_bodies:
+    raise GenerateError(f"too many references: {len(args.face)} faces / {bodies} bodies "
+                        f"(incl. three-view); this model takes at most {max_faces} / {max_bodies}")
+  refs = ([("--face", f, FACE) for f in args.face] + [("--body", b, BODY) for b in args.body]
+          + [("--three-view", s, BODY) for s in args.three_view])
+  if not refs and config.sample.get("require_references", True):
+    raise GenerateError("no references: pass --face/--body/--three-view (this config sets "
+                        "sample.require_references; set it False for text-only generation)")
+  return refs
 
 
 def json_main(parse_args: Callable, run: Callable[..., dict], argv=None) -> int:

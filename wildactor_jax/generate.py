@@ -19,15 +19,10 @@ with the new latents in one pass. The references' K/V cache is computed once.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
 from wildactor_jax import cli, fs
-
-
-class GenerateError(ValueError):
-  """A one-line, user-facing reason generation cannot proceed."""
 
 
 def parse_args(argv):
@@ -55,52 +50,11 @@ def parse_args(argv):
   return p.parse_args(argv)
 
 
-def check_outputs(args) -> dict[str, str]:
-  """The files this run will write, checked before any work: a .mp4 path, nothing of them an
-  existing folder, and (locally) a folder that exists or can be made, and is writable."""
-  if not args.out.endswith(".mp4"):
-    raise GenerateError(f"--out {args.out}: expected a .mp4 path")
-  stem = args.out[:-len(".mp4")]
-  outputs = {"video": args.out, "contact_sheet": stem + ".png"}
-  if args.gif:
-    outputs["gif"] = stem + ".gif"
-  if getattr(args, "save_latents", False):
-    outputs["latents"] = stem + ".npy"
-  for path in outputs.values():
-    if fs.isdir(path):
-      raise GenerateError(f"--out {args.out}: {path} is an existing folder; expected a file path")
-  if not fs.is_remote(args.out):
-    parent = os.path.dirname(os.fspath(fs.path(args.out)))
-    while not os.path.exists(parent):
-      parent = os.path.dirname(parent)
-    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
-      raise GenerateError(f"--out {args.out}: cannot write there ({parent} is "
-                          f"{'not writable' if os.path.isdir(parent) else 'a file'})")
-  return outputs
-
-
-def check_references(args, config) -> list[tuple[str, str, int]]:
-  """[(flag, path, type)] in the order faces, bodies, three-view sheets; count limits."""
-  from wildactor_jax.models.irope import BODY, FACE
-  max_faces = int(config.data.get("max_faces", 5))
-  max_bodies = int(config.data.get("max_bodies", 5))
-  bodies = len(args.body) + len(args.three_view)
-  if len(args.face) > max_faces or bodies > max_bodies:
-    raise GenerateError(f"too many references: {len(args.face)} faces / {bodies} bodies "
-                        f"(incl. three-view); this model takes at most {max_faces} / {max_bodies}")
-  refs = ([("--face", f, FACE) for f in args.face] + [("--body", b, BODY) for b in args.body]
-          + [("--three-view", s, BODY) for s in args.three_view])
-  if not refs and config.sample.get("require_references", True):
-    raise GenerateError("no references: pass --face/--body/--three-view (this config sets "
-                        "sample.require_references; set it False for text-only generation)")
-  return refs
-
-
 def run(args) -> dict:
   from wildactor_jax import config_lib, inference, media
   from wildactor_jax.infer import encoders, restore
   from wildactor_jax.infer.settings import settings_from_config
-  outputs = check_outputs(args)
+  outputs = cli.check_outputs(args)
   source = args.checkpoint or args.workdir
   workdir, _ = restore.checkpoint_location(source)
   config = restore.run_config(workdir, config_lib.load_config_file(args.config)
@@ -108,7 +62,7 @@ def run(args) -> dict:
   s = settings_from_config(config, frames=args.frames, height=args.height, width=args.width,
                            steps=args.steps, cfg=args.cfg, shift=args.shift, solver=args.solver,
                            seed=args.seed)
-  refs = check_references(args, config)
+  refs = cli.check_references(args, config)
   vae = encoders.vae_from_config(config)
   inference.check_geometry(s, vae, tuple(config.model.patch_size))
   images = [media.load_reference(path, s.height, s.width, flag) for flag, path, _ in refs]
@@ -117,8 +71,9 @@ def run(args) -> dict:
     from wildactor_jax.infer import continuation
     grid = inference.check_geometry(s, vae, tuple(config.model.patch_size))
     if not 0 < args.context_frames < grid[0]:
-      raise GenerateError(f"--context-frames {args.context_frames}: expected 1 .. {grid[0] - 1} "
-                          f"(a window of {s.frames} frames has {grid[0]} latent frames)")
+      raise cli.GenerateError(f"--context-frames {args.context_frames}: expected 1 .. "
+                              f"{grid[0] - 1} (a window of {s.frames} frames has {grid[0]} "
+                              "latent frames)")
     previous = continuation.load_context(args.continue_from, vae, s.height, s.width)
   t0 = time.perf_counter()
   loaded = restore.load_run(source, [int(v) for v in args.mesh.split(",")], config=config)
@@ -127,13 +82,14 @@ def run(args) -> dict:
   from tqdm import tqdm
   bar = tqdm(total=s.steps, desc="denoising", unit="step", file=sys.stderr)
   on_step = lambda i, dt: bar.update(1)
-  if previous is None:
-    video, timings, latents = inference.generate(
-        loaded.model, vae, text_encoder, args.prompt, images, [t for _, _, t in refs], s,
-        on_step, return_latents=True)
-  else:
-    video, timings, latents = continue_clip(loaded.model, vae, text_encoder, args, images,
-                                            [t for _, _, t in refs], s, previous, on_step)
+  with loaded.sharding():
+    if previous is None:
+      video, timings, latents = inference.generate(
+          loaded.model, vae, text_encoder, args.prompt, images, [t for _, _, t in refs], s,
+          on_step, return_latents=True)
+    else:
+      video, timings, latents = continue_clip(loaded.model, vae, text_encoder, args, images,
+                                              [t for _, _, t in refs], s, previous, on_step)
   bar.close()
   frames = media.to_uint8(video)
   written = {"video": media.write_mp4(outputs["video"], frames, args.fps)}

@@ -85,8 +85,13 @@ def double_batch(tree):
 
 
 def guidance_cache(cache, guide_references: bool):
-  """The reference cache for the [cond; uncond] batch. With guide_references the uncond row has
-  no valid reference token (length 0), which is exactly the backbone without references."""
+  """The reference cache (or, for the symmetric ablation, the References) for the [cond; uncond]
+  batch. With guide_references the uncond row has no valid reference (length 0 / mask off):
+  with AIPA exactly the backbone; the symmetric model, as in its training on examples without
+  references, still adapts the video tokens."""
+  if isinstance(cache, References):
+    cache2 = jax.tree.map(lambda a: jnp.concatenate([a, a], axis=0), cache)
+    return cache2._replace(mask=cache2.mask.at[1].set(False)) if guide_references else cache2
   cache2 = double_batch(cache)
   if guide_references:
     cache2 = cache2._replace(lengths=cache2.lengths.at[1].set(0))
@@ -103,8 +108,8 @@ def guided_velocity(model: WanTransformer, x: jax.Array, timestep, text: jax.Arr
     t2 = jnp.full((2,), t, jnp.float32)
     if clean_frames:
       t2 = flow.frame_timesteps(t2, x.shape[1], jnp.full((2,), clean_frames, jnp.int32))
-    return model(x2.astype(model.cfg.jnp_dtype), t2, text,
-                 reference_cache=cache2).astype(jnp.float32)
+    refs = {"references" if isinstance(cache2, References) else "reference_cache": cache2}
+    return model(x2.astype(model.cfg.jnp_dtype), t2, text, **refs).astype(jnp.float32)
 
   return sampling.guided(velocity, cfg_scale)(x, timestep)
 
@@ -183,6 +188,10 @@ def reference_cache(model: WanTransformer, vae, images: Sequence[np.ndarray], ty
     return None
   tokens = (grid[0], grid[1] // model.cfg.patch_size[1], grid[2] // model.cfg.patch_size[2])
   refs = refs._replace(latents=refs.latents.astype(model.cfg.jnp_dtype))
+  if not model.cfg.aipa:
+    # The symmetric ablation: references read the noisy video, so their K/V change every step;
+    # the "cache" is the references themselves, run through the model at each step.
+    return refs
   cache = encode_reference_cache(model, refs, tokens)
   jax.block_until_ready(cache)
   return cache

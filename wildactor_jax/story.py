@@ -32,17 +32,17 @@ def parse_args(argv):
   p.add_argument("--seed", type=int, help="sampling seed (default: the story's)")
   p.add_argument("--mesh", default="1,-1,1,1", help="data,fsdp,context,tensor (-1: the rest)")
   args = p.parse_args(argv)
-  args.gif = False  # generate.check_outputs' contract
+  args.gif = False  # cli.check_outputs' contract
   return args
 
 
 def run(args) -> dict:
   import dataclasses
-  from wildactor_jax import config_lib, generate, inference, media
+  from wildactor_jax import config_lib, inference, media
   from wildactor_jax.infer import encoders, restore, story as story_lib
   from wildactor_jax.infer.settings import settings_from_config
   t_start = time.perf_counter()
-  outputs = generate.check_outputs(args)
+  outputs = cli.check_outputs(args)
   workdir, _ = restore.checkpoint_location(args.checkpoint or args.workdir)
   config = restore.run_config(workdir, config_lib.load_config_file(args.config)
                               if args.config else None)
@@ -58,8 +58,8 @@ def run(args) -> dict:
   names = argparse.Namespace(face=list(story.face), body=list(story.body),
                              three_view=list(story.three_view))
   try:
-    refs = generate.check_references(names, config)
-  except generate.GenerateError as e:
+    refs = cli.check_references(names, config)
+  except cli.GenerateError as e:
     raise story_lib.StoryError(f"{args.story}: references: {e}") from None
   images = [media.load_reference(path, s.height, s.width, f"{args.story}: references: {flag[2:]}")
             for flag, path, _ in refs]
@@ -70,8 +70,9 @@ def run(args) -> dict:
   text_encoder = encoders.text_encoder_from_config(config)
   from tqdm import tqdm
   bar = tqdm(desc="denoising", unit="step", file=sys.stderr)
-  film = story_lib.render(loaded.model, vae, text_encoder, story, images, [t for *_, t in refs],
-                          s, grid, lambda i, dt: bar.update(1))
+  with loaded.sharding():
+    film = story_lib.render(loaded.model, vae, text_encoder, story, images,
+                            [t for *_, t in refs], s, grid, lambda i, dt: bar.update(1))
   bar.close()
   frames = media.to_uint8(film.video)
   written = {"video": media.write_mp4(outputs["video"], frames, story.fps)}

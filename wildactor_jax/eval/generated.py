@@ -104,7 +104,8 @@ def generate(workdir: str, ds: RawDataset, actors: list[str], seeds, folder: str
       for condition, ref_actor in (("with_refs", actor), ("without_refs", None),
                                    ("swapped", partner)):
         images, kinds = refs[ref_actor] if ref_actor else ([], [])
-        video, _ = inference.generate(model, vae, text, clip.prompt, images, kinds, s)
+        with run.sharding():
+          video, _ = inference.generate(model, vae, text, clip.prompt, images, kinds, s)
         rel = f"clips/{actor}_{condition}_s{seed}.mp4"
         media.write_mp4(os.path.join(folder, rel), media.to_uint8(video), fps=8)
         rows.append({"video": rel, "condition": condition, "actor_id": actor,

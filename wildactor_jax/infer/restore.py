@@ -18,7 +18,7 @@ import jax
 from flax import nnx
 
 from wildactor_jax import fs
-from wildactor_jax.sharding import create_mesh
+from wildactor_jax.sharding import activation_sharding, create_mesh
 from wildactor_jax.train_lib import checkpoint as ckpt_lib, state as state_lib
 from wildactor_jax.train_lib import workdir as workdir_lib
 from wildactor_jax.train_lib.checkpoint import RunError
@@ -30,6 +30,13 @@ class Run(NamedTuple):
   step: int        # the checkpoint restored
   mesh: Any
   workdir: str
+  rules: tuple = ()  # the config's logical axis rules
+
+  def sharding(self):
+    """The context in which this run's activations are pinned to its mesh (as in training):
+    generation calls the model inside it, so the attention kernel and the constraints see the
+    mesh. A jitted function traced inside keeps its trace; the values never depend on it."""
+    return activation_sharding(self.mesh, self.rules)
 
 
 def mesh_for(config, shape: Sequence[int] | None = None):
@@ -101,4 +108,4 @@ def load_run(source: str, mesh=None, *, config=None) -> Run:
     raise RunError(f"{source}: no finished checkpoint in {checkpointer.directory}")
   model = rs.create_model()
   nnx.update(model, found[1])
-  return Run(config, model, found[0], mesh, workdir)
+  return Run(config, model, found[0], mesh, workdir, tuple(rs.rules))
