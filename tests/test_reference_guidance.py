@@ -35,25 +35,23 @@ def inputs():
 
 
 @pytest.mark.parametrize("aipa", [True, False])
-@pytest.mark.parametrize("guide", [True, False])
-def test_branches_of_guidance(aipa, guide):
+def test_branches_of_guidance(aipa):
   model = make(aipa)
   x, text, refs = inputs()
-  if aipa:
-    cache = model.encode_references(refs, (2, 2, 2))
-  else:
-    cache = refs
-  cache2 = inference.guidance_cache(cache, guide)
+  cache = model.encode_references(refs, (2, 2, 2)) if aipa else refs
   t = jnp.full((1,), 500.0)
-  uncond = inference.guided_velocity(model, x, 500.0, text, cache2, 0.0)
-  cond = inference.guided_velocity(model, x, 500.0, text, cache2, 1.0)
-  with_refs = lambda prompt: model(x, t, prompt, references=refs)
-  np.testing.assert_allclose(cond, with_refs(text[:1]), atol=2e-5)
-  if not guide:
-    expected = with_refs(text[1:])
-  elif aipa:  # no valid reference: exactly the backbone
-    expected = model(x, t, text[1:])
-  else:  # the symmetric model adapts every token once references are passed, as in training
-    expected = model(x, t, text[1:], references=refs._replace(mask=jnp.zeros((1, 2), bool)))
-  np.testing.assert_allclose(uncond, expected, atol=2e-5)
+  with_refs = lambda prompt, mask=refs.mask: model(x, t, prompt,
+                                                   references=refs._replace(mask=mask))
+  for guide in (True, False):
+    cache2 = inference.guidance_cache(cache, guide)
+    uncond = inference.guided_velocity(model, x, 500.0, text, cache2, 0.0)
+    cond = inference.guided_velocity(model, x, 500.0, text, cache2, 1.0)
+    np.testing.assert_allclose(cond, with_refs(text[:1]), atol=2e-5)
+    if not guide:
+      expected = with_refs(text[1:])
+    elif aipa:  # no valid reference: exactly the backbone
+      expected = model(x, t, text[1:])
+    else:  # the symmetric model adapts every token once references are passed, as in training
+      expected = with_refs(text[1:], jnp.zeros((1, 2), bool))
+    np.testing.assert_allclose(uncond, expected, atol=2e-5)
   assert not np.allclose(with_refs(text[1:]), model(x, t, text[1:]), atol=1e-3)

@@ -7,8 +7,9 @@ and differ in one config field; "describing" renders the same actors with descri
 pre-trains its own backbone on them (a pretrained text-to-video model knows the words) and
 trains the method on top. Each is evaluated as the demo is (held-out actors, 2 seeds, one
 embedder for all), and the table with bootstrap intervals goes to OUT/ablations.md and
-OUT/ablations.jsonl. A finished stage's workdir resumes at its end, so running this after
-`make demo` with the same --out reuses its data, backbone and method run.
+OUT/ablations.jsonl. Finished stages are reused (a training workdir resumes at its end, an
+evaluation's JSON is read back), so running this after `make demo` with the same --out reuses
+its data, backbone, method run and evaluation.
 """
 from __future__ import annotations
 
@@ -72,8 +73,11 @@ def run(args) -> int:
     pipeline.train(py, config, workdir,
                    [*data["common"], f"--config.backbone_path={backbone}", *lora_flags],
                    os.path.join(logs, f"6_{name}.log"), name)
-    ev = fs.read_json(pipeline.evaluate(py, workdir, data, out, "eval" if name == "method"
-                                          else f"eval_{name}", logs, embedder, args.quick))
+    eval_name = "eval" if name == "method" else f"eval_{name}"
+    eval_json = os.path.join(out, f"{eval_name}.json")
+    if not fs.exists(eval_json):  # the demo's own run of the method, or an earlier ablation run
+      pipeline.evaluate(py, workdir, data, out, eval_name, logs, embedder, args.quick)
+    ev = fs.read_json(eval_json)
     row = {"variant": name, "change": what, "config": config, "summary": ev["summary"],
            "diagnostics": ev.get("diagnostics", {}), "seconds": round(time.time() - t0, 1)}
     rows.append(row)

@@ -108,16 +108,29 @@ def prepare_data(py: str, work: str, logs: str, actors: int, clips_per_actor: in
         "--clips-per-actor", str(clips_per_actor), "--seed", "0", "--size", "32",
         "--frames", "9", *(["--describe-appearance"] if describe else [])],
        os.path.join(logs, "1_render.log"))
-  build = last_json(sh([py, "-m", "data.build_actor18m", "--manifest",
-                        os.path.join(raw, "manifest.jsonl"), "--out", tfds_dir,
-                        "--test-fraction", str(TEST_FRACTION)], os.path.join(logs, "2_build.log")))
-  from wildactor_jax.config_lib import load_config_file
-  demo_cfg = load_config_file(os.path.join(ROOT, "configs", "demo_tiny.py"))
-  te_path, tok = build_text_encoder(raw, os.path.join(work, "text"), int(demo_cfg.model.text_dim))
+  # Each stage's output is reused when a previous run finished it (its last file written).
+  build_json = os.path.join(work, "build_summary.json")
+  if not os.path.exists(build_json):
+    build = last_json(sh([py, "-m", "data.build_actor18m", "--manifest",
+                          os.path.join(raw, "manifest.jsonl"), "--out", tfds_dir,
+                          "--test-fraction", str(TEST_FRACTION)],
+                         os.path.join(logs, "2_build.log")))
+    with open(build_json, "w") as fh:
+      json.dump(build, fh)
+  with open(build_json) as fh:
+    build = json.load(fh)
+  te_path = os.path.join(work, "text", "umt5")
+  tok = os.path.join(work, "text", "tokenizer", "tokenizer.json")
+  if not os.path.exists(os.path.join(te_path, "config.json")):
+    from wildactor_jax.config_lib import load_config_file
+    demo_cfg = load_config_file(os.path.join(ROOT, "configs", "demo_tiny.py"))
+    te_path, tok = build_text_encoder(raw, os.path.join(work, "text"),
+                                      int(demo_cfg.model.text_dim))
   common = [f"--config.text_encoder.path={te_path}", f"--config.text_encoder.tokenizer_path={tok}",
             f"--config.data.records={enc}"]
-  sh([py, "-m", "wildactor_jax.encode", "--config", "configs/demo_tiny.py", "--records", tfds_dir,
-      "--out", enc, "--dtype", "float32", *common], os.path.join(logs, "4_encode.log"))
+  # The encoder itself skips the shards a previous run finished.
+  sh([py, "-m", "wildactor_jax.encode", "--config", "configs/demo_tiny.py", "--records",
+      tfds_dir, "--out", enc, "--dtype", "float32", *common], os.path.join(logs, "4_encode.log"))
   return {"raw": raw, "enc": enc, "build": build, "common": common}
 
 
