@@ -90,10 +90,21 @@ def build_text_encoder(raw: str, out: str, d_model: int) -> tuple[str, str]:
 
 def export_backbone(workdir: str, out: str) -> str:
   """The pre-trained toy backbone (a full-parameter training checkpoint) -> a frozen-backbone
-  checkpoint in the converter's format, which WildActor training loads and hashes."""
+  checkpoint in the converter's format, which WildActor training loads and hashes. An export of
+  the same run and step is kept: a new export of the same weights writes new metadata, hence a
+  new backbone hash, which the LoRA runs trained on the old one would rightly refuse."""
   from wildactor_jax.infer import load_run
   from wildactor_jax.models.loading import save_backbone
-  save_backbone(load_run(workdir).model, out)
+  run = load_run(workdir)
+  source = {"workdir": workdir, "step": int(run.step)}
+  marker = out.rstrip("/") + ".exported_from.json"  # beside it: the hash reads its .json files
+  if os.path.exists(marker):
+    with open(marker) as fh:
+      if json.load(fh) == source:
+        return out
+  save_backbone(run.model, out)
+  with open(marker, "w") as fh:
+    json.dump(source, fh)
   return out
 
 
