@@ -37,8 +37,8 @@ def main(argv=None):
   args = p.parse_args(argv)
 
   from wildactor_jax import media
-  from wildactor_jax.demo.pipeline import pick_references
   from wildactor_jax.eval import coherence, embedder, protocol, raw
+  from wildactor_jax.eval.generated import reference_paths
   from wildactor_jax.infer import encoders, load_run, story as story_lib
   from wildactor_jax.infer.settings import settings_from_config
   from wildactor_jax import inference
@@ -61,10 +61,11 @@ def main(argv=None):
   stories = {"with_refs": [], "without_refs": []}
   cost = {"with_refs": [], "without_refs": []}
   for actor in held[:args.actors]:
-    faces, bodies = pick_references(args.raw, actor)
-    images = [media.load_reference(f, s.height, s.width, "face") for f in faces]
-    images += [media.load_reference(b, s.height, s.width, "body") for b in bodies]
-    types = [0] * len(faces) + [1] * len(bodies)
+    # The Actor-Bench's references for the actor (views spread, the model's counts).
+    paths = reference_paths(ds, actor, int(run.config.data.get("max_faces", 2)),
+                            int(run.config.data.get("max_bodies", 2)))
+    images = [media.load_reference(path, s.height, s.width, "reference") for path, _ in paths]
+    types = [kind for _, kind in paths]
     gallery = ds.gallery(actor, "body")
     refs = embedder.embed(net, np.stack([raw.read_image(r.path) for r in gallery]))
     ref_yaws = np.array([r.yaw for r in gallery])

@@ -200,11 +200,8 @@ def stage_flags(args) -> tuple[list[str], list[str]]:
   return quick + bb, quick + lora
 
 
-def main(argv=None):
-  args = parse_args(argv)
-  if args.ablations:
-    from wildactor_jax.demo import ablations
-    return ablations.run(args)
+def run(args) -> int:
+  """The demo (see the module docstring); args from `parse_args`."""
   py = sys.executable
   out = os.path.abspath(args.out)
   work = os.path.join(out, "work")
@@ -253,3 +250,4 @@ def main(argv=None):
               "fidelity_with_refs", "total_s")
   print(json.dumps({k: summary.get(k) for k in headline}), flush=True)
   print(f"[demo] report: {os.path.join(out, 'report.md')}", flush=True)
+  return 0
