@@ -49,7 +49,7 @@ def get_config(arg=None):
   config.checkpoint.update(every=200, keep=2)
   # Guidance works: training drops 10% of prompts to the empty prompt (train.text_dropout).
   # Wan's guidance scale 5; the unconditional branch drops the references too
-  # (sample.guide_references), so guidance amplifies identity: measured on the demo's data,
+  # (sample.guide_references), so guidance amplifies identity: measured on 96 actors (13 held out),
   # held-out retrieval 0.31 -> 0.46 against cfg 3 on the prompt alone.
   config.sample.update(steps=25, cfg=5.0, shift=3.0, solver="unipc", require_references=True,
                        guide_references=True)
