@@ -77,6 +77,7 @@ def check_references(args, config) -> list[tuple[str, str, int]]:
 
 
 def json_main(parse_args: Callable, run: Callable[..., dict], argv=None) -> int:
+  quiet_closed_loop_noise()
   args = parse_args(argv)
   try:
     result = run(args)
@@ -85,6 +86,23 @@ def json_main(parse_args: Callable, run: Callable[..., dict], argv=None) -> int:
     return 2
   print(json.dumps(result), flush=True)
   return 0
+
+
+def quiet_closed_loop_noise() -> None:
+  """A failed tensorstore/Orbax read (a damaged checkpoint being skipped) may later fire a
+  callback into its closed asyncio loop; Python prints that as an "Exception ignored" traceback
+  in the middle of the user's output. Such RuntimeErrors go to the debug log instead; every
+  other unraisable exception is printed as before."""
+  default = sys.unraisablehook
+
+  def hook(unraisable):
+    e = unraisable.exc_value
+    if isinstance(e, RuntimeError) and "Event loop is closed" in str(e):
+      logging.debug("ignored after a failed read: %r", e)
+      return
+    default(unraisable)
+
+  sys.unraisablehook = hook
 
 
 def exit_now(code: int) -> NoReturn:

@@ -241,6 +241,7 @@ def main(argv, make_train_source=None):
   wraps the configured one); called after the multi-process set-up, which it may need."""
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  cli.quiet_closed_loop_noise()
   distributed.maybe_initialize()
   with distributed.fail_fast():  # a dead peer must not leave this process waiting for it
     try:
