@@ -17,6 +17,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from wildactor_jax import cli, fs
+from wildactor_jax.models import irope
 from wildactor_jax.models.config import ModelConfig
 from wildactor_jax.train_lib import checkpoint as ckpt_lib
 from wildactor_jax.input import batches, schema
@@ -88,12 +89,14 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
 
 
 def reference_temporal_range(config) -> int:
-  """One past the farthest temporal position I-RoPE gives a reference (models/irope.py): the
-  range a backbone pre-trained with train.position_jitter learns to attend across."""
+  """The temporal range a backbone pre-trained with train.position_jitter learns to attend
+  across: I-RoPE's farthest reference position (models/irope.py) plus one reference stride."""
   m = config.model
   latent_frames = schema.latent_grid(config)[0] // int(m.patch_size[0])
-  return (latent_frames + max(int(m.face_temporal_offset), int(m.body_temporal_offset))
-          + int(m.reference_frame_stride) * int(config.data.r_max))
+  stride = int(m.reference_frame_stride)
+  return stride + irope.farthest_temporal_position(
+      latent_frames, int(config.data.r_max), int(m.face_temporal_offset),
+      int(m.body_temporal_offset), stride)
 
 
 def _train(config, workdir: str, allow_config_change: bool, train_source) -> dict:

@@ -20,6 +20,12 @@ from wildactor_jax.models.rope import check_positions_fit
 FACE, BODY = 0, 1
 
 
+def farthest_temporal_position(t: int, r: int, face_offset: int, body_offset: int,
+                               stride: int) -> int:
+  """The largest temporal position I-RoPE can give one of r references after t latent frames."""
+  return t + max(face_offset, body_offset) + stride * (r - 1)
+
+
 def reference_positions(ref_types: jax.Array, ref_mask: jax.Array, video_grid: tuple[int, int, int],
                         ref_grid: tuple[int, int], *, irope: bool = True, face_offset: int = 4,
                         body_offset: int = 128, stride: int = 4,
@@ -38,7 +44,7 @@ def reference_positions(ref_types: jax.Array, ref_mask: jax.Array, video_grid: t
     temporal = jnp.zeros((b, r), jnp.int32)
     spatial = np.stack([rows, cols], -1).reshape(-1, 2)
   else:
-    worst = t + max(face_offset, body_offset) + stride * (r - 1)
+    worst = farthest_temporal_position(t, r, face_offset, body_offset, stride)
     check_positions_fit((worst, hv + hr - 1, wv + wr - 1), max_len, "references (I-RoPE)")
     is_face = (ref_types == FACE) & ref_mask
     is_body = (ref_types != FACE) & ref_mask
