@@ -54,10 +54,11 @@ def get_config(arg=None):
       text_dropout=0.1))
   config.checkpoint = ml_collections.ConfigDict(dict(every=25 if tiny else 500, keep=3))
   # guide_references (ours): the unconditional branch of guidance also drops the references, so
-  # cfg amplifies identity with the prompt (inference.GenerationSettings).
+  # cfg amplifies identity with the prompt (inference.GenerationSettings). cfg_interval: the flow
+  # times (sigma) at which guidance applies; (0, 1) guides every step, as Wan does.
   config.sample = ml_collections.ConfigDict(dict(steps=50, cfg=5.0, shift=5.0, solver="unipc",
                                                  require_references=True,
-                                                 guide_references=True))
+                                                 guide_references=True, cfg_interval=(0.0, 1.0)))
   if tiny:  # CPU tests: random batches with the pipeline's keys, a multiple of 8 host devices
     config.data.update(source="random", global_batch_size=8, random_examples=256, text_len=16)
     config.text_encoder.max_length = 16

@@ -59,3 +59,35 @@ def test_bad_solver_and_steps():
     sampling.coefficients("dpm", 5, 5.0)
   with pytest.raises(ValueError, match="at least 1"):
     sampling.flow_sigmas(0, 5.0)
+
+
+def test_guidance_interval_guides_only_the_steps_inside_it():
+  """sample.cfg_interval: the scale is cfg for steps whose sigma lies in [lo, hi], 1 elsewhere;
+  the full interval is plain guidance and an empty one is no guidance, exactly."""
+  import jax
+  from flax import nnx
+  from wildactor_jax import inference
+
+  class TextModel(nnx.Module):  # cond and uncond differ only through their text rows
+    class cfg:
+      jnp_dtype = jnp.float32
+
+    def __call__(self, x, t, text, reference_cache=None):
+      return 0.3 * x + text.mean(axis=(1, 2))[:, None, None, None, None]
+
+  noise = jax.random.normal(jax.random.key(0), (1, 2, 2, 2, 3))
+  text = jnp.stack([jnp.ones((4, 5)), jnp.zeros((4, 5))])
+  base = dict(frames=5, height=4, width=4, steps=6, shift=3.0, cfg=4.0, solver="euler")
+  run = lambda **kw: np.asarray(inference.denoise(
+      TextModel(), text, None, noise, inference.GenerationSettings(**{**base, **kw})))
+  sigma = sampling.coefficients("euler", 6, 3.0).sigma
+  scales = inference.guidance_scales(inference.GenerationSettings(**base, cfg_interval=(0.5, 1.0)),
+                                     sigma)
+  np.testing.assert_array_equal(scales, np.where(sigma >= 0.5, 4.0, 1.0))
+  assert 0 < (scales == 4.0).sum() < 6
+  np.testing.assert_array_equal(run(cfg_interval=(0.0, 1.0)), run())
+  np.testing.assert_array_equal(run(cfg_interval=(0.0, 0.0)), run(cfg=1.0))
+  partial = run(cfg_interval=(0.5, 1.0))
+  assert not np.allclose(partial, run()) and not np.allclose(partial, run(cfg=1.0))
+  with pytest.raises(ValueError, match="cfg_interval"):
+    run(cfg_interval=(0.8, 0.2))
