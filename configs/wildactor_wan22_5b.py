@@ -51,7 +51,10 @@ def get_config(arg=None):
       eval_every=50 if tiny else 1000, eval_timesteps=(0.25, 0.5, 0.75),
       # Prompt dropout (ours): the empty prompt's states in 10% of samples, so that classifier-
       # free guidance (sample.cfg) has an unconditional branch the model was trained on.
-      text_dropout=0.1))
+      text_dropout=0.1,
+      # Randomised video RoPE positions for this share of examples (models/rope.py:
+      # jittered_video_positions); for pre-training a backbone from scratch, 0 for WildActor.
+      position_jitter=0.0))
   config.checkpoint = ml_collections.ConfigDict(dict(every=25 if tiny else 500, keep=3))
   # guide_references (ours): the unconditional branch of guidance also drops the references, so
   # cfg amplifies identity with the prompt (inference.GenerationSettings). cfg_interval: the flow
