@@ -172,13 +172,13 @@ def write_report(out: str, raw: str, backbone_run: str, wildactor_run: str, buil
       "caching, CFG sampling, decoding and the benchmark. It cannot show the paper's results: the "
       "backbone is a few-million-parameter toy trained for minutes on 32x32 clips instead of a "
       "pretrained 5B Wan, the autoencoder is a fixed space-to-depth map, the text encoder is "
-      "random, and identity is colours and proportions read by a small embedder. Two choices "
-      "make the references act at this scale, both measured on the demo's data "
-      "(`benchmarks/results/README.md`): the toy backbone is pre-trained with randomised RoPE "
-      "positions for half its examples (a pretrained Wan has attended across far larger grids; "
-      "ours has seen 3 x 8 x 8 tokens, so I-RoPE's reference positions would otherwise be "
-      "positions it never trained at), and sampling guides over the prompt and the references "
-      "together (cfg 5, `sample.guide_references`).", ""]
+      "random, and identity is colours and proportions read by a small embedder. Its samples "
+      "show it: figures of the right colours and place, but blotchy, with patch-sized blocks "
+      "where the 800-step backbone leaves the initial noise in its high-noise estimates. Two "
+      "sampling choices, measured on the demo's data (`benchmarks/results/README.md`): guidance "
+      "over the prompt and the references together (cfg 5, `sample.guide_references`), and "
+      "only at flow times sigma >= 0.3 (`sample.cfg_interval`), where it sets identity without "
+      "turning fine-scale errors into saturated blocks.", ""]
   fs.atomic_write_text(os.path.join(out, "report.md"), "\n".join(lines))
   fs.atomic_write_json(os.path.join(out, "summary.json"), summary, default=float)
   return summary
