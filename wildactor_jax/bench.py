@@ -129,11 +129,11 @@ def bench_generate(config, mesh, rules) -> dict:
   cache2 = inference.double_batch(nnx.jit(lambda m, x: m.encode_references(x, grid))(model, refs))
   table = sampling.coefficient_table(sampling.coefficients("unipc", 50, 5.0))
   row = jax.tree.map(lambda a: a[10], table)
-  step = inference.make_denoise_step(float(config.sample.cfg))
+  scale = jnp.float32(config.sample.cfg)
   state = [sampling.initial_state(place(jax.random.normal(key, (1, t, h, w, c))))]
 
   def run():
-    state[0] = step(model, state[0], row, text, cache2)
+    state[0] = inference.denoise_step(model, state[0], row, text, cache2, scale)
     return state[0][0]
 
   times, compile_s = _timed(run, _STEPS.value, _WARMUP.value)

@@ -146,15 +146,8 @@ def guidance_scales(s: GenerationSettings, sigma: np.ndarray) -> np.ndarray:
   lo, hi = s.cfg_interval
   if not 0.0 <= lo <= hi <= 1.0:
     raise ValueError(f"cfg_interval {s.cfg_interval}: expected 0 <= lo <= hi <= 1 (flow time)")
-  inside = (np.asarray(sigma) >= lo) & (np.asarray(sigma) <= hi)
-  return np.where(inside, s.cfg, 1.0).astype(np.float32)
-
-
-def make_denoise_step(cfg_scale: float):
-  """step(model, solver_state, coefficient_row, text (2,S,D), cache2, context=None) -> state."""
-  scale = jnp.float32(cfg_scale)
-  return lambda model, state, row, text, cache2, context=None: denoise_step(
-      model, state, row, text, cache2, scale, context)
+  sigma = np.asarray(sigma)
+  return np.where((sigma >= lo) & (sigma <= hi), s.cfg, 1.0).astype(np.float32)
 
 
 # The reference K/V cache, jitted once per token grid (a static argument).

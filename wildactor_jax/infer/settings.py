@@ -7,7 +7,8 @@ from wildactor_jax.inference import GenerationSettings
 
 def settings_from_config(config, **overrides) -> GenerationSettings:
   """GenerationSettings from config.data.{frames, height, width} and config.sample.{steps, cfg,
-  shift, solver, guide_references, cfg_interval}; an override that is None keeps the config's value."""
+  shift, solver, guide_references, cfg_interval}; an override that is None keeps the config's
+  value."""
   s = GenerationSettings(
       frames=int(config.data.frames), height=int(config.data.height),
       width=int(config.data.width), steps=int(config.sample.steps), cfg=float(config.sample.cfg),
