@@ -1,6 +1,8 @@
 """Actor-Bench metrics on hand-made cases: the same clip scores perfectly, another actor's clip
 does not; bootstrap intervals; the Fréchet distance against a direct formula; attribute reading
 on clean renders."""
+import dataclasses
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -96,19 +98,24 @@ def render(identity, yaw=0.0, side=96):
   return np.asarray(img)
 
 
+# What the raw folder's palettes.json holds (data/synthetic_actors.py writes it).
+PALETTES = {"shirt": ra.CLOTH_COLOURS, "trousers": ra.CLOTH_COLOURS, "hair": ra.HAIR_COLOURS,
+            "skin": ra.SKIN_TONES}
+
+
 def test_attributes_same_actor_perfect_other_actor_not():
-  truth = attributes.true_attributes(PLAIN)
+  truth = attributes.true_attributes(dataclasses.asdict(PLAIN))  # an actors.jsonl row
+  read = lambda clip: attributes.read_clip(clip, PALETTES)
   clip = np.stack([render(PLAIN, yaw) for yaw in (0, 20, -20)])
-  acc = attributes.accuracy(attributes.read_clip(clip), truth)
+  acc = attributes.accuracy(read(clip), truth)
   assert acc == {"shirt": 1.0, "trousers": 1.0, "hair": 1.0, "skin": 1.0}
   other = ra.Identity(**{**PLAIN.__dict__, "skin": "pale", "hair_colour": "black",
                          "shirt_colour": "yellow", "trouser_colour": "khaki"})
   other_clip = np.stack([render(other, yaw) for yaw in (0, 20, -20)])
-  acc = attributes.accuracy(attributes.read_clip(other_clip), truth)
+  acc = attributes.accuracy(read(other_clip), truth)
   assert acc == {"shirt": 0.0, "trousers": 0.0, "hair": 0.0, "skin": 0.0}
-  bald = attributes.true_attributes(ra.Identity(**{**PLAIN.__dict__, "hair_style": "bald"}))
-  assert np.isnan(attributes.accuracy(attributes.read_clip(clip), bald)["hair"])
-  assert attributes.read_frame(np.full((32, 32, 3), 90, np.uint8)) == dict.fromkeys(
+  bald = attributes.true_attributes(dataclasses.asdict(
+      ra.Identity(**{**PLAIN.__dict__, "hair_style": "bald"})))
+  assert np.isnan(attributes.accuracy(read(clip), bald)["hair"])
+  assert attributes.read_frame(np.full((32, 32, 3), 90, np.uint8), PALETTES) == dict.fromkeys(
       attributes.ATTRIBUTES)
-  with pytest.raises(ValueError, match="actor_id"):
-    attributes.actor_attributes("bob", 0)

@@ -1,6 +1,8 @@
-"""The identity embedder and the benchmark on real renders: held-out retrieval well above chance,
-hand-made "generated" folders (ground-truth clips reused) scored end to end through the CLI, and
-bad input refused with exit status 2 and nothing written."""
+"""The benchmark on real renders: the identity embedder retrieves held-out actors well above
+chance against a gallery that holds no reference image; the prompt probes read motion, camera and
+yaw of held-out clips well above chance and sit at chance on noise; hand-made "generated" folders
+(a pasted reference, a frozen clip, another actor's clip) scored end to end through the CLI get
+the figures they must; bad input is refused with exit status 2 and nothing written."""
 import json
 import os
 import shutil
@@ -9,28 +11,41 @@ import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from wildactor_jax.eval import embedder, generated, metrics, protocol, raw
+from wildactor_jax import media
+from wildactor_jax.eval import adherence, embedder, generated, metrics, probes, protocol, raw
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FRACTION = 0.34  # 36 actors -> 8 held out (actor_hash rule)
+FRACTION = 0.25  # 48 actors -> about 12 held out (actor_hash rule)
+PROBE_CFG = probes.ProbeConfig(frames=9, steps=250)
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
   root = tmp_path_factory.mktemp("eval") / "raw"
   subprocess.run([sys.executable, "data/synthetic_actors.py", "--out", str(root), "--actors",
-                  "36", "--clips-per-actor", "2", "--size", "32", "--frames", "9"],
+                  "48", "--clips-per-actor", "2", "--size", "32", "--frames", "9"],
                  cwd=REPO, check=True, capture_output=True)
   ds = raw.load(str(root))
   held_out = raw.held_out(ds.actors, FRACTION)
-  net = protocol.fit_embedder(ds, [a for a in ds.actors if a not in held_out], seed=0)
-  return ds, held_out, net
+  train = [a for a in ds.actors if a not in held_out]
+  net = protocol.fit_embedder(ds, train, seed=0)
+  probe = protocol.fit_probes(ds, train, PROBE_CFG, seed=0)
+  return ds, held_out, net, probe
+
+
+def test_gallery_never_holds_a_reference(data):
+  ds, held_out, _, _ = data
+  for a in ds.actors:
+    refs = {r.path for region in ("face", "body") for r in ds.references(a, region)}
+    gallery = {r.path for r in ds.gallery(a)}
+    assert refs and gallery and not refs & gallery
 
 
 def test_held_out_retrieval_well_above_chance(data):
-  ds, held_out, net = data
-  assert len(held_out) >= 6
+  ds, held_out, net, _ = data
+  assert len(held_out) >= 8
   gallery = {a: embedder.embed(net, np.stack([raw.read_image(r.path) for r in ds.gallery(a)]))
              for a in held_out}
   clips = [(embedder.embed(net, raw.read_video(c.video)), a) for a in held_out
@@ -42,65 +57,107 @@ def test_held_out_retrieval_well_above_chance(data):
   assert net.num_classes == len(ds.actors) - len(held_out)
 
 
-def test_embedder_save_load_round_trip(data, tmp_path):
-  ds, held_out, net = data
-  frames = raw.read_video(ds.clips_of(held_out[0])[0].video)
-  path = embedder.save(net, str(tmp_path / "e.npz"))
-  np.testing.assert_array_equal(embedder.embed(embedder.load(path), frames),
-                                embedder.embed(net, frames))
-  (tmp_path / "bad.npz").write_bytes(b"nope")
-  with pytest.raises(ValueError, match="bad.npz"):
-    embedder.load(str(tmp_path / "bad.npz"))
+def test_probes_read_held_out_clips_and_sit_at_chance_on_noise(data):
+  ds, held_out, _, probe = data
+  clips = [c for a in held_out for c in ds.clips_of(a)]
+  read = probes.predict(probe, [raw.read_video(c.video) for c in clips])
+  motion = np.mean([m == c.motion for m, c in zip(read["motion"], clips)])
+  camera = np.mean([m == c.camera for m, c in zip(read["camera"], clips)])
+  yaw = np.mean([adherence.yaw_accuracy(y, probes.resample_yaws(c.yaws, PROBE_CFG.frames))
+                 for y, c in zip(read["yaw"], clips)])
+  assert motion > 0.45 and camera > 0.55 and yaw > 0.5, (motion, camera, yaw)
+  # Noise clips with the held-out clips' labels: the probe's reading carries no information.
+  rng = np.random.default_rng(0)
+  noise = rng.integers(0, 255, (len(clips) * 4, 9, 32, 32, 3)).astype(np.uint8)
+  labels = [c for c in clips for _ in range(4)]
+  read = probes.predict(probe, noise)
+  motion = np.mean([m == c.motion for m, c in zip(read["motion"], labels)])
+  yaw = np.mean([adherence.yaw_accuracy(y, probes.resample_yaws(c.yaws, PROBE_CFG.frames))
+                 for y, c in zip(read["yaw"], labels)])
+  assert motion < 0.45 and yaw < 0.45, (motion, yaw)
+
+
+def test_probe_save_load_round_trip(data, tmp_path):
+  ds, held_out, _, probe = data
+  video = raw.read_video(ds.clips_of(held_out[0])[0].video)
+  again = probes.load(probes.save(probe, str(tmp_path / "p.npz")))
+  np.testing.assert_array_equal(probes.predict(again, [video])["yaw"],
+                                probes.predict(probe, [video])["yaw"])
+  with pytest.raises(ValueError, match="e.npz"):
+    probes.load(embedder.save(data[2], str(tmp_path / "e.npz")))
 
 
 def fake_generated(ds, held_out, folder):
-  """with_refs = the actor's own clips; swapped (A's prompt, B's refs) = B's clips, so the
-  clip follows its references; without_refs = the next actor's clips (identity lost)."""
+  """Hand-made clips whose scores are known, each following actor A's clip `seed` prompt:
+  with_refs   = A's first given reference pasted into every frame (a copy-paste);
+  swapped     = B's own clip (B's references given: the clip follows its references);
+  without_refs = A's source clip frozen on its first frame (no motion)."""
   os.makedirs(folder / "clips")
   rows = []
   for i, a in enumerate(held_out):
     b = held_out[(i + 1) % len(held_out)]
+    given = {x: [{"path": os.path.relpath(p, ds.root), "type": t, "yaw": y}
+                 for p, t, y in generated.benchmark_references(ds, x, 2, 2)] for x in (a, b)}
     for seed in (0, 1):
-      for cond, shown, refs_actor in (("with_refs", a, a), ("swapped", b, b),
-                                      ("without_refs", b, None)):
-        src = ds.clips_of(shown)[seed]
+      src = ds.clips_of(a)[seed]
+      video = raw.read_video(src.video)
+      ref = np.asarray(Image.fromarray(raw.read_image(os.path.join(ds.root, given[a][0]["path"])))
+                       .resize(video.shape[1:3][::-1]))
+      clips = {"with_refs": (np.repeat(ref[None], len(video), 0), a),
+               "swapped": (raw.read_video(ds.clips_of(b)[seed].video), b),
+               "without_refs": (np.repeat(video[:1], len(video), 0), None)}
+      for cond, (frames, refs_actor) in clips.items():
         rel = f"clips/{a}_{cond}_{seed}.mp4"
-        shutil.copy(src.video, folder / rel)
+        media.write_mp4(str(folder / rel), list(frames), fps=8)
         rows.append({"video": rel, "condition": cond, "actor_id": a, "refs_actor": refs_actor,
-                     "seed": seed, "source_video": os.path.relpath(src.video, ds.root)})
+                     "seed": seed, "source_video": os.path.relpath(src.video, ds.root),
+                     "refs": given[refs_actor] if refs_actor else []})
   (folder / "generated.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def test_cli_scores_a_generated_folder(data, tmp_path):
-  ds, held_out, net = data
+  ds, held_out, net, probe = data
   fake_generated(ds, held_out, tmp_path / "gen")
   emb = embedder.save(net, str(tmp_path / "embedder.npz"))
+  prb = probes.save(probe, str(tmp_path / "probes.npz"))
   out = tmp_path / "eval.json"
   from wildactor_jax import evaluate
   assert evaluate.main(["--raw", ds.root, "--generated", str(tmp_path / "gen"), "--embedder",
-                        emb, "--test-fraction", str(FRACTION), "--out", str(out)]) == 0
+                        emb, "--probes", prb, "--test-fraction", str(FRACTION),
+                        "--out", str(out)]) == 0
   result = json.loads(out.read_text())
   s = result["summary"]
   chance = 1.0 / len(held_out)
   assert s["chance"] == pytest.approx(chance)
-  # The same clips as ground truth: identical figures for with_refs and ground truth.
-  assert s["retrieval_top1_with_refs"] == pytest.approx(s["retrieval_top1_ground_truth"])
+  # The pasted reference: a copy (CP near +1), no motion, and not what the prompt asked.
+  assert s["copy_paste_with_refs"] > 0.8
+  assert s["dynamic_degree_with_refs"] < 0.05
+  assert s["prompt_adherence_with_refs"] < s["prompt_adherence_real"] - 0.2
+  # Real clips: the ceiling of prompt adherence, CP -1 against their own frames.
+  assert s["prompt_adherence_real"] > s["chance_prompt_adherence"] + 0.25
+  assert s["copy_paste_ground_truth"] == pytest.approx(-1.0)
+  assert s["dynamic_degree_ground_truth"] == pytest.approx(1.0)
+  # Swapped: B's real clip follows B's references and is no copy of them.
   assert s["retrieval_top1_swapped_follows_refs"] >= 2.5 * chance
-  assert s["retrieval_top1_without_refs"] <= chance + 0.1
-  lo, hi = s["retrieval_top1_with_refs_ci95"]
-  assert lo <= s["retrieval_top1_with_refs"] <= hi
-  assert s["identity_similarity_with_refs"] > s["identity_similarity_without_refs"]
+  assert s["copy_paste_swapped"] < 0.0
+  # The frozen clip: no motion, no copy of the references.
+  assert s["dynamic_degree_without_refs"] < 0.05 and s["copy_paste_without_refs"] < 0.0
+  lo, hi = s["retrieval_top1_swapped_follows_refs_ci95"]
+  assert lo <= s["retrieval_top1_swapped_follows_refs"] <= hi
   assert result["identity"]["per_condition"]["with_refs"]["seeds"] == [0, 1]
   for name in ("fidelity_with_refs", "fidelity_real_split", "attribute_accuracy_with_refs",
-               "temporal_consistency_with_refs", "identity_similarity_front_with_refs"):
+               "temporal_consistency_with_refs", "identity_similarity_front_with_refs",
+               "yaw_error_with_refs", "yaw_to_reference_with_refs"):
     assert name in s, name
-  # Real frames as "generated" sit about as far from real frames as two real splits do.
-  assert s["fidelity_with_refs"] < 3 * s["fidelity_real_split"] + 1.0
+  # Paired comparison of two results: a result against itself differs by exactly 0.
+  clips = result["identity"]["clips"]
+  same = protocol.compare(clips, clips, "swapped")
+  assert same["retrieval_top1"]["mean"] == 0.0 and same["copy_paste"]["ci95"] == [0.0, 0.0]
 
 
 def test_cli_bad_input_exit_2_nothing_written(data, tmp_path, capsys):
   from wildactor_jax import evaluate
-  ds, held_out, _ = data
+  ds, held_out, _, _ = data
   cases = [["--raw", str(tmp_path / "nope")],
            ["--raw", ds.root, "--generated", str(tmp_path / "empty")],
            ["--raw", ds.root, "--generated", str(tmp_path / "gen"), "--seeds", "0"]]

@@ -1,10 +1,13 @@
-"""Synthetic actor generator: exact public schema, truthful labels, determinism, CLI errors."""
+"""Synthetic actor generator: exact public schema, truthful labels, references unlike the clip
+(never its own frames; other poses, places and scales), moving clips whose prompt says what they
+do, the evaluation gallery apart from the references, determinism, CLI errors."""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -57,7 +60,8 @@ def test_schema_is_exactly_the_public_row(dataset):
     for ref in row["refs"]:
       assert set(ref) == REF_KEYS
       assert ref["view"] in ("front", "left", "right", "back", "canonical")
-      assert ref["metadata"]["source"] in ("self_crop", "view_aug", "canonical")
+      assert ref["metadata"]["source"] in ("self_crop", "view_aug", "attr_aug", "canonical")
+      assert ref["metadata"]["pose"] in ("neutral", "varied")
       assert 0.0 <= ref["visibility"] <= 1.0
       with Image.open(dataset / ref["path"]) as img:
         img.load()
@@ -80,8 +84,10 @@ def test_labels_are_truthful(dataset):
         assert (ref["view"], ref["angle"]) == ("canonical", 0.0)
         continue
       assert ref["view"] == render_actor.view_label(ref["angle"])
-      if ref["metadata"]["source"] == "self_crop":  # crop angle = the frame's true yaw
-        assert ref["angle"] == pytest.approx(yaws[ref["source_frame"]], abs=0.01)
+      if ref["metadata"]["source"] == "self_crop":  # crop angle = that frame's true yaw
+        own = ref["path"].split("_")[1]           # a0001_c01_face_f004.png -> c01
+        other = [v for v in notes if v.endswith(f"{row['actor_id']}_{own}.mp4")][0]
+        assert ref["angle"] == pytest.approx(notes[other]["yaw"][ref["source_frame"]], abs=0.01)
       else:
         assert ref["source_frame"] == -1
   # Orbit and turn clips change yaw over time; the generator must cover several views overall.
@@ -95,16 +101,61 @@ def test_identity_is_fixed_per_actor(dataset):
     by_actor.setdefault(row["actor_id"], []).append(row)
   assert len(by_actor) == 3
   descriptions = set()
+  identities = {r["actor_id"]: r for r in rows(dataset, "actors.jsonl")}
   for actor, clips in by_actor.items():
     shared = [{r["path"] for r in c["refs"] if r["metadata"]["source"] != "self_crop"} for c in clips]
     assert shared[0] == shared[1] and all(f"refs/{actor}/" in p for p in shared[0])
-    ident = synthetic_actors.actor_identity(5, int(actor[1:])).describe()
+    ident = synthetic_actors.actor_identity(5, int(actor[1:]))
+    assert identities[actor]["shirt_colour"] == ident.shirt_colour
     # Identity lives in the references: the default prompt names no colour of the actor.
     assert all(c["prompt"].startswith("A person ") for c in clips)
-    assert all(word not in c["prompt"] for c in clips for word in ident.split()
+    assert all(word not in c["prompt"] for c in clips for word in ident.describe().split()
                if word in render_actor.CLOTH_COLOURS or word in render_actor.SKIN_TONES)
-    descriptions.add(ident)
+    descriptions.add(ident.describe())
   assert len(descriptions) == 3
+
+
+def test_references_are_unlike_the_clip(dataset):
+  """A clip's crops come from the actor's OTHER clips; renders show other poses and places; the
+  evaluation gallery shares no image with the references."""
+  gallery = rows(dataset, "gallery.jsonl")
+  for row in rows(dataset):
+    clip = row["video"].split("/")[-1][:-4]                       # a0001_c00
+    crops = [r for r in row["refs"] if r["metadata"]["source"] == "self_crop"]
+    assert crops and not any(r["path"].startswith(f"refs/{clip}_") for r in crops)
+    assert {r["metadata"]["source"] for r in row["refs"]} >= {"view_aug", "attr_aug"}
+    posed = [r for r in row["refs"] if r["metadata"]["pose"] == "varied" and r["region"] == "body"]
+    assert len(posed) >= 4
+    refs = {r["path"] for r in row["refs"]}
+    own_gallery = [g for g in gallery if g["actor_id"] == row["actor_id"]]
+    assert len(own_gallery) == synthetic_actors.GALLERY_VIEWS
+    assert not refs & {g["path"] for g in own_gallery}
+  # The figure's place in the crop varies between posed renders (not always centred).
+  actor = rows(dataset)[0]["actor_id"]
+  centres = []
+  for k in range(synthetic_actors.POSE_REFS):
+    img = np.asarray(Image.open(dataset / f"refs/{actor}/body_pose{k}.png").convert("RGB"), int)
+    xs = np.flatnonzero((np.abs(img - 235).max(-1) > 30).any(0))
+    centres.append((xs[0] + xs[-1]) / 2)
+  assert np.ptp(centres) > 2
+
+
+def test_clips_move_and_prompts_say_how(dataset):
+  notes = {n["video"]: n for n in rows(dataset, "annotations.jsonl")}
+  for row in rows(dataset):
+    note = notes[row["video"]]
+    plan_words = {"walk": "walks", "wave": "waves", "turn": "turns", "jump": "jumps"}
+    assert plan_words[note["motion"]] in row["prompt"]
+    assert {"orbit": "orbits", "pan": "pans", "zoom": "zooms"}[note["camera"]] in row["prompt"]
+    assert synthetic_actors.VIEW_TEXT[note["start_view"]] in row["prompt"]
+    if note["motion"] == "turn":    # a turn rotates the figure by 180 degrees
+      d = (note["yaw"][-1] - note["yaw"][0]) % 360
+      assert min(d, 360 - d) > 90 or note["camera"] == "orbit"
+    video = iio.imread(dataset / row["video"]).astype(int)
+    assert np.abs(video[-1] - video[0]).mean() > 1.0   # something moves
+  words = set(json.loads((dataset / "vocabulary.json").read_text()))
+  for row in rows(dataset):
+    assert set(re.findall(r"\w+", row["prompt"].lower())) <= words
 
 
 def test_describing_prompts_and_scene_background_are_options(tmp_path):

@@ -31,12 +31,16 @@ VAE_GEOMETRY = {"wan22_ti2v_5b": (4, 16, 48), "wan21_t2v_1p3b": (4, 8, 16),
 
 def vae_geometry(config) -> tuple[int, int, int]:
   """(temporal factor, spatial factor, latent channels) of the config's autoencoder: the pixel
-  autoencoder of the CPU demo (space-to-depth by config.vae.spatial_factor), else the Wan VAE
-  of the backbone family."""
+  autoencoder (space-to-depth by config.vae.spatial_factor) or the CPU demo's learned one
+  (models/video_autoencoder.py: 4 x 8 x 8, config.vae.z_dim channels), else the Wan VAE of the
+  backbone family."""
   vae = config.get("vae")
   if vae is not None and vae.get("kind") == "pixel":
     s = int(vae.get("spatial_factor", 4))
     return 4, s, 3 * s * s
+  if vae is not None and vae.get("kind") == "learned":
+    from wildactor_jax.models import video_autoencoder
+    return video_autoencoder.TEMPORAL, video_autoencoder.SPATIAL, int(vae.get("z_dim", 16))
   name = config.model.get("name", "")
   if name not in VAE_GEOMETRY:
     raise ValueError(f"config.model.name {name!r}: expected one of {sorted(VAE_GEOMETRY)}")

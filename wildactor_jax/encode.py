@@ -122,6 +122,8 @@ def load_models(config, batch_size: int):
   info = {"vae": config.vae.kind, "z_dim": int(vae.z_dim),
           **({"latents_mean": vae.latents_mean, "latents_std": vae.latents_std}
              if config.vae.kind == "pixel" else {}),
+          # A learned autoencoder is identified by its weights: records of another never mix in.
+          **({"vae_sha256": fs.sha256(config.vae.path)} if config.vae.kind == "learned" else {}),
           "spatial_factor": int(vae.spatial_factor), "temporal_factor": int(vae.temporal_factor)}
   return call, text, info
 

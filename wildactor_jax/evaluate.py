@@ -1,16 +1,19 @@
 """python -m wildactor_jax.evaluate --workdir W --records R --split test --out eval.json
-    [--raw RAW] [--generated DIR] [--seeds 0,1] [--embedder E.npz] [--test-fraction 0.2]
-    [--attribute-seed 0] [--steps N] [--batches 8]
+    [--raw RAW] [--generated DIR] [--seeds 0,1] [--embedder E.npz] [--probes P.npz]
+    [--test-fraction 0.2] [--steps N] [--batches 8]
 
 Actor-Bench at our scale (wildactor_jax/eval/), following the WildActor paper's protocol:
 - with --workdir and --records: sampling-free diagnostics on the split's encoded records (flow
   loss with true / shuffled / no references; reference attention mass per layer);
-- with --raw (the raw synthetic dataset folder): the identity embedder is trained on the
-  training actors (or read from --embedder when that file exists; else saved there), then
-  ground-truth and generated clips of the held-out actors are scored: view-aware identity
-  similarity per view bin, retrieval top-1 (with, without and with swapped references),
-  attribute accuracy, temporal consistency, each with a bootstrap 95% interval over identities,
-  and the Fréchet distance of generated vs real frames next to that of two real splits.
+- with --raw (the raw synthetic dataset folder): the identity embedder and the prompt probes are
+  trained on the training actors (or read from --embedder / --probes when those files exist; else
+  saved there), then ground-truth and generated clips of the held-out actors are scored on both
+  axes (wildactor_jax/eval/protocol.py): identity (view-aware similarity per view bin at the yaw
+  read from each frame, retrieval top-1 with, without and with swapped references against a
+  gallery that holds no reference image, attribute accuracy, temporal consistency) and prompt and
+  motion (prompt adherence, copy-paste, yaw error and distance to the references' views, dynamic
+  degree), each with a bootstrap 95% interval over identities, and the Fréchet distance of
+  generated vs real frames next to that of two real splits.
   Generated clips come from --generated DIR when DIR/generated.jsonl exists; otherwise the
   workdir's newest checkpoint generates them into DIR (default: OUT's stem + "_clips") for
   every held-out actor, condition and seed.
@@ -39,8 +42,7 @@ def parse_args(argv):
   p.add_argument("--embedder", help="embedder .npz: read if it exists, else trained and saved")
   p.add_argument("--test-fraction", type=float, default=0.2,
                  help="held-out fraction of the dataset build (its actor_hash rule)")
-  p.add_argument("--attribute-seed", type=int, default=0,
-                 help="the seed the raw dataset was rendered with (true attributes)")
+  p.add_argument("--probes", help="prompt probes .npz: read if it exists, else trained and saved")
   p.add_argument("--steps", type=int, help="sampling steps when generating (default: config)")
   p.add_argument("--batches", type=int, default=8, help="diagnostic batches")
   p.add_argument("--seed", type=int, default=0, help="embedder, bootstrap and noise seed")
@@ -88,7 +90,7 @@ def check(args) -> None:
 
 def identity_part(args, log) -> dict:
   from wildactor_jax import fs
-  from wildactor_jax.eval import embedder, generated, protocol, raw
+  from wildactor_jax.eval import embedder, generated, probes, protocol, raw
   ds = raw.load(args.raw)
   held_out = raw.held_out(ds.actors, args.test_fraction)
   train_actors = [a for a in ds.actors if a not in held_out]
@@ -100,6 +102,11 @@ def identity_part(args, log) -> dict:
   else:
     log(f"training the identity embedder on {len(train_actors)} actors")
     net = protocol.fit_embedder(ds, train_actors, seed=args.seed)
+  if args.probes and fs.exists(args.probes):
+    probe = probes.load(args.probes)
+  else:
+    log(f"training the prompt probes on the clips of {len(train_actors)} actors")
+    probe = protocol.fit_probes(ds, train_actors, seed=args.seed)
   if args.generated and fs.exists(fs.join(args.generated, generated.INDEX)):
     rows = generated.load(args.generated)
   else:
@@ -107,9 +114,11 @@ def identity_part(args, log) -> dict:
     log(f"generating {len(held_out)} held-out actors into {folder}")
     rows = generated.generate(args.workdir, ds, held_out,
                               [int(s) for s in args.seeds.split(",")], folder, args.steps, log)
-  result = protocol.score(ds, net, rows, held_out, args.attribute_seed, args.seed)
+  result = protocol.score(ds, net, probe, rows, held_out, args.seed)
   if args.embedder and not fs.exists(args.embedder):
     embedder.save(net, args.embedder)
+  if args.probes and not fs.exists(args.probes):
+    probes.save(probe, args.probes)
   return result
 
 

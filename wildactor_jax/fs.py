@@ -94,6 +94,12 @@ def read_bytes(p) -> bytes:
   return path(p).read_bytes()
 
 
+def sha256(p, length: int = 16) -> str:
+  """The first `length` hex digits of a file's SHA-256 (local or gs://)."""
+  import hashlib
+  return hashlib.sha256(read_bytes(p)).hexdigest()[:length]
+
+
 def read_text(p) -> str:
   return path(p).read_text()
 

@@ -1,18 +1,21 @@
 """`make demo`: the whole system end to end on CPU, on the embedded synthetic actors.
 
-    python -m wildactor_jax.demo --out demo_out [--actors 96 --clips-per-actor 2 --quick]
+    python -m wildactor_jax.demo --out demo_out [--actors 200 --clips-per-actor 2 --quick]
+    python -m wildactor_jax.demo --from-scratch --out demo_out   # also re-create the pretrained parts
 
-1. render synthetic actors (data/synthetic_actors.py: identity only in the references, a large
-figure on a controlled background) -> 2. build the raw ArrayRecord dataset with row validation
-and identity splits (data/build_actor18m.py) -> 3. a small random UMT5 + tokenizer for the
-prompts -> 4. encode records (pixel autoencoder, UMT5) -> 5. pre-train the toy backbone
-(configs/demo_tiny.py:backbone; the real setting freezes pretrained Wan weights instead) and export
-it as a frozen backbone -> 6. train WildActor's reference LoRA on it (configs/demo_tiny.py) ->
-7. the Actor-Bench analog (`python -m wildactor_jax.evaluate`): generate the held-out actors with
-their references, without, and with swapped references (2 seeds), score identity with intervals
--> 8. a 3-shot story of one held-out actor (`python -m wildactor_jax.story`: cut, continue, cut;
-OUT/story.mp4) -> 9. loss curves, a picture grid, report.md and summary.json. Every stage is a
-real command of this repository; console progress bars follow the two training stages.
+1. render synthetic actors (data/synthetic_actors.py: identity only in the references, which are
+unlike the clips: other poses, views, scales, places, crops of other clips; moving figures and
+camera moves) -> 2. build the raw ArrayRecord dataset with row validation and identity splits
+(data/build_actor18m.py) -> 3. a small random UMT5 over the prompts' vocabulary -> 4. encode
+records with the learned video autoencoder -> 5. the frozen backbone: the shipped one
+(wildactor_jax/demo/assets/, checked by sha256), or with --from-scratch re-created (a pre-training
+corpus of other actors, the autoencoder trained on it, the backbone pre-trained on it:
+wildactor_jax/demo/from_scratch.py) -> 6. train WildActor's reference LoRA on it
+(configs/demo_tiny.py) -> 7. the Actor-Bench analog (`python -m wildactor_jax.evaluate`): generate
+the held-out actors with their references, without, and with swapped references (2 seeds), score
+both axes with intervals -> 8. a 3-shot story of one held-out actor (`python -m
+wildactor_jax.story`) -> 9. loss curves, a picture grid, report.md and summary.json. Every stage
+is a real command of this repository; a console progress bar follows the training stage.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_ACTORS = 200  # 33 held out by the actor-hash rule (the benchmark asks for >= 32)
 TEST_FRACTION = 0.2  # of the actors, held out by data/build_actor18m.py's actor-hash rule
+SIZE, FRAMES = 64, 17  # the demo's clips: 64 x 64 px, 17 frames (5 latent frames)
 
 
 STEP_LOG = re.compile(r"\] \[(\d+)\] .*\bloss=([0-9.eE+-]+)")
@@ -75,57 +79,46 @@ def last_json(text: str) -> dict:
 
 
 def build_text_encoder(raw: str, out: str, d_model: int) -> tuple[str, str]:
-  """A small random UMT5 whose vocabulary covers the prompts' words."""
+  """A small random UMT5 (seed 0) over every word the synthetic prompts can contain
+  (RAW/vocabulary.json): the same encoder for every dataset the renderer writes, so the shipped
+  backbone, pre-trained with it, reads the demo's prompts."""
   from wildactor_jax.models import tokenizer, umt5
-  words = set()
-  with open(os.path.join(raw, "manifest.jsonl")) as fh:
-    for line in fh:
-      words.update(re.findall(r"\w+", json.loads(line)["prompt"].lower()))
-  tok = tokenizer.build_demo_tokenizer(sorted(words), os.path.join(out, "tokenizer"))
+  with open(os.path.join(raw, "vocabulary.json")) as fh:
+    words = sorted(json.load(fh))
+  tok = tokenizer.build_demo_tokenizer(words, os.path.join(out, "tokenizer"))
   cfg = umt5.UMT5Config(vocab_size=len(words) + 3, d_model=d_model, d_kv=16, num_heads=2,
                         d_ff=2 * d_model, num_layers=2)
   umt5.save_random(os.path.join(out, "umt5"), cfg, seed=0, tokenizer_path=tok)
   return os.path.join(out, "umt5"), tok
 
 
-def export_backbone(workdir: str, out: str) -> str:
-  """The pre-trained toy backbone (a full-parameter training checkpoint) -> a frozen-backbone
-  checkpoint in the converter's format, which WildActor training loads and hashes. An export of
-  the same run and step is kept: a new export of the same weights writes new metadata, hence a
-  new backbone hash, which the LoRA runs trained on the old one would rightly refuse."""
-  from wildactor_jax.infer import load_run
-  from wildactor_jax.models.loading import save_backbone
-  run = load_run(workdir)
-  source = {"workdir": workdir, "step": int(run.step)}
-  marker = out.rstrip("/") + ".exported_from.json"  # beside it: the hash reads its .json files
-  if os.path.exists(marker):
-    with open(marker) as fh:
-      if json.load(fh) == source:
-        return out
-  save_backbone(run.model, out)
-  with open(marker, "w") as fh:
-    json.dump(source, fh)
-  return out
+def render(py: str, raw: str, logs: str, actors: int, clips_per_actor: int, seed: int = 0,
+           describe: bool = False, tag: str = "") -> str:
+  """Stage 1: the synthetic actors (kept when a previous run finished them)."""
+  if not os.path.exists(os.path.join(raw, "manifest.jsonl")):
+    sh([py, "data/synthetic_actors.py", "--out", raw, "--actors", str(actors),
+        "--clips-per-actor", str(clips_per_actor), "--seed", str(seed), "--size", str(SIZE),
+        "--frames", str(FRAMES), *(["--describe-appearance"] if describe else [])],
+       os.path.join(logs, f"1_render{tag}.log"))
+  return raw
 
 
 def prepare_data(py: str, work: str, logs: str, actors: int, clips_per_actor: int,
-                 describe: bool = False) -> dict:
+                 autoencoder: str, describe: bool = False, seed: int = 0,
+                 test_fraction: float = TEST_FRACTION, tag: str = "") -> dict:
   """Stages 1-4 into `work`: render, build (validated rows, identity splits), a small random
-  UMT5 for the prompts, encode. -> {raw, enc, build, common (the trainers' data flags)}.
-  describe: prompts that spell out the appearance (the text-identity ablation)."""
+  UMT5 for the prompts, encode with `autoencoder` (.npz). -> {raw, enc, build, common (the
+  trainers' data flags)}. describe: prompts that spell out the appearance (the text-identity
+  ablation)."""
   raw, tfds_dir, enc = (os.path.join(work, d) for d in ("raw", "tfds", "encoded"))
-  if not os.path.exists(os.path.join(raw, "manifest.jsonl")):
-    sh([py, "data/synthetic_actors.py", "--out", raw, "--actors", str(actors),
-        "--clips-per-actor", str(clips_per_actor), "--seed", "0", "--size", "32",
-        "--frames", "9", *(["--describe-appearance"] if describe else [])],
-       os.path.join(logs, "1_render.log"))
+  render(py, raw, logs, actors, clips_per_actor, seed, describe, tag)
   # Each stage's output is reused when a previous run finished it (its last file written).
   build_json = os.path.join(work, "build_summary.json")
   if not os.path.exists(build_json):
     build = last_json(sh([py, "-m", "data.build_actor18m", "--manifest",
                           os.path.join(raw, "manifest.jsonl"), "--out", tfds_dir,
-                          "--test-fraction", str(TEST_FRACTION)],
-                         os.path.join(logs, "2_build.log")))
+                          "--test-fraction", str(test_fraction)],
+                         os.path.join(logs, f"2_build{tag}.log")))
     with open(build_json, "w") as fh:
       json.dump(build, fh)
   with open(build_json) as fh:
@@ -138,10 +131,11 @@ def prepare_data(py: str, work: str, logs: str, actors: int, clips_per_actor: in
     te_path, tok = build_text_encoder(raw, os.path.join(work, "text"),
                                       int(demo_cfg.model.text_dim))
   common = [f"--config.text_encoder.path={te_path}", f"--config.text_encoder.tokenizer_path={tok}",
-            f"--config.data.records={enc}"]
+            f"--config.data.records={enc}", f"--config.vae.path={autoencoder}"]
   # The encoder itself skips the shards a previous run finished.
   sh([py, "-m", "wildactor_jax.encode", "--config", "configs/demo_tiny.py", "--records",
-      tfds_dir, "--out", enc, "--dtype", "float32", *common], os.path.join(logs, "4_encode.log"))
+      tfds_dir, "--out", enc, "--dtype", "float32", *common],
+     os.path.join(logs, f"4_encode{tag}.log"))
   return {"raw": raw, "enc": enc, "build": build, "common": common}
 
 
@@ -155,12 +149,17 @@ def train(py: str, config: str, workdir: str, flags: list[str], log: str, what: 
      total, what)
 
 
-def train_backbone(py: str, work: str, logs: str, common: list[str], extra: list[str]) -> str:
-  """Stage 5: the toy backbone's pre-training, exported as a frozen backbone."""
-  bb_work = os.path.join(work, "backbone_run")
-  train(py, "configs/demo_tiny.py:backbone", bb_work, [*common, *extra],
-        os.path.join(logs, "5_backbone.log"), "backbone")
-  return export_backbone(bb_work, os.path.join(work, "backbone"))
+def backbone_and_autoencoder(py: str, args, out: str, logs: str) -> tuple[str, str]:
+  """Stage 5's inputs: (autoencoder .npz, backbone .npz): the shipped ones (verified), or with
+  --from-scratch re-created into OUT/assets first."""
+  from wildactor_jax.demo import assets
+  folder = assets.SHIPPED
+  if args.from_scratch:
+    from wildactor_jax.demo import from_scratch
+    folder = from_scratch.run(py, args, os.path.join(out, "pretraining"), logs,
+                              os.path.join(out, "assets"))
+  assets.verify(folder)
+  return os.path.join(folder, assets.AUTOENCODER), os.path.join(folder, assets.BACKBONE)
 
 
 def evaluate(py: str, workdir: str, data: dict, out: str, name: str, logs: str,
@@ -170,7 +169,8 @@ def evaluate(py: str, workdir: str, data: dict, out: str, name: str, logs: str,
   sh([py, "-m", "wildactor_jax.evaluate", "--workdir", workdir, "--records", data["enc"],
       "--split", "test", "--raw", data["raw"], "--out", eval_json, "--generated",
       os.path.join(out, f"{name}_clips"), "--seeds", "0,1", "--test-fraction", str(TEST_FRACTION),
-      "--embedder", embedder, *(["--steps", "3"] if quick else [])],
+      "--embedder", embedder, "--probes", os.path.join(out, "probes.npz"),
+      *(["--steps", "3"] if quick else [])],
      os.path.join(logs, f"7_{name}.log"))
   return eval_json
 
@@ -181,23 +181,27 @@ def parse_args(argv):
   p.add_argument("--actors", type=int, default=DEFAULT_ACTORS,
                  help="identities (a fifth held out)")
   p.add_argument("--clips-per-actor", type=int, default=2)
-  p.add_argument("--backbone-steps", type=int, default=None)
+  p.add_argument("--backbone-steps", type=int, default=None,
+                 help="with --from-scratch: the backbone's pre-training steps")
   p.add_argument("--lora-steps", type=int, default=None)
   p.add_argument("--quick", action="store_true", help="a few steps of each stage (smoke test)")
+  p.add_argument("--from-scratch", action="store_true",
+                 help="re-create the shipped autoencoder and backbone first (hours on 2 cores; "
+                      "wildactor_jax/demo/from_scratch.py)")
   p.add_argument("--ablations", action="store_true",
                  help="train and evaluate the method and each ablation on one budget "
                       "(wildactor_jax/demo/ablations.py; 35 minutes on 2 cores after the demo)")
   return p.parse_args(argv)
 
 
-def stage_flags(args) -> tuple[list[str], list[str]]:
-  """The trainers' step overrides: (backbone, LoRA)."""
-  quick = ["--config.train.steps=6", "--config.train.warmup_steps=2",
-           "--config.checkpoint.every=3", "--config.train.eval_every=3",
-           "--config.train.log_every=3"] if args.quick else []
-  bb = [f"--config.train.steps={args.backbone_steps}"] if args.backbone_steps else []
+QUICK = ["--config.train.steps=6", "--config.train.warmup_steps=2", "--config.checkpoint.every=3",
+         "--config.train.eval_every=3", "--config.train.log_every=3"]
+
+
+def stage_flags(args) -> list[str]:
+  """The LoRA trainer's step overrides."""
   lora = [f"--config.train.steps={args.lora_steps}"] if args.lora_steps else []
-  return quick + bb, quick + lora
+  return (QUICK if args.quick else []) + lora
 
 
 def run(args) -> int:
@@ -214,13 +218,15 @@ def run(args) -> int:
     print(f"[demo] {name}", flush=True)
     starts.append((name, time.time()))
 
+  stage("5/9 the pretrained parts: learned video autoencoder and frozen toy backbone" +
+        (" (re-created from scratch)" if args.from_scratch else " (shipped)"))
+  autoencoder, backbone_npz = backbone_and_autoencoder(py, args, out, logs)
   stage("1-4/9 synthetic actors: render, build the dataset (identity splits), text encoder, "
         "encode")
-  data = prepare_data(py, work, logs, args.actors, args.clips_per_actor)
-  bb_flags, lora_flags = stage_flags(args)
-  stage("5/9 pre-training the toy backbone (every parameter)")
-  backbone = train_backbone(py, work, logs, data["common"], bb_flags)
-  bb_work = os.path.join(work, "backbone_run")
+  data = prepare_data(py, work, logs, args.actors, args.clips_per_actor, autoencoder)
+  from wildactor_jax.demo import assets
+  backbone = assets.install_backbone(backbone_npz, os.path.join(work, "backbone"))
+  lora_flags = stage_flags(args)
   stage("6/9 training WildActor's reference LoRA on the frozen backbone")
   wa_work = os.path.join(work, "wildactor_run")
   train(py, "configs/demo_tiny.py", wa_work,
@@ -242,7 +248,7 @@ def run(args) -> int:
   stage("9/9 report")
   ends = [t for _, t in starts[1:]] + [time.time()]
   stage_s = {name: round(end - t, 1) for (name, t), end in zip(starts, ends)}
-  summary = demo_report.write_report(out, data["raw"], bb_work, wa_work, data["build"],
+  summary = demo_report.write_report(out, data["raw"], wa_work, data["build"],
                                      evaluation, stage_s, total_s=time.time() - t_start,
                                      quick=args.quick, story=story)
   headline = ("retrieval_top1_with_refs", "retrieval_top1_without_refs",

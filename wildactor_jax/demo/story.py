@@ -8,12 +8,14 @@ import os
 
 import numpy as np
 
-SHOTS = [
-    {"prompt": "A person walks in place.", "camera": "pan", "frames": 9, "transition": "cut"},
-    {"prompt": "A person turns around slowly.", "camera": "orbit", "frames": 9,
-     "transition": "continue"},
-    {"prompt": "A person waves with the right hand.", "camera": "zoom in", "frames": 9,
+SHOTS = [  # in the synthetic captions' words (data/synthetic_actors.py): the story CLI appends
+    # " while <the camera move>", e.g. "... while the camera pans left."
+    {"prompt": "A person facing left walks to the left", "camera": "pan left", "frames": 17,
      "transition": "cut"},
+    {"prompt": "A person facing left turns around to the right", "camera": "pan right",
+     "frames": 17, "transition": "continue"},
+    {"prompt": "A person facing the camera waves with the right hand", "camera": "zoom in",
+     "frames": 17, "transition": "cut"},
 ]
 REFERENCES = {"face": ["face_y+000.png"], "body": ["body_y+000.png", "body_y+090.png"]}
 

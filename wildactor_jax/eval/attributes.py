@@ -8,21 +8,17 @@ docs/method.md's synthetic actors; data/render_actor.py) as a vote of the band's
 nearest colour of that attribute's palette (pixels far from every palette colour abstain). A
 clip's reading is the majority over its frames, so a raised arm in a few frames does not decide.
 
-Accuracy compares the reading with the actor's true identity (`true_attributes`); hair is not
-scored for bald actors.
+Accuracy compares the reading with the actor's true identity (`true_attributes`, from the raw
+folder's actors.jsonl); hair is not scored for bald actors. The palettes (colour name -> RGB)
+come from the raw folder's palettes.json, so the package never imports the renderer.
 """
 from __future__ import annotations
 
 import collections
-import re
 
 import numpy as np
 
-from data import render_actor as ra
-
 ATTRIBUTES = ("shirt", "trousers", "hair", "skin")
-PALETTES = {"shirt": ra.CLOTH_COLOURS, "trousers": ra.CLOTH_COLOURS, "hair": ra.HAIR_COLOURS,
-            "skin": ra.SKIN_TONES}
 # (top, bottom) as fractions of the figure's height; (left, right) of its width.
 BANDS = {"hair": ((0.0, 0.06), (0.25, 0.75)), "skin": ((0.07, 0.15), (0.25, 0.75)),
          "shirt": ((0.22, 0.45), (0.0, 1.0)), "trousers": ((0.55, 0.72), (0.2, 0.8))}
@@ -64,8 +60,9 @@ def _vote(pixels: np.ndarray, palette: dict) -> str | None:
   return names[int(counts.argmax())]
 
 
-def read_frame(frame: np.ndarray) -> dict[str, str | None]:
-  """One frame (H, W, 3) uint8 -> {attribute: colour name or None}."""
+def read_frame(frame: np.ndarray, palettes: dict) -> dict[str, str | None]:
+  """One frame (H, W, 3) uint8 -> {attribute: colour name or None}; palettes: {attribute:
+  {colour name: RGB}}."""
   mask = foreground(frame)
   box = figure_box(mask)
   if box is None:
@@ -77,33 +74,25 @@ def read_frame(frame: np.ndarray) -> dict[str, str | None]:
     xs = slice(x0 + int(l * (x1 - x0)), max(x0 + int(l * (x1 - x0)) + 1, x0 + int(r * (x1 - x0))))
     region, m = frame[ys, xs], mask[ys, xs]
     pixels = region[m] if m.sum() >= 2 else region.reshape(-1, 3)
-    out[attr] = _vote(pixels, PALETTES[attr])
+    out[attr] = _vote(pixels, palettes[attr])
   return out
 
 
-def read_clip(frames: np.ndarray) -> dict[str, str | None]:
+def read_clip(frames: np.ndarray, palettes: dict) -> dict[str, str | None]:
   """(T, H, W, 3) uint8 -> the majority reading over frames (None when no frame reads it)."""
   votes = collections.defaultdict(collections.Counter)
   for frame in frames:
-    for attr, name in read_frame(frame).items():
+    for attr, name in read_frame(frame, palettes).items():
       if name is not None:
         votes[attr][name] += 1
   return {a: (max(sorted(votes[a]), key=votes[a].get) if votes[a] else None) for a in ATTRIBUTES}
 
 
-def true_attributes(identity: ra.Identity) -> dict[str, str | None]:
-  return {"shirt": identity.shirt_colour, "trousers": identity.trouser_colour,
-          "hair": None if identity.hair_style == "bald" else identity.hair_colour,
-          "skin": identity.skin}
-
-
-def actor_attributes(actor_id: str, seed: int) -> dict[str, str | None]:
-  """The true attributes of a synthetic actor id (a0007 -> index 7) rendered with `seed`."""
-  from data.synthetic_actors import actor_identity
-  m = re.fullmatch(r"a(\d+)", actor_id)
-  if not m:
-    raise ValueError(f"actor_id {actor_id!r}: expected a synthetic actor id such as a0007")
-  return true_attributes(actor_identity(seed, int(m.group(1))))
+def true_attributes(identity: dict) -> dict[str, str | None]:
+  """An actors.jsonl row (render_actor.Identity's fields) -> the colours scored."""
+  return {"shirt": identity["shirt_colour"], "trousers": identity["trouser_colour"],
+          "hair": None if identity["hair_style"] == "bald" else identity["hair_colour"],
+          "skin": identity["skin"]}
 
 
 def accuracy(reading: dict, truth: dict) -> dict[str, float]:

@@ -35,3 +35,19 @@ def mean_ci(values, groups, n_boot: int = 2000, seed: int = 0,
   lo, hi = np.quantile(stats, [alpha, 1.0 - alpha])
   return {"mean": float(values.mean()), "ci95": [float(lo), float(hi)], "n": int(values.size),
           "groups": int(len(names))}
+
+
+def paired_difference(a, b, groups, n_boot: int = 2000, seed: int = 0,
+                      level: float = LEVEL) -> dict:
+  """The mean of b - a over paired values (the same clip under two arms: same identity, prompt
+  and seed) with a cluster bootstrap interval over identities -> {"mean", "ci95", "n", "groups",
+  "a", "b"} (a and b: the two arms' means over the pairs both define). Pairs where either value
+  is NaN are left out."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  if a.shape != b.shape:
+    raise ValueError(f"paired values {a.shape} and {b.shape}: expected equal shapes")
+  keep = ~(np.isnan(a) | np.isnan(b))
+  out = mean_ci((b - a)[keep], np.asarray(groups)[keep], n_boot, seed, level)
+  out["a"] = float(a[keep].mean()) if keep.any() else None
+  out["b"] = float(b[keep].mean()) if keep.any() else None
+  return out

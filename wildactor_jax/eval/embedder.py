@@ -17,8 +17,6 @@ pixel noise (generated frames are noisy); never with colour changes, since colou
 from __future__ import annotations
 
 import dataclasses
-import io
-import json
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +25,8 @@ import optax
 from flax import nnx
 from PIL import Image
 
-from wildactor_jax import fs
+from wildactor_jax.eval import fitting
+from wildactor_jax.models import module_npz
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,28 +138,13 @@ def train(images: np.ndarray, labels: np.ndarray, cfg: EmbedderConfig = Embedder
   x_all = jnp.asarray(prepare(images, cfg.size))
   y_all = jnp.asarray(labels)
   net = IdentityNet(cfg, classes, rngs=nnx.Rngs(seed))
-  schedule = optax.cosine_decay_schedule(cfg.learning_rate, cfg.steps)
-  opt = nnx.Optimizer(net, optax.adam(schedule), wrt=nnx.Param)
 
-  @nnx.jit
-  def step(net, opt, key):
-    k_idx, k_aug = jax.random.split(key)
-    idx = jax.random.randint(k_idx, (cfg.batch,), 0, x_all.shape[0])
-    x = augment(k_aug, x_all[idx], cfg.noise)
+  def batch_loss(net, idx, key):
+    x = augment(key, x_all[idx], cfg.noise)
+    return arcface_loss(net.features(x), net.centres[...], y_all[idx], cfg.margin, cfg.scale)
 
-    def loss_fn(net):
-      return arcface_loss(net.features(x), net.centres[...], y_all[idx], cfg.margin, cfg.scale)
-
-    loss, grads = nnx.value_and_grad(loss_fn)(net)
-    opt.update(net, grads)
-    return loss
-
-  key = jax.random.key(seed)
-  for i in range(cfg.steps):
-    loss = step(net, opt, jax.random.fold_in(key, i))
-    if log is not None and (i % 100 == 0 or i == cfg.steps - 1):
-      log(i, float(loss))
-  return net
+  return fitting.fit(net, batch_loss, num_examples=len(labels), steps=cfg.steps, batch=cfg.batch,
+                     learning_rate=cfg.learning_rate, seed=seed, log=log)
 
 
 @nnx.jit
@@ -189,29 +173,16 @@ def embed(net: IdentityNet, images: np.ndarray) -> np.ndarray:
 
 
 def save(net: IdentityNet, path: str) -> str:
-  """One .npz (weights by their nnx path + the config as JSON), written atomically."""
-  arrays = {"/".join(map(str, k)): np.asarray(v[...])
-            for k, v in nnx.to_flat_state(nnx.state(net, nnx.Param))}
-  meta = {"config": dataclasses.asdict(net.cfg), "num_classes": net.num_classes}
-  buf = io.BytesIO()
-  np.savez(buf, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
-  return fs.atomic_write_bytes(path, buf.getvalue())
+  """One .npz (weights by their nnx path + the config), written atomically."""
+  return module_npz.save(net, path, {"config": dataclasses.asdict(net.cfg),
+                                     "num_classes": net.num_classes})
 
 
 def load(path: str) -> IdentityNet:
+  meta = module_npz.read_meta(path, "embedder")
   try:
-    data = np.load(io.BytesIO(fs.read_bytes(path)))
-    meta = json.loads(bytes(data["__meta__"]).decode())
-  except (OSError, ValueError, KeyError) as e:
+    net = IdentityNet(EmbedderConfig(**meta["config"]), int(meta["num_classes"]),
+                      rngs=nnx.Rngs(0))
+  except (KeyError, TypeError) as e:
     raise ValueError(f"{path}: not an embedder file written by eval.embedder.save ({e})") from None
-  net = IdentityNet(EmbedderConfig(**meta["config"]), int(meta["num_classes"]),
-                    rngs=nnx.Rngs(0))
-  state = nnx.state(net, nnx.Param)
-  flat = []
-  for k, v in nnx.to_flat_state(state):
-    name = "/".join(map(str, k))
-    if name not in data or data[name].shape != v[...].shape:
-      raise ValueError(f"{path}: weight {name} missing or of the wrong shape")
-    flat.append((k, v.replace(jnp.asarray(data[name]))))
-  nnx.update(net, nnx.from_flat_state(flat))
-  return net
+  return module_npz.load_into(net, path, "embedder")

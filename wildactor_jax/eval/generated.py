@@ -6,8 +6,9 @@ A generated folder holds clips/*.mp4 and `generated.jsonl`, one row per clip:
   actor_id     the actor whose prompt (and seed) the clip was generated from
   refs_actor   the actor whose references conditioned it (null for without_refs)
   seed         the sampling seed
-  source_video optional: the raw clip (relative to the raw folder) whose prompt was used; its
-               per-frame yaws are the generated clip's intended views
+  source_video the raw clip (relative to the raw folder) whose prompt was used: its motion,
+               camera move and per-frame yaws are what the clip should show
+  refs         the references given: [{"path" (relative to the raw folder), "type", "yaw"}]
 A clip should look like `refs_actor` when it has references (swapped: actor A's prompt and seed
 with actor B's references must retrieve B) and like `actor_id` otherwise.
 """
@@ -57,19 +58,20 @@ def load(folder: str) -> list[dict]:
   return rows
 
 
-def reference_paths(ds: RawDataset, actor: str, max_faces: int, max_bodies: int):
-  """The actor's view renders closest to 0, 90, 180, 45 degrees (spread over views), up to
-  the model's counts: [(path, type)] with faces (type 0) first."""
+def benchmark_references(ds: RawDataset, actor: str, max_faces: int,
+                         max_bodies: int) -> list[tuple[str, int, float]]:
+  """The actor's neutral-pose view renders closest to 0, 90, 180, 45 degrees (spread over views),
+  up to the counts: [(path, type, yaw)] with faces (type 0) first: what the benchmark gives."""
   from wildactor_jax.eval.metrics import angular_distance
   out = []
   for region, kind, limit in (("face", 0, max_faces), ("body", 1, max_bodies)):
-    pool = list(ds.gallery(actor, region))
+    pool = list(ds.references(actor, region))
     for want in (0.0, 90.0, 180.0, 45.0)[:limit]:
       if not pool:
         break
       best = min(pool, key=lambda r: (float(angular_distance(r.yaw, want)), r.path))
       pool.remove(best)
-      out.append((best.path, kind))
+      out.append((best.path, kind, best.yaw))
   return out
 
 
@@ -89,11 +91,12 @@ def generate(workdir: str, ds: RawDataset, actors: list[str], seeds, folder: str
   s0 = settings_from_config(config, steps=steps)
   max_faces = int(config.data.get("max_faces", 2))
   max_bodies = int(config.data.get("max_bodies", 2))
-  refs = {}
+  refs, given = {}, {}
   for a in actors:
-    paths = reference_paths(ds, a, max_faces, max_bodies)
-    refs[a] = ([media.load_reference(p, s0.height, s0.width, "reference") for p, _ in paths],
-               [t for _, t in paths])
+    chosen = benchmark_references(ds, a, max_faces, max_bodies)
+    refs[a] = ([media.load_reference(p, s0.height, s0.width, "reference") for p, _, _ in chosen],
+               [t for _, t, _ in chosen])
+    given[a] = [{"path": os.path.relpath(p, ds.root), "type": t, "yaw": y} for p, t, y in chosen]
   rows = []
   for i, actor in enumerate(actors):
     partner = actors[(i + 1) % len(actors)]
@@ -110,7 +113,8 @@ def generate(workdir: str, ds: RawDataset, actors: list[str], seeds, folder: str
         media.write_mp4(os.path.join(folder, rel), media.to_uint8(video), fps=8)
         rows.append({"video": rel, "condition": condition, "actor_id": actor,
                      "refs_actor": ref_actor, "seed": int(seed),
-                     "source_video": os.path.relpath(clip.video, ds.root)})
+                     "source_video": os.path.relpath(clip.video, ds.root),
+                     "refs": given[ref_actor] if ref_actor else []})
       log(f"  generated {actor} seed {seed}")
   fs.atomic_write_text(fs.join(folder, INDEX), "".join(json.dumps(r) + "\n" for r in rows))
   return load(folder)

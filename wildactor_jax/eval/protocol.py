@@ -1,27 +1,44 @@
-"""The benchmark end to end: embedder -> per-clip metrics -> intervals -> one JSON result.
+"""The benchmark end to end: embedder and probes -> per-clip metrics -> intervals -> one result.
 
-    net = fit_embedder(ds, train_actors)                 # training actors only
-    result = score(ds, net, generated_rows, held_out)    # identity, retrieval, attributes, ...
-    result["fidelity"] = fidelity(ds, net, rows, held_out)
+    net = fit_embedder(ds, train_actors)                # training actors only
+    probe = fit_probes(ds, train_actors)                # real clips of training actors only
+    result = score(ds, net, probe, generated_rows, held_out)
+
+Two axes, as the WildActor paper evaluates:
+- identity: view-aware similarity (each frame paired with the gallery render nearest the yaw the
+  probe READS from that frame) and retrieval top-1 among the held-out actors, both against the
+  actor's GALLERY, which never holds an image given as a reference (eval/raw.py); attribute
+  accuracy; temporal consistency;
+- prompt and motion (eval/adherence.py): prompt adherence (motion, camera, per-frame yaw read by
+  the probes against the prompt's), copy-paste against the references actually given, yaw error
+  and distance to the references' views (pose-locking), dynamic degree against the source clip.
+A pasted reference maximises nothing on both: it scores CP near +1, dynamic degree near 0 and
+the wrong motion, camera and views.
 
 Every figure is a mean over clips with a bootstrap 95% interval over identities (clips of all
-seeds pooled per identity). Ground-truth clips of the held-out actors go through the same
-scoring as the "ground_truth" condition: the ceiling each figure can reach with this embedder
-and attribute reader. `summary` flattens the figures under stable names (NAME and NAME_ci95).
+seeds pooled per identity). Ground-truth clips of the held-out actors go through the same scoring
+as the "ground_truth" condition: the ceiling each figure can reach with these readers (its prompt
+adherence is `prompt_adherence_real`). `summary` flattens the figures under stable names (NAME and
+NAME_ci95); `compare` gives paired differences between two results (ablations).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from wildactor_jax import fs
-from wildactor_jax.eval import attributes, bootstrap, embedder, fidelity as fid, metrics, raw
-from wildactor_jax.eval.generated import CONDITIONS, target_actor
+from wildactor_jax.eval import (adherence, attributes, bootstrap, embedder, fidelity as fid,
+                                metrics, probes, raw)
+from wildactor_jax.eval.generated import CONDITIONS, benchmark_references, target_actor
 
 GROUND_TRUTH = "ground_truth"
 RETRIEVAL_NAMES = {"with_refs": "retrieval_top1_with_refs",
                    "without_refs": "retrieval_top1_without_refs",
                    "swapped": "retrieval_top1_swapped_follows_refs",
                    GROUND_TRUTH: "retrieval_top1_ground_truth"}
+# Per-clip figures (row key -> figure name); each gets a mean and an interval per condition.
+FIGURES = ("identity_similarity", "temporal_consistency", "prompt_adherence", "motion_accuracy",
+           "camera_accuracy", "yaw_accuracy", "copy_paste", "dynamic_degree", "yaw_error",
+           "yaw_to_reference", "intended_yaw_to_reference")
 
 
 def fit_embedder(ds: raw.RawDataset, train_actors, cfg=embedder.EmbedderConfig(), seed: int = 0,
@@ -30,50 +47,90 @@ def fit_embedder(ds: raw.RawDataset, train_actors, cfg=embedder.EmbedderConfig()
   return embedder.train(images, labels, cfg, seed, log)
 
 
-def _gallery(ds, net, actors):
-  """{actor: (body reference embeddings (R, D), their yaws (R,))}."""
-  out = {}
-  for a in actors:
-    refs = ds.gallery(a, "body")
-    if not refs:
-      raise raw.RawDataError(f"{ds.root}: actor {a} has no body view renders under refs/{a}/")
-    out[a] = (embedder.embed(net, np.stack([raw.read_image(r.path) for r in refs])),
-              np.array([r.yaw for r in refs]))
-  return out
+def fit_probes(ds: raw.RawDataset, train_actors, cfg=probes.ProbeConfig(), seed: int = 0,
+               log=None) -> probes.ClipProbe:
+  clips = [c for a in sorted(train_actors) for c in ds.clips_of(a)]
+  usable = [c for c in clips if c.motion and c.camera and c.yaws]
+  if len(usable) < 8:
+    raise raw.RawDataError(f"{ds.root}: {len(usable)} training clips with motion, camera and yaw "
+                           "annotations (annotations.jsonl); the probes need at least 8")
+  return probes.train([raw.read_video(c.video) for c in usable], [c.motion for c in usable],
+                      [c.camera for c in usable], [c.yaws for c in usable], cfg, seed, log)
 
 
-def _clip_yaws(ds, row) -> tuple | None:
-  if row.get("yaw") is not None:
-    return tuple(row["yaw"])
-  src = row.get("source_video")
-  if src is None:
-    return None
-  full = fs.join(ds.root, src)
-  match = [c for c in ds.clips if c.video == full]
-  return match[0].yaws if match else None
+def _frames(n: int, count: int) -> np.ndarray:
+  return np.round(np.linspace(0, n - 1, count)).astype(int)
 
 
-def score_clips(ds, net, clips: list[dict], gallery: dict, attr_seed: int | None) -> list[dict]:
-  """clips: [{"condition", "target", "seed", "video", "yaws"}] -> per-clip metric rows."""
-  refs = {a: e for a, (e, _) in gallery.items()}
-  out = []
-  for c in clips:
-    pixels = raw.read_video(c["video"])
-    emb = embedder.embed(net, pixels)
-    ref_emb, ref_yaws = gallery[c["target"]]
-    yaws = raw.frame_yaws(c["yaws"], len(pixels))
-    if yaws is None:  # no intended views known: pair every frame with the frontal render
-      yaws = np.zeros(len(pixels))
-    sim = metrics.view_aware_similarity(emb, yaws, ref_emb, ref_yaws)
+class Scorer:
+  """Reads clips once per path and scores them against the held-out actors' galleries."""
+
+  def __init__(self, ds, net, probe, held_out):
+    self.ds, self.net, self.probe = ds, net, probe
+    self.frames = probe.cfg.frames
+    self.gallery = {}
+    for a in held_out:
+      refs = ds.gallery(a)
+      if not refs:
+        raise raw.RawDataError(f"{ds.root}: actor {a} has no gallery renders")
+      self.gallery[a] = (embedder.embed(net, np.stack([raw.read_image(r.path) for r in refs])),
+                         np.array([r.yaw for r in refs]))
+    self._videos = {}
+    real = [raw.read_video(c.video) for a in held_out for c in ds.clips_of(a)]
+    self.mean_layout = adherence.mean_layout(np.concatenate([v[_frames(len(v), 4)] for v in real]))
+
+  def video(self, path: str) -> np.ndarray:
+    if path not in self._videos:
+      self._videos[path] = raw.read_video(path)
+    return self._videos[path]
+
+  def reference_images(self, paths, size) -> np.ndarray:
+    from PIL import Image
+    return np.stack([np.asarray(Image.fromarray(raw.read_image(p)).resize(size[::-1],
+                                                                         Image.BILINEAR))
+                     for p in paths])
+
+  def score(self, c: dict) -> dict:
+    """c: {"condition", "target", "seed", "video", "source" (raw.Clip whose prompt it follows),
+    "refs" ([(path, yaw)] given, or those the target would get)} -> one metric row."""
+    pixels = self.video(c["video"])
+    idx = _frames(len(pixels), self.frames)
+    read = probes.predict(self.probe, [pixels])
+    est_yaw = read["yaw"][0]
+    emb = embedder.embed(self.net, pixels[idx])
+    g_emb, g_yaw = self.gallery[c["target"]]
+    sim = metrics.view_aware_similarity(emb, est_yaw, g_emb, g_yaw)
+    source = c["source"]
+    truth = self.video(source.video)
+    want_yaw = probes.resample_yaws(source.yaws, self.frames)
+    yaw_acc = adherence.yaw_accuracy(est_yaw, want_yaw)
+    motion_ok, camera_ok = read["motion"][0] == source.motion, read["camera"][0] == source.camera
+    ref_paths = [p for p, _ in c["refs"]]
+    lay = lambda frames: adherence.layout_embedding(frames, self.mean_layout)
+    ref_imgs = self.reference_images(ref_paths, pixels.shape[1:3])
+    lock = adherence.pose_locking(est_yaw, want_yaw, [y for _, y in c["refs"]])
     row = {"condition": c["condition"], "target": c["target"], "seed": c["seed"],
-           "video": c["video"], "similarity": {k: sim[k] for k in ("mean",) + metrics.VIEW_BINS},
-           "retrieved": metrics.retrieve(emb, refs),
-           "temporal_consistency": metrics.temporal_consistency(emb)}
-    if attr_seed is not None:
-      truth = attributes.actor_attributes(c["target"], attr_seed)
-      row["attributes"] = attributes.accuracy(attributes.read_clip(pixels), truth)
-    out.append(row)
-  return out
+           "video": c["video"], "source_video": source.video, "refs_given": c["given"],
+           "refs": ref_paths,
+           "similarity": {k: sim[k] for k in ("mean",) + metrics.VIEW_BINS},
+           "retrieved": metrics.retrieve(emb, {a: e for a, (e, _) in self.gallery.items()}),
+           "identity_similarity": sim["mean"],
+           "temporal_consistency": metrics.temporal_consistency(emb),
+           "read": {"motion": read["motion"][0], "camera": read["camera"][0]},
+           "motion_accuracy": float(motion_ok), "camera_accuracy": float(camera_ok),
+           "yaw_accuracy": yaw_acc,
+           "prompt_adherence": adherence.prompt_adherence(motion_ok, camera_ok, yaw_acc),
+           "copy_paste": adherence.copy_paste(lay(pixels[idx]), lay(truth[_frames(len(truth),
+                                                                                 self.frames)]),
+                                              lay(ref_imgs)),
+           "dynamic_degree": adherence.dynamic_degree(pixels, truth),
+           "yaw_error": lock["yaw_error"], "yaw_to_reference": lock.get("to_reference"),
+           "intended_yaw_to_reference": lock.get("intended_to_reference")}
+    if self.ds.identities and self.ds.palettes and c["target"] in self.ds.identities:
+      truth_attrs = attributes.true_attributes(self.ds.identities[c["target"]])
+      row["attributes"] = attributes.accuracy(attributes.read_clip(pixels, self.ds.palettes),
+                                              truth_attrs)
+    return row
 
 
 def _nan(v):
@@ -87,9 +144,9 @@ def aggregate(rows: list[dict], seed: int = 0) -> dict:
     rs = [r for r in rows if r["condition"] == cond]
     groups = [r["target"] for r in rs]
     ci = lambda values: bootstrap.mean_ci(values, groups, seed=seed)
-    figures = {"retrieval_top1": ci([float(r["retrieved"] == r["target"]) for r in rs]),
-               "identity_similarity": ci([r["similarity"]["mean"] for r in rs]),
-               "temporal_consistency": ci([r["temporal_consistency"] for r in rs])}
+    figures = {"retrieval_top1": ci([float(r["retrieved"] == r["target"]) for r in rs])}
+    for name in FIGURES:
+      figures[name] = ci([_nan(r.get(name)) for r in rs])
     for b in metrics.VIEW_BINS:
       figures[f"identity_similarity_{b}"] = ci([_nan(r["similarity"][b]) for r in rs])
     if all("attributes" in r for r in rs):
@@ -102,18 +159,36 @@ def aggregate(rows: list[dict], seed: int = 0) -> dict:
   return result
 
 
-def clip_list(ds, generated_rows, held_out) -> list[dict]:
-  """The ground-truth clips of the held-out actors, then the generated ones, as score_clips
-  inputs; a generated clip whose target is not held out is an error."""
+def _source(ds, row) -> raw.Clip:
+  src = row.get("source_video")
+  match = [c for c in ds.clips if src is not None and c.video == fs.join(ds.root, src)]
+  if not match:
+    raise raw.RawDataError(f"generated clip {row['video']}: source_video {src!r} is not a clip of "
+                           f"{ds.root} (the benchmark needs the clip whose prompt it followed)")
+  if not (match[0].motion and match[0].camera and match[0].yaws):
+    raise raw.RawDataError(f"{match[0].video}: no motion/camera/yaw annotations "
+                           "(annotations.jsonl)")
+  return match[0]
+
+
+def clip_list(ds, generated_rows, held_out, max_faces: int = 2, max_bodies: int = 2) -> list[dict]:
+  """The ground-truth clips of the held-out actors, then the generated ones, as Scorer inputs.
+  A generated clip whose target is not held out is an error. Clips without references are
+  scored for copy-paste against the references the target would get."""
+  default = {a: [(p, y) for p, _, y in benchmark_references(ds, a, max_faces, max_bodies)]
+             for a in held_out}
   clips = [{"condition": GROUND_TRUTH, "target": c.actor, "seed": 0, "video": c.video,
-            "yaws": c.yaws} for a in held_out for c in ds.clips_of(a)]
+            "source": c, "refs": default[c.actor], "given": False}
+           for a in held_out for c in ds.clips_of(a)]
   for r in generated_rows:
     t = target_actor(r)
     if t not in held_out:
       raise raw.RawDataError(f"generated clip {r['video']}: target actor {t} is not held out "
                              f"(held out: {', '.join(held_out)})")
+    given = [(fs.join(ds.root, g["path"]), float(g["yaw"])) for g in r.get("refs") or []]
     clips.append({"condition": r["condition"], "target": t, "seed": int(r["seed"]),
-                  "video": r["video"], "yaws": _clip_yaws(ds, r)})
+                  "video": r["video"], "source": _source(ds, r),
+                  "refs": given or default[t], "given": bool(given)})
   return clips
 
 
@@ -131,8 +206,7 @@ def fidelity(ds, net, generated_rows, held_out, seed: int = 0) -> dict:
     groups += [i] * len(f)
   feats = np.concatenate(feats)
   split, half_a = fid.real_split_distance(feats, groups, seed)
-  out = {"real_split": split, "real_frames": int(len(feats)),
-         "real_clips": int(len(real))}
+  out = {"real_split": split, "real_frames": int(len(feats)), "real_clips": int(len(real))}
   for cond in CONDITIONS:
     rows = [r for r in generated_rows if r["condition"] == cond]
     if rows:
@@ -143,27 +217,57 @@ def fidelity(ds, net, generated_rows, held_out, seed: int = 0) -> dict:
 
 
 def summary(per_condition: dict, chance: float, fidelity_result: dict | None) -> dict:
-  """Flat, stable names: NAME and NAME_ci95 for every figure."""
-  out = {"chance": chance, "chance_ci95": [chance, chance]}
+  """Flat, stable names: NAME and NAME_ci95 for every figure; the ground-truth condition's
+  prompt adherence is also `prompt_adherence_real` (the ceiling)."""
+  out = {"chance": chance, "chance_ci95": [chance, chance],
+         "chance_prompt_adherence": adherence.CHANCE["prompt_adherence"]}
   for cond, figures in per_condition.items():
     for name, v in figures.items():
       if not isinstance(v, dict):
         continue
       key = RETRIEVAL_NAMES[cond] if name == "retrieval_top1" else f"{name}_{cond}"
       out[key], out[key + "_ci95"] = v["mean"], v["ci95"]
+  if f"prompt_adherence_{GROUND_TRUTH}" in out:
+    out["prompt_adherence_real"] = out[f"prompt_adherence_{GROUND_TRUTH}"]
+    out["prompt_adherence_real_ci95"] = out[f"prompt_adherence_{GROUND_TRUTH}_ci95"]
   for k, v in (fidelity_result or {}).items():
     if k in CONDITIONS or k == "real_split":
       out[f"fidelity_{k}"] = v
   return out
 
 
-def score(ds, net, generated_rows, held_out, attr_seed: int | None = 0, seed: int = 0) -> dict:
-  """The identity part of the benchmark over ground-truth and generated clips."""
-  gallery = _gallery(ds, net, held_out)
-  rows = score_clips(ds, net, clip_list(ds, generated_rows, held_out), gallery, attr_seed)
+def score(ds, net, probe, generated_rows, held_out, seed: int = 0, max_faces: int = 2,
+          max_bodies: int = 2) -> dict:
+  """Both axes of the benchmark over ground-truth and generated clips."""
+  scorer = Scorer(ds, net, probe, held_out)
+  rows = [scorer.score(c) for c in clip_list(ds, generated_rows, held_out, max_faces, max_bodies)]
   per_condition = aggregate(rows, seed)
   fidelity_result = fidelity(ds, net, generated_rows, held_out, seed) if generated_rows else None
   chance = 1.0 / len(held_out)
-  return {"held_out_actors": list(held_out), "chance": chance, "per_condition": per_condition,
+  return {"held_out_actors": list(held_out), "chance": chance,
+          "chance_second_axis": adherence.CHANCE, "per_condition": per_condition,
           "fidelity": fidelity_result, "clips": rows,
           "summary": summary(per_condition, chance, fidelity_result)}
+
+
+def paired_keys(row: dict) -> tuple:
+  return (row["condition"], row["target"], int(row["seed"]))
+
+
+def compare(rows_a: list[dict], rows_b: list[dict], condition: str = "with_refs",
+            seed: int = 0) -> dict:
+  """Paired differences B - A per figure over the clips both results share (same condition,
+  actor and seed), with a paired bootstrap interval over identities."""
+  a = {paired_keys(r): r for r in rows_a if r["condition"] == condition}
+  b = {paired_keys(r): r for r in rows_b if r["condition"] == condition}
+  keys = sorted(set(a) & set(b))
+  if not keys:
+    raise ValueError(f"no {condition} clips in common (same actor and seed) to compare")
+  groups = [k[1] for k in keys]
+  value = lambda r, name: (float(r["retrieved"] == r["target"]) if name == "retrieval_top1"
+                           else _nan(r.get(name)))
+  out = {}
+  for name in ("retrieval_top1",) + FIGURES:
+    out[name] = bootstrap.paired_difference([value(a[k], name) for k in keys],
+                                            [value(b[k], name) for k in keys], groups, seed=seed)
+  return out

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 
 def vae_from_config(config, sharding=None):
-  """The autoencoder named by config.vae: "pixel" (parameter-free, demos) or "wan" (converted)."""
+  """The autoencoder named by config.vae: "wan" (converted), "learned" (the CPU demo's small
+  learned video autoencoder, a .npz) or "pixel" (parameter-free, tests)."""
   from wildactor_jax import models
   kind = config.vae.kind
+  if kind == "learned":
+    from wildactor_jax.models import video_autoencoder
+    if not config.vae.get("path"):
+      raise ValueError("config.vae.path: expected the learned autoencoder's .npz")
+    vae = video_autoencoder.load(config.vae.path)
+    want = int(config.vae.get("z_dim", vae.z_dim))
+    if vae.z_dim != want:
+      raise ValueError(f"config.vae.path {config.vae.path}: {vae.z_dim} latent channels, "
+                       f"config.vae.z_dim is {want}")
+    return vae
   if kind == "pixel":
     from wildactor_jax.models.pixel_autoencoder import PixelAutoencoder
     return PixelAutoencoder(int(config.vae.get("spatial_factor", 4)),
@@ -16,7 +27,7 @@ def vae_from_config(config, sharding=None):
     if not config.vae.get("path"):
       raise ValueError("config.vae.path: expected a converted Wan VAE checkpoint folder")
     return models.load_vae(config.vae.path, sharding=sharding)
-  raise ValueError(f"config.vae.kind {kind!r}: expected 'wan' or 'pixel'")
+  raise ValueError(f"config.vae.kind {kind!r}: expected 'wan', 'learned' or 'pixel'")
 
 
 def text_encoder_from_config(config):

@@ -210,9 +210,12 @@ class WanVAE(nnx.Module):
     self.video_channels = cfg.in_channels // cfg.patch ** 2
 
   # -- one chunk of the stream (pure given the Stream's cache) --------------------------------
+  def moments_chunk(self, x, stream: Stream, first: bool):
+    """The posterior's mean and log-variance, concatenated over channels (2 z_dim)."""
+    return self.quant_conv(self.encoder(x, stream, first))
+
   def encode_chunk(self, x, stream: Stream, first: bool):
-    mu_logvar = self.quant_conv(self.encoder(x, stream, first))
-    return mu_logvar[..., :self.z_dim]
+    return self.moments_chunk(x, stream, first)[..., :self.z_dim]
 
   def decode_chunk(self, z, stream: Stream, first: bool):
     return self.decoder(self.post_quant_conv(z), stream, first)
@@ -291,16 +294,30 @@ def _stats(cfg: VAEConfig):
   return (jnp.asarray(cfg.latents_mean, jnp.float32), jnp.asarray(cfg.latents_std, jnp.float32))
 
 
+def _chunks(video, patch: int):
+  """(frame 0, the later frames in chunks of 4 stacked on a leading axis or None), patchified."""
+  x = patchify(video, patch)
+  b, t = x.shape[:2]
+  if t == 1:
+    return x, None
+  return x[:, :1], jnp.moveaxis(x[:, 1:].reshape((b, (t - 1) // 4, 4) + x.shape[2:]), 1, 0)
+
+
+def posterior_moments(graphdef, state, video):
+  """Un-normalised posterior (mean, log-variance), each (B, 1+k, H/s, W/s, z_dim), in float32:
+  what training the VAE needs (encode returns the normalised mean only). Differentiable."""
+  model = nnx.merge(graphdef, state)
+  first, rest = _chunks(video.astype(model.dtype), model.config.patch)
+  moments = _stream(graphdef, state, "moments_chunk", first, rest).astype(jnp.float32)
+  return moments[..., :model.z_dim], moments[..., model.z_dim:]
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _encode(graphdef, state, video):
   model = nnx.merge(graphdef, state)
   cfg = model.config
-  x = patchify(video.astype(model.dtype), cfg.patch)
-  b, t = x.shape[:2]
-  rest = None
-  if t > 1:  # Wan's chunks: frame 0, then 4 frames at a time
-    rest = jnp.moveaxis(x[:, 1:].reshape((b, (t - 1) // 4, 4) + x.shape[2:]), 1, 0)
-  mu = _stream(graphdef, state, "encode_chunk", x[:, :1], rest)
+  first, rest = _chunks(video.astype(model.dtype), cfg.patch)  # Wan's chunks: 1, then 4 frames
+  mu = _stream(graphdef, state, "encode_chunk", first, rest)
   mean, std = _stats(cfg)
   return ((mu.astype(jnp.float32) - mean) / std).astype(model.dtype)
 
