@@ -55,3 +55,33 @@ def test_branches_of_guidance(aipa):
       expected = with_refs(text[1:], jnp.zeros((1, 2), bool))
     np.testing.assert_allclose(uncond, expected, atol=2e-5)
   assert not np.allclose(with_refs(text[1:]), model(x, t, text[1:]), atol=1e-3)
+
+
+class _Text:
+  """A deterministic stand-in text encoder: states from a hash of the prompt."""
+
+  def encode(self, prompts):
+    states = [np.random.default_rng(abs(hash(p)) % 2**32).standard_normal((5, 16)) for p in prompts]
+    return np.stack(states).astype(np.float32), np.ones((len(prompts), 5), bool)
+
+
+@pytest.mark.parametrize("aipa", [True, False])
+def test_batched_generation_is_each_clip_alone(aipa):
+  """The benchmark's batched sampler: every clip as `generate` makes it alone (its own prompt,
+  references, count of references, none included, and seed)."""
+  from wildactor_jax.models.pixel_autoencoder import PixelAutoencoder
+  model = create_model(ModelConfig(**dict(BASE, in_channels=12, out_channels=12), aipa=aipa))
+  nnx.update(model, jax.tree.map(lambda x: x + 0.05, nnx.state(model, nnx.LoRAParam)))
+  vae, text = PixelAutoencoder(2), _Text()
+  rng = np.random.default_rng(1)
+  img = lambda: rng.uniform(-1, 1, (8, 8, 3)).astype(np.float32)
+  jobs = [("a walk", [img(), img()], [0, 1], 3), ("a wave", [], [], 4), ("a jump", [img()], [1], 3)]
+  s = inference.GenerationSettings(frames=5, height=8, width=8, steps=3, cfg=4.0, shift=3.0,
+                                   guide_references=True)
+  prompts, images, types, seeds = ([j[k] for j in jobs] for k in range(4))
+  batch = inference.generate_batch(model, vae, text, prompts, images, types, s, seeds)
+  for (prompt, images, types, seed), video in zip(jobs, batch):
+    alone, _ = inference.generate(model, vae, text, prompt, images, types,
+                                  inference.GenerationSettings(**{**s.__dict__, "seed": seed}))
+    np.testing.assert_allclose(video, alone, atol=2e-4)
+  assert not np.allclose(batch[0], batch[2], atol=1e-2)  # same seed, other prompt and refs

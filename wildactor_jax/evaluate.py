@@ -45,6 +45,8 @@ def parse_args(argv):
   p.add_argument("--probes", help="prompt probes .npz: read if it exists, else trained and saved")
   p.add_argument("--steps", type=int, help="sampling steps when generating (default: config)")
   p.add_argument("--batches", type=int, default=8, help="diagnostic batches")
+  p.add_argument("--batch", type=int, default=4,
+                 help="clips sampled together when generating (each as it would come out alone)")
   p.add_argument("--seed", type=int, default=0, help="embedder, bootstrap and noise seed")
   return p.parse_args(argv)
 
@@ -86,6 +88,8 @@ def check(args) -> None:
     raise UsageError(f"--seeds {args.seeds}: expected comma-separated integers") from None
   if len(set(seeds)) < 2:
     raise UsageError(f"--seeds {args.seeds}: expected at least 2 distinct seeds")
+  if args.batch < 1:
+    raise UsageError(f"--batch {args.batch}: expected a positive number of clips")
 
 
 def identity_part(args, log) -> dict:
@@ -113,7 +117,8 @@ def identity_part(args, log) -> dict:
     folder = args.generated or os.path.splitext(args.out)[0] + "_clips"
     log(f"generating {len(held_out)} held-out actors into {folder}")
     rows = generated.generate(args.workdir, ds, held_out,
-                              [int(s) for s in args.seeds.split(",")], folder, args.steps, log)
+                              [int(s) for s in args.seeds.split(",")], folder, args.steps, log,
+                              args.batch)
   result = protocol.score(ds, net, probe, rows, held_out, args.seed)
   if args.embedder and not fs.exists(args.embedder):
     embedder.save(net, args.embedder)

@@ -86,34 +86,37 @@ def placer(model: WanTransformer):
 
 
 def double_batch(tree):
-  """Duplicates a batch-1 pytree for the cond/uncond CFG batch (axis 1 for per-layer K/V)."""
+  """Duplicates a batch pytree for the [cond; uncond] CFG batch (axis 1 for per-layer K/V)."""
   return jax.tree.map(lambda a: jnp.concatenate([a, a], axis=1 if a.ndim == 5 else 0), tree)
 
 
 def guidance_cache(cache, guide_references: bool):
-  """The reference cache (or, for the symmetric ablation, the References) for the [cond; uncond]
-  batch. With guide_references the uncond row has no valid reference (length 0 / mask off):
-  with AIPA exactly the backbone; the symmetric model, as in its training on examples without
-  references, still adapts the video tokens."""
+  """The reference cache (or, for the symmetric ablation, the References) of a batch of n
+  samples for the [cond (n rows); uncond (n rows)] batch. With guide_references the uncond rows
+  have no valid reference (length 0 / mask off): with AIPA exactly the backbone; the symmetric
+  model, as in its training on examples without references, still adapts the video tokens."""
   if isinstance(cache, References):
+    n = cache.mask.shape[0]
     cache2 = jax.tree.map(lambda a: jnp.concatenate([a, a], axis=0), cache)
-    return cache2._replace(mask=cache2.mask.at[1].set(False)) if guide_references else cache2
+    return cache2._replace(mask=cache2.mask.at[n:].set(False)) if guide_references else cache2
+  n = cache.lengths.shape[0]
   cache2 = double_batch(cache)
   if guide_references:
-    cache2 = cache2._replace(lengths=cache2.lengths.at[1].set(0))
+    cache2 = cache2._replace(lengths=cache2.lengths.at[n:].set(0))
   return cache2
 
 
 def guided_velocity(model: WanTransformer, x: jax.Array, timestep, text: jax.Array, cache2,
                     cfg_scale: float, clean_frames: int = 0) -> jax.Array:
-  """Classifier-free guided velocity at x (1, T, H, W, C): cond and uncond as one batch of 2.
-  text (2, S, D) = [cond; uncond]; cache2 the reference K/V doubled for that batch (or None);
+  """Classifier-free guided velocity at x (n, T, H, W, C): cond and uncond as one batch of 2n.
+  text (2n, S, D) = [cond; uncond]; cache2 the reference K/V doubled for that batch (or None);
   the first `clean_frames` latent frames are clean context (timestep 0 there)."""
+  rows = 2 * x.shape[0]
 
   def velocity(x2, t):
-    t2 = jnp.full((2,), t, jnp.float32)
+    t2 = jnp.full((rows,), t, jnp.float32)
     if clean_frames:
-      t2 = flow.frame_timesteps(t2, x.shape[1], jnp.full((2,), clean_frames, jnp.int32))
+      t2 = flow.frame_timesteps(t2, x.shape[1], jnp.full((rows,), clean_frames, jnp.int32))
     refs = {"references" if isinstance(cache2, References) else "reference_cache": cache2}
     return model(x2.astype(model.cfg.jnp_dtype), t2, text, **refs).astype(jnp.float32)
 
@@ -232,6 +235,54 @@ def sample_latents(model: WanTransformer, text: jax.Array, cache, s: GenerationS
 
   latents = denoise(model, text, cache, noise, s, record, context)
   return np.asarray(latents, np.float32), step_times
+
+
+def generate_batch(model: WanTransformer, vae, text_encoder, prompts: Sequence[str],
+                   images: Sequence[Sequence[np.ndarray]], types: Sequence[Sequence[int]],
+                   s: GenerationSettings, seeds: Sequence[int]) -> np.ndarray:
+  """n independent clips in one batched sampler run (the benchmark's generation): sample i has
+  its own prompt, references (any count, 0 included) and seed, and comes out as `generate` would
+  make it alone up to float rounding (its noise is drawn from its own seed; padding references
+  are masked out). -> videos (n, T, H, W, 3) float32 in [-1, 1]."""
+  n = len(prompts)
+  if not n == len(images) == len(types) == len(seeds):
+    raise ValueError(f"{n} prompts, {len(images)} reference lists, {len(types)} type lists, "
+                     f"{len(seeds)} seeds: expected one of each per clip")
+  has = [bool(i) for i in images]
+  if not model.cfg.aipa and any(has) and not all(has):
+    # The symmetric model adapts every video token once references are passed (even all masked
+    # out), so clips without references run on their own, as they would alone.
+    out = [None] * n
+    for group in ([i for i in range(n) if has[i]], [i for i in range(n) if not has[i]]):
+      pick = lambda seq: [seq[i] for i in group]
+      for i, video in zip(group, generate_batch(model, vae, text_encoder, pick(prompts),
+                                                pick(images), pick(types), s, pick(seeds))):
+        out[i] = video
+    return np.stack(out)
+  grid = check_geometry(s, vae, model.cfg.patch_size)
+  embeds, _ = text_encoder.encode(list(prompts) + [""] * n)
+  place = placer(model)
+  text = place(jnp.asarray(embeds, model.cfg.jnp_dtype))
+  r = max(len(i) for i in images)
+  cache = None
+  if r:
+    h, w = s.height // vae.spatial_factor, s.width // vae.spatial_factor
+    latents = np.zeros((n, r, h, w, model.cfg.in_channels), np.float32)
+    kinds = np.zeros((n, r), np.int32)
+    mask = np.zeros((n, r), bool)
+    for i, (imgs, ts) in enumerate(zip(images, types)):
+      if imgs:
+        one = encode_references(vae, imgs, ts)
+        latents[i, :len(imgs)] = np.asarray(one.latents[0])
+        kinds[i, :len(imgs)], mask[i, :len(imgs)] = ts, True
+    refs = place(References(jnp.asarray(latents, model.cfg.jnp_dtype), jnp.asarray(kinds),
+                            jnp.asarray(mask)))
+    tokens = (grid[0], grid[1] // model.cfg.patch_size[1], grid[2] // model.cfg.patch_size[2])
+    cache = refs if not model.cfg.aipa else encode_reference_cache(model, refs, tokens)
+  shape = (1,) + tuple(grid) + (model.cfg.in_channels,)
+  noise = jnp.concatenate([jax.random.normal(jax.random.key(int(seed)), shape) for seed in seeds])
+  latents = denoise(model, text, cache, place(noise), s)
+  return np.clip(np.asarray(vae.decode(latents), np.float32), -1.0, 1.0)
 
 
 def steady_step_s(step_times: Sequence[float]) -> float:

@@ -76,10 +76,11 @@ def benchmark_references(ds: RawDataset, actor: str, max_faces: int,
 
 
 def generate(workdir: str, ds: RawDataset, actors: list[str], seeds, folder: str,
-             steps: int | None = None, log=print) -> list[dict]:
+             steps: int | None = None, log=print, batch: int = 12) -> list[dict]:
   """Generates every held-out actor under every condition and seed with the run's newest
   checkpoint and writes FOLDER (clips + generated.jsonl, the index last). Seed s uses the
-  actor's clip s mod (its clip count) as prompt source."""
+  actor's clip s mod (its clip count) as prompt source. Clips are sampled `batch` at a time
+  (inference.generate_batch: each clip as it would come out alone)."""
   from wildactor_jax import inference, media
   from wildactor_jax.infer import encoders, load_run
   from wildactor_jax.infer.settings import settings_from_config
@@ -88,13 +89,13 @@ def generate(workdir: str, ds: RawDataset, actors: list[str], seeds, folder: str
   run = load_run(workdir)
   config, model = run.config, run.model
   vae, text = encoders.vae_from_config(config), encoders.text_encoder_from_config(config)
-  s0 = settings_from_config(config, steps=steps)
+  s = settings_from_config(config, steps=steps)
   max_faces = int(config.data.get("max_faces", 2))
   max_bodies = int(config.data.get("max_bodies", 2))
   refs, given = {}, {}
   for a in actors:
     chosen = benchmark_references(ds, a, max_faces, max_bodies)
-    refs[a] = ([media.load_reference(p, s0.height, s0.width, "reference") for p, _, _ in chosen],
+    refs[a] = ([media.load_reference(p, s.height, s.width, "reference") for p, _, _ in chosen],
                [t for _, t, _ in chosen])
     given[a] = [{"path": os.path.relpath(p, ds.root), "type": t, "yaw": y} for p, t, y in chosen]
   rows = []
@@ -103,18 +104,22 @@ def generate(workdir: str, ds: RawDataset, actors: list[str], seeds, folder: str
     clips = ds.clips_of(actor)
     for seed in seeds:
       clip = clips[seed % len(clips)]
-      s = inference.GenerationSettings(**{**s0.__dict__, "seed": int(seed)})
       for condition, ref_actor in (("with_refs", actor), ("without_refs", None),
                                    ("swapped", partner)):
-        images, kinds = refs[ref_actor] if ref_actor else ([], [])
-        with run.sharding():
-          video, _ = inference.generate(model, vae, text, clip.prompt, images, kinds, s)
-        rel = f"clips/{actor}_{condition}_s{seed}.mp4"
-        media.write_mp4(os.path.join(folder, rel), media.to_uint8(video), fps=8)
-        rows.append({"video": rel, "condition": condition, "actor_id": actor,
-                     "refs_actor": ref_actor, "seed": int(seed),
+        rows.append({"video": f"clips/{actor}_{condition}_s{seed}.mp4", "condition": condition,
+                     "actor_id": actor, "refs_actor": ref_actor, "seed": int(seed),
                      "source_video": os.path.relpath(clip.video, ds.root),
-                     "refs": given[ref_actor] if ref_actor else []})
-      log(f"  generated {actor} seed {seed}")
+                     "refs": given[ref_actor] if ref_actor else [], "prompt": clip.prompt})
+  for lo in range(0, len(rows), batch):
+    part = rows[lo:lo + batch]
+    with run.sharding():
+      videos = inference.generate_batch(
+          model, vae, text, [r["prompt"] for r in part],
+          [refs[r["refs_actor"]][0] if r["refs_actor"] else [] for r in part],
+          [refs[r["refs_actor"]][1] if r["refs_actor"] else [] for r in part], s,
+          [r["seed"] for r in part])
+    for r, video in zip(part, videos):
+      media.write_mp4(os.path.join(folder, r["video"]), media.to_uint8(video), fps=8)
+    log(f"  generated {min(lo + batch, len(rows))} of {len(rows)} clips")
   fs.atomic_write_text(fs.join(folder, INDEX), "".join(json.dumps(r) + "\n" for r in rows))
   return load(folder)
