@@ -182,7 +182,8 @@ def measured_entry(row: dict) -> dict:
   backbone = str(row.get("backbone", row.get("model", "?")))
   mode = str(row.get("mode", row.get("bench", "?")))
   if mode == "?" and "python -m wildactor_jax.train" in str(row.get("command", "")):
-    mode = f"trainer, batch {row.get('global_batch', '?')}, remat {row.get('remat', '?')}"
+    mode = (f"trainer, batch {row.get('global_batch', '?')}, remat {row.get('remat', '?')}, "
+            f"{row.get('attention', '?')} attention")
   return {"source": row["_source"], "device": device, "backbone": BACKBONES.get(backbone, backbone),
           "mode": MODES.get(mode, mode), "clip": _clip(row) or row.get("clip"), "step_s": step_s,
           "tokens_per_s": _num(row, "tokens_per_s") or _num(row, "tokens_per_sec_per_device"),
@@ -218,7 +219,8 @@ def projection_entry(row: dict) -> dict:
           "global_batch": row.get("global_batch"), "memory": memory,
           "fits": None if fits is None else ("yes" if fits else "NO"), "step_s": step,
           "tflops": tflops, "mfu": mfu, "no_overlap": no_overlap, "calibrated": calibrated,
-          "bound": _bound(row)}
+          "bound": _bound(row), "tokens": _num(row, "tokens_per_step"),
+          "step": ", ".join(f"{k} {row[k]}" for k in ("attention", "remat") if row.get(k)) or None}
 
 
 def _bound(row: dict) -> str | None:
@@ -317,12 +319,14 @@ def render_markdown(kinds: dict[str, list[dict]], notes: list[str], results_dir:
           " roofline as well: an estimate, not a measurement. Model FLOPs count valid references"
           " only.", ""]
   if kinds["projection"]:
-    out += _table(["model / config", "topology", "devices", "global batch", "peak memory / HBM (GiB)",
-                   "fits", "roofline step (s)", "bound", "model TFLOP/s per device at the bound",
-                   "MFU upper bound", "MFU no overlap", "MFU calibrated (estimate)", "source"],
-                  [[e["model"], e["topology"], e["devices"], e["global_batch"], e["memory"], e["fits"],
-                    _fmt(e["step_s"]), e["bound"], _fmt(e["tflops"]), _pct(e["mfu"]),
-                    _pct(e["no_overlap"]), _pct(e["calibrated"]), e["source"]]
+    out += _table(["model / config", "step", "topology", "devices", "global batch", "tokens per step",
+                   "peak memory / HBM (GiB)", "fits", "roofline step (s)", "bound",
+                   "model TFLOP/s per device at the bound", "MFU upper bound", "MFU no overlap",
+                   "MFU calibrated (estimate)", "source"],
+                  [[e["model"], e["step"], e["topology"], e["devices"], e["global_batch"],
+                    _fmt(e["tokens"]), e["memory"], e["fits"], _fmt(e["step_s"]), e["bound"],
+                    _fmt(e["tflops"]), _pct(e["mfu"]), _pct(e["no_overlap"]), _pct(e["calibrated"]),
+                    e["source"]]
                    for e in kinds["projection"]])
   else:
     out.append("No AOT projections.")
@@ -366,10 +370,13 @@ def render_markdown(kinds: dict[str, list[dict]], notes: list[str], results_dir:
 
 def _bar_label(e: dict, kind: str) -> str:
   if kind == "measured":
-    mode = e["mode"].replace("generate, CFG, ", "gen ").replace("train fwd+bwd, LoRA grads", "train LoRA")
-    clip = (e["clip"] or "").replace(", ", "x").replace(" f", "f")
-    return f"{e['backbone']}\n{mode}\n{clip}\n{_device_short(e['device'])}"
-  return f"{e['model']}\n{e['topology']}\nAOT upper bound"
+    mode = (e["mode"].replace("generate, CFG, ", "gen ").replace("train fwd+bwd, LoRA grads", "train LoRA")
+            .replace("trainer, batch ", "trainer b").replace(", remat ", "\n")
+            .replace(", ", "\n").replace(" attention", ""))
+    return f"{e['backbone']}\n{mode}\n{_device_short(e['device'])}"
+  step = (e.get("step") or "").replace("attention ", "").replace(", remat full", "")
+  tokens = f"{e['tokens'] / 1e3:.0f}k tok" if e.get("tokens") else ""
+  return f"{e['model']}\n{e['topology']}\n{step}\n{tokens}\nAOT upper bound"
 
 
 def render_chart(kinds: dict[str, list[dict]], path: str) -> None:

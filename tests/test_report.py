@@ -54,7 +54,8 @@ def results(tmp_path) -> Path:
       {"topology": "v5p-64", "num_slices": 2, "devices": 64, "device_kind": "TPU v5p", "model": "test-config",
        "global_batch": 64, "peak_bytes": 40 * 2**30, "hbm_bytes": 95 * 2**30, "fits": True,
        "flops_per_step": 64 * 200e12 * 3.0, "step_time_s": 3.0, "compute_s": 3.0, "memory_s": 1.0,
-       "bound": "compute", "mfu_upper_bound": 0.41, "mfu_no_overlap": 0.3, "mfu_calibrated": 0.25},
+       "bound": "compute", "mfu_upper_bound": 0.41, "mfu_no_overlap": 0.3, "mfu_calibrated": 0.25,
+       "attention": "splash", "remat": "full", "tokens_per_step": 1000},
       # An older row: `predicted_mfu` was the same upper bound.
       {"topology": "v6e-64", "devices": 64, "model": "test-config", "peak_bytes": 40 * 2**30,
        "hbm_bytes": 32 * 2**30, "fits": False, "flops_per_step": 1e15, "step_time_s": 1.0,
@@ -98,13 +99,13 @@ def test_report_tables_and_png(results, tmp_path):
   assert ("| test_backbone_b | — | train fwd+bwd, LoRA grads | H100 | 2 | — | 494 | 50.0% | valid "
           "| gpu_test.jsonl:2 |") in lines
   # The trainer's own rows (kind: measured, seconds_per_step) are measured runs too.
-  assert ("| ? | — | trainer, batch 1, remat full | H100 | 0.8 | — | 400 | 40.4% | every "
+  assert ("| ? | — | trainer, batch 1, remat full, ? attention | H100 | 0.8 | — | 400 | 40.4% | every "
           "| trainer_test.jsonl:1 |") in lines
   # Projections: their own table, labelled as such; 64 x 200 TFLOP over 3 s on 64 devices = 200 TFLOP/s.
   assert "## AOT projections (not measurements)" in lines
-  assert ("| test-config | 2 x v5p-64 | 64 | 64 | 40.0 / 95 | yes | 3 | compute | 200 | 41.0% | 30.0% "
-          "| 25.0% | aot_test.jsonl:1 |") in lines
-  assert ("| test-config | v6e-64 | 64 | — | 40.0 / 32 | NO | 1 | — | 15.6 | 25.0% | — | — "
+  assert ("| test-config | attention splash, remat full | 2 x v5p-64 | 64 | 64 | 1,000 | 40.0 / 95 | yes | 3 "
+          "| compute | 200 | 41.0% | 30.0% | 25.0% | aot_test.jsonl:1 |") in lines
+  assert ("| test-config | — | v6e-64 | 64 | — | — | 40.0 / 32 | NO | 1 | — | 15.6 | 25.0% | — | — "
           "| aot_test.jsonl:2 |") in lines
   header = next(l for l in lines if l.startswith("| model / config"))
   assert "MFU upper bound" in header and "MFU calibrated (estimate)" in header
