@@ -149,7 +149,8 @@ def reference_count_distribution(config, shapes: dict | None = None) -> dict[int
         n = max(1, min(nf + nb, r_max))
         drawn[n] = drawn.get(n, 0.0) + 1.0 / ((faces + 1) * (bodies + 1))
   else:
-    drawn = {max(1, min(int(data.get("num_faces", 3)) + int(data.get("num_bodies", 3)), r_max)): 1.0}
+    fixed = int(data.get("num_faces", 3)) + int(data.get("num_bodies", 3))
+    drawn = {max(1, min(fixed, r_max)): 1.0}
   counts[0] = 1.0 - p_refs
   for n, p in drawn.items():
     counts[n] = counts.get(n, 0.0) + p_refs * p

@@ -26,7 +26,8 @@ from wildactor_jax.sharding import DEFAULT_RULES, logical_to_spec
 FROZEN = nnx.All(nnx.Param, nnx.Not(nnx.LoRAParam))
 
 
-def abstract_model(cfg: ModelConfig, seed: int = 0, mesh=None, rules=DEFAULT_RULES) -> WanTransformer:
+def abstract_model(cfg: ModelConfig, seed: int = 0, mesh=None,
+                   rules=DEFAULT_RULES) -> WanTransformer:
   """The model with ShapeDtypeStruct leaves: shapes and metadata, no allocation. With a mesh, the
   model runs on it (models/transformer.py); its attention backend must suit the mesh's chips."""
   if mesh is not None:
