@@ -62,6 +62,8 @@ from jax.experimental import mesh_utils, topologies  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from wildactor_jax import flops as flops_lib, fs, hlo_costs  # noqa: E402
+from wildactor_jax.roofline import (CALIBRATION_KIND, measured_config, mfu_figures,  # noqa: E402
+                                    newest_calibration, read_measured, roofline)
 from wildactor_jax.sharding import create_mesh  # noqa: E402
 from wildactor_jax.input import batches  # noqa: E402
 from wildactor_jax.train_lib import state as state_lib, step as step_lib  # noqa: E402
@@ -78,7 +80,6 @@ _MEASURED = flags.DEFINE_string("measured", "benchmarks/results/gpu_h100.jsonl:3
 _CALIBRATION = flags.DEFINE_string("calibration", "benchmarks/results/aot_tpu.jsonl",
                                    "a .jsonl whose newest roofline calibration row a plan uses")
 
-CALIBRATION_KIND = "roofline calibration"
 # The deviceless compile a measured one-device step's terms come from: one chip of this slice.
 CALIBRATION_TOPOLOGY = "v6e-4"
 
@@ -204,29 +205,6 @@ def step_costs(config, devices, num_slices: int = 1, dump_hlo: str | None = None
           "flops": hlo.flops + kernel.flops, "bytes": hlo.bytes + kernel.hbm_bytes}
 
 
-def roofline(flops_per_device: float, bytes_per_device: float, ici_s: float | None,
-             device_kind: str) -> dict:
-  """The roofline terms on one `device_kind` chip, their max (perfect overlap) and sum."""
-  spec = flops_lib.chip_spec(device_kind)
-  if spec is None:
-    raise ValueError(f"device kind {device_kind!r}: no peak/HBM figures in wildactor_jax/flops.CHIPS")
-  peak, _, hbm_tbps = spec
-  terms = {"compute": flops_per_device / (peak * 1e12),
-           "hbm": bytes_per_device / (hbm_tbps * 1e12), "collectives": ici_s or 0.0}
-  return {"terms": terms, "step_s": max(terms.values()), "serial_s": sum(terms.values()),
-          "bound": max(terms, key=terms.get), "peak_tflops": peak}
-
-
-def mfu_figures(model_flops_per_device: float, peak_tflops: float, step_s: float, serial_s: float,
-                calibration: dict | None) -> dict:
-  """mfu_upper_bound, mfu_no_overlap and mfu_calibrated (None without a calibration row)."""
-  upper = model_flops_per_device / (peak_tflops * 1e12) / step_s
-  ratio = None if calibration is None else calibration["roofline_over_measured"]
-  return {"mfu_upper_bound": upper,
-          "mfu_no_overlap": model_flops_per_device / (peak_tflops * 1e12) / serial_s,
-          "mfu_calibrated": None if ratio is None else upper * ratio}
-
-
 def plan(config, topology: str, num_slices: int, dump_hlo: str | None = None,
          calibration: dict | None = None) -> dict:
   name = topology_name(topology)
@@ -275,48 +253,6 @@ def plan(config, topology: str, num_slices: int, dump_hlo: str | None = None,
   }
 
 
-def read_measured(spec: str) -> tuple[dict, str]:
-  """FILE:LINE -> (the measured row, "FILE_NAME:LINE"); one-line ValueErrors otherwise."""
-  path, _, line = spec.rpartition(":")
-  if not path or not line.isdigit() or int(line) < 1:
-    raise ValueError(f"--measured {spec}: expected FILE.jsonl:LINE")
-  if not fs.isfile(path):
-    raise ValueError(f"--measured {spec}: no such file {path}")
-  lines = fs.read_text(path).splitlines()
-  if int(line) > len(lines):
-    raise ValueError(f"--measured {spec}: {path} has {len(lines)} lines")
-  row = json.loads(lines[int(line) - 1])
-  missing = [k for k in ("device_kind", "step_s", "command") if k not in row]
-  if missing or row.get("measured") is not True or int(row.get("num_devices", 1)) != 1:
-    raise ValueError(f"--measured {spec}: expected a measured one-device row with device_kind, "
-                     f"step_s and command (missing {missing})")
-  return row, f"{os.path.basename(path)}:{line}"
-
-
-def measured_config(command: str):
-  """The experiment config a measured row's command ran: --config FILE[:ARG] and its
-  --config.KEY=VALUE overrides (values as Python literals, else strings)."""
-  import ast
-  from wildactor_jax.config_lib import load_config_file
-  words = shlex.split(command)
-  if "--config" not in words:
-    raise ValueError(f"measured command {command!r}: no --config")
-  config = load_config_file(words[words.index("--config") + 1])
-  for word in words:
-    if word.startswith("--config.") and "=" in word:
-      key, value = word[len("--config."):].split("=", 1)
-      try:
-        value = ast.literal_eval(value)
-      except (ValueError, SyntaxError):
-        pass
-      node = config
-      *parents, leaf = key.split(".")
-      for part in parents:
-        node = node[part]
-      node[leaf] = value
-  return config
-
-
 def calibrate(measured: str, dump_hlo: str | None = None) -> dict:
   """The roofline of `plan`, applied to a measured one-device step (--measured FILE:LINE): that
   step's config compiled deviceless for one TPU chip with splash attention (the fused kernel
@@ -346,15 +282,6 @@ def calibrate(measured: str, dump_hlo: str | None = None) -> dict:
       "serial_over_measured": r["serial_s"] / measured_s,
       "compile_s": c["compile_s"], **_versions(),
   }
-
-
-def newest_calibration(path: str) -> dict | None:
-  """The last roofline calibration row of a .jsonl file (None if there is none)."""
-  if not fs.isfile(path):
-    return None
-  rows = [json.loads(l) for l in fs.read_text(path).splitlines() if l.strip()]
-  found = [r for r in rows if r.get("kind") == CALIBRATION_KIND]
-  return found[-1] if found else None
 
 
 def breakdown(row: dict) -> str:
