@@ -1,7 +1,7 @@
 """Stories and continuation end to end on a 2-step trained tiny run (test_generate's fixture):
 one film with the shots' frames, one reference cache, the same seed the same film, continuation
-keeping its context bit-identical in latent space, and a one-line error (exit 2, no output) for
-every bad story file."""
+sampling from the clip's re-encoded last frames (what the model got, what it added), and a
+one-line error (exit 2, no output) for every bad story file."""
 import contextlib
 import io
 import json
