@@ -94,6 +94,12 @@ def test_same_seed_same_film(film, loaded):
   _, out, tmp, _, _ = film
   again = render(loaded, str(tmp / "story.yaml"))
   assert again.shot_frames == [(0, 9), (9, 18), (18, 23)] and again.timings["windows"] == 6
+  # Continued windows start from the film's own last frame, re-encoded: shot 1's second window
+  # from its frame 4, the continued shot 2 from shot 1's last frame (8), then its own (12, 16).
+  vae = loaded[1]
+  assert len(again.contexts) == 4
+  for context, frame in zip(again.contexts, (4, 8, 12, 16)):
+    np.testing.assert_allclose(context, vae.encode(again.video[frame:frame + 1][None]), atol=1e-6)
   frames = media.to_uint8(again.video)
   media.write_mp4(str(tmp / "again.mp4"), frames)  # the CLI's encoder settings: same bytes
   np.testing.assert_array_equal(media.read_mp4(str(out)), media.read_mp4(str(tmp / "again.mp4")))
