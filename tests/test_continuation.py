@@ -82,6 +82,7 @@ def test_sampler_keeps_the_context_bit_identical_and_at_t0(solver):
     inference.denoise(SpyModel(), text, None, noise, s, context=jnp.zeros((1, 4, 2, 2, C)))
 
 
+@pytest.fixture(scope="module")
 def tiny_model():
   cfg = ModelConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=1, in_channels=C,
                     out_channels=C, text_dim=D, freq_dim=16, lora=False)
@@ -102,8 +103,8 @@ def smooth_video(frames, size, seed):
   return np.tanh(walk).astype(np.float32)
 
 
-def test_a_continued_window_starts_from_a_training_prefix_under_the_causal_vae(causal_vae,
-                                                                                 monkeypatch):
+def test_a_continued_window_starts_from_a_training_prefix_under_the_causal_vae(
+    causal_vae, tiny_model, monkeypatch):
   """The seam, with the real causal VAE: training's clean prefix is a clip's first K latents
   (latent 0 = the VAE's single-frame latent); a continued window is given exactly that for the
   clip that starts at the video's last 1 + 4 (K - 1) frames, keeps it clean, and the frames it
@@ -124,7 +125,7 @@ def test_a_continued_window_starts_from_a_training_prefix_under_the_causal_vae(c
   monkeypatch.setattr(inference, "sample_latents",
                       lambda *a, **kw: windows.append(sample(*a, **kw)) or windows[-1])
   s = inference.GenerationSettings(frames=9, height=16, width=16, steps=2, cfg=1.0)
-  ext = continuation.Extender(tiny_model(), vae, None, s, (3, 2, 2), seed=0)
+  ext = continuation.Extender(tiny_model, vae, None, s, (3, 2, 2), seed=0)
   out = ext.extend(video, jnp.zeros((2, S, D)), new=4, context_frames=k)
   assert len(ext.contexts) == ext.windows == 1 and out.shape == (17, 16, 16, 3)
   np.testing.assert_allclose(ext.contexts[0], prefix, atol=1e-5)
@@ -136,9 +137,9 @@ def test_a_continued_window_starts_from_a_training_prefix_under_the_causal_vae(c
   assert not np.allclose(out[13:], decoded[1:5], atol=1e-3)       # not the context's frames
 
 
-def test_extender_grows_a_video_window_by_window(causal_vae):
+def test_extender_grows_a_video_window_by_window(causal_vae, tiny_model):
   s = inference.GenerationSettings(frames=9, height=16, width=16, steps=2, cfg=1.0)
-  model, text = tiny_model(), jnp.zeros((2, S, D))
+  model, text = tiny_model, jnp.zeros((2, S, D))
   video = smooth_video(3, 16, seed=3)  # shorter than 2 latents' 5 frames: 1 latent of context
   ext = continuation.Extender(model, causal_vae, None, s, (3, 2, 2), seed=0)
   out = ext.extend(video, text, new=11, context_frames=2)

@@ -86,17 +86,23 @@ def test_a_model_on_a_mesh_runs_mosaic_only_under_shard_map_in_any_context(on_tp
   assert seen[0] == seen[1]  # one trace: a jit cache keyed on the model is right
 
 
-def test_load_run_builds_its_model_on_the_run_mesh(on_tpu):
-  """What load_run restores into: the run setup's model carries the run's mesh and rules."""
+def test_run_setups_put_the_mesh_in_every_graph_definition(on_tpu, monkeypatch):
+  """What load_run, train and the AOT planner build from (state.setup_from_config): the train
+  step's graph definition and the restored model's carry the run's mesh and rules, so a jit
+  cache keyed on them (inference.denoise_step) can never reuse another mesh's trace."""
   from wildactor_jax.train_lib import state as state_lib
   config = load_config_file("configs/wildactor_wan22_5b.py:tiny")
   config.model.update(attention="splash", num_layers=1)
   mesh = sharding.create_mesh(LAYOUT, config.mesh.axes)
-  model = state_lib.setup_from_config(config, mesh, optimizer=False).create_model()
-  assert model.mesh is mesh and model.rules == tuple(
-      (n, tuple(a) if isinstance(a, list) else a) for n, a in config.mesh.rules)
-  # The mesh is in the graph definition a jitted step is keyed on (inference.denoise_step).
-  assert nnx.graphdef(model) != nnx.graphdef(abstract_model(ModelConfig.from_mapping(config.model)))
+  rs = state_lib.setup_from_config(config, mesh, optimizer=False)
+  stepped = nnx.merge(rs.setup.graphdef, rs.setup.abstract_frozen, rs.setup.abstract_train["lora"])
+  rules = tuple((n, tuple(a) if isinstance(a, list) else a) for n, a in config.mesh.rules)
+  assert stepped.mesh is mesh and stepped.rules == rules
+  assert rs.setup.graphdef != nnx.graphdef(abstract_model(ModelConfig.from_mapping(config.model)))
+  # load_run's model is RunSetup.create_model's: created (shapes only here) on the run's mesh.
+  monkeypatch.setattr(state_lib, "create_model", lambda cfg, **kw: abstract_model(
+      cfg, mesh=kw["mesh"], rules=kw["rules"]))
+  assert rs.create_model().mesh is mesh
 
 
 def test_splash_without_a_mesh_on_many_tpu_devices_refuses(on_tpu):
