@@ -3,18 +3,21 @@
     python benchmarks/report.py [--results benchmarks/results] [--out benchmarks/results]
 
 Each line of a results file is one JSON object; the files are heterogeneous. Rows are sorted into
-three kinds, each with its own table:
-  measured     a timed run on an accelerator (`measured: true`, or `mfu`/`tflops_per_device` with
-               `step_s`), e.g. gpu_h100.jsonl;
-  projection   an ahead-of-time compile for a TPU topology (`predicted_mfu`, or `topology` with
-               `flops_per_step`): a roofline estimate from XLA's cost analysis, not a measurement;
+four kinds, each with its own table:
+  measured     a timed run on an accelerator (`measured: true` or `kind: measured`, or
+               `mfu`/`tflops_per_device` with `step_s`), e.g. gpu_h100.jsonl, train_h100.jsonl;
+  projection   an ahead-of-time compile for a TPU topology (`mfu_upper_bound`, or `topology` with
+               `flops_per_step`): a roofline from the compiled HLO, not a measurement;
+  calibration  the same roofline applied to a measured step (`kind: roofline calibration`,
+               launch/aot_compile.py --calibrate): how much of it the real step reached;
   cpu          CPU micro-benchmarks (rows with `bench`, or a CPU device).
 Rows that fit none, or lack the fields their kind needs, are skipped and listed under "Skipped
 rows"; unparsable lines likewise. Nothing here crashes on a malformed row.
 
 The chart shows MFU per device (model FLOPs over the chip's bf16 peak) for measured runs and
-projections, against public anchors (MaxDiffusion, Megatron-Bridge, MaxText). Both outputs are
-written atomically (temporary file in the output directory, then rename).
+projections (the roofline upper bound as a bar, the calibrated estimate as a mark), against
+public anchors (MaxDiffusion, Megatron-Bridge, MaxText). Both outputs are written atomically
+(temporary file in the output directory, then rename).
 """
 from __future__ import annotations
 
@@ -85,12 +88,17 @@ def read_rows(results_dir: str) -> tuple[list[dict], list[str]]:
   return rows, notes
 
 
+CALIBRATION_KIND = "roofline calibration"  # launch/aot_compile.py's calibration rows
+
+
 def classify(row: dict) -> str | None:
+  if row.get("kind") == CALIBRATION_KIND:
+    return "calibration"
   if row.get("measured") is not True and (
-      "predicted_mfu" in row or row.get("kind") in ("aot", "projection")
+      "mfu_upper_bound" in row or "predicted_mfu" in row or row.get("kind") in ("aot", "projection")
       or ("topology" in row and "flops_per_step" in row)):
     return "projection"
-  if row.get("measured") is True or (
+  if row.get("measured") is True or row.get("kind") == "measured" or (
       ("mfu" in row or "tflops_per_device" in row) and "step_s" in row):
     if row.get("measured") is True and "bench" in row and "mfu" not in row and "tflops_per_device" not in row:
       return "cpu"
@@ -160,8 +168,8 @@ def _clip(row: dict) -> str | None:
 # --- per-kind rows ---
 
 def measured_entry(row: dict) -> dict:
-  step_s = _num(row, "step_s")
-  tflops = _num(row, "tflops_per_device")
+  step_s = _num(row, "step_s") or _num(row, "seconds_per_step")
+  tflops = _num(row, "tflops_per_device") or _num(row, "model_tflops_per_device")
   mfu = _num(row, "mfu")
   device = str(row.get("device", "?"))
   peak = _num(row, "peak_tflops") or _peak_for(device)
@@ -173,14 +181,25 @@ def measured_entry(row: dict) -> dict:
     raise Skip("measured row without 'mfu' (or 'tflops_per_device' and a known peak)")
   backbone = str(row.get("backbone", row.get("model", "?")))
   mode = str(row.get("mode", row.get("bench", "?")))
+  if mode == "?" and "python -m wildactor_jax.train" in str(row.get("command", "")):
+    mode = (f"trainer, batch {row.get('global_batch', '?')}, remat {row.get('remat', '?')}, "
+            f"{row.get('attention', '?')} attention")
   return {"source": row["_source"], "device": device, "backbone": BACKBONES.get(backbone, backbone),
-          "mode": MODES.get(mode, mode), "clip": _clip(row), "step_s": step_s,
-          "tokens_per_s": _num(row, "tokens_per_s"), "tflops": tflops, "mfu": mfu,
-          "date": row.get("date")}
+          "mode": MODES.get(mode, mode), "clip": _clip(row) or row.get("clip"), "step_s": step_s,
+          "tokens_per_s": _num(row, "tokens_per_s") or _num(row, "tokens_per_sec_per_device"),
+          "tflops": tflops, "mfu": mfu, "date": row.get("date"),
+          "slots": "every" if "r_max" in str(row.get("note", "")) else "valid"}
 
 
 def projection_entry(row: dict) -> dict:
-  mfu = _num(row, "predicted_mfu", required=True)
+  if "mfu_upper_bound" in row:
+    mfu = _num(row, "mfu_upper_bound", required=True)
+    no_overlap, calibrated = _num(row, "mfu_no_overlap"), _num(row, "mfu_calibrated")
+  else:  # rows from before the three figures: `predicted_mfu` was the same upper bound
+    mfu = _num(row, "predicted_mfu")
+    if mfu is None:
+      raise Skip("projection row without a numeric 'mfu_upper_bound'")
+    no_overlap, calibrated = _num(row, "predicted_mfu_no_overlap"), None
   devices = _num(row, "devices")
   step = _num(row, "step_time_s")
   flops = _num(row, "flops_per_step")
@@ -199,14 +218,28 @@ def projection_entry(row: dict) -> dict:
           "devices": None if devices is None else int(devices), "device_kind": row.get("device_kind"),
           "global_batch": row.get("global_batch"), "memory": memory,
           "fits": None if fits is None else ("yes" if fits else "NO"), "step_s": step,
-          "tflops": tflops, "mfu": mfu, "bound": _bound(row)}
+          "tflops": tflops, "mfu": mfu, "no_overlap": no_overlap, "calibrated": calibrated,
+          "bound": _bound(row), "tokens": _num(row, "tokens_per_step"),
+          "step": ", ".join(f"{k} {row[k]}" for k in ("attention", "remat") if row.get(k)) or None}
 
 
 def _bound(row: dict) -> str | None:
+  if isinstance(row.get("bound"), str):
+    return {"hbm": "HBM", "collectives": "ICI"}.get(row["bound"], row["bound"])
   compute, memory = _num(row, "compute_s"), _num(row, "memory_s")
   if compute is None or memory is None:
     return None
-  return "compute" if compute >= memory else "memory"
+  return "compute" if compute >= memory else "HBM"
+
+
+def calibration_entry(row: dict) -> dict:
+  measured = _num(row, "measured_step_s", required=True)
+  roofline = _num(row, "roofline_step_s", required=True)
+  return {"source": row["_source"], "measured_source": row.get("source"),
+          "device": str(row.get("device_kind", row.get("measured", "?"))),
+          "command": row.get("measured_command"), "measured_s": measured, "roofline_s": roofline,
+          "serial_s": _num(row, "serial_step_s"), "bound": _bound(row),
+          "ratio": _num(row, "roofline_over_measured") or roofline / measured}
 
 
 def cpu_entry(row: dict) -> dict:
@@ -228,7 +261,8 @@ def cpu_entry(row: dict) -> dict:
           "settings": ", ".join(settings[:8]), "device": row.get("device"), "date": row.get("date")}
 
 
-ENTRY = {"measured": measured_entry, "projection": projection_entry, "cpu": cpu_entry}
+ENTRY = {"measured": measured_entry, "projection": projection_entry,
+         "calibration": calibration_entry, "cpu": cpu_entry}
 
 
 def collect(rows: list[dict], notes: list[str]) -> dict[str, list[dict]]:
@@ -257,30 +291,58 @@ def render_markdown(kinds: dict[str, list[dict]], notes: list[str], results_dir:
          " peak.",
          "Chart: `throughput.png`.", ""]
 
-  out += ["## Measured device runs", ""]
+  out += ["## Measured device runs", "",
+          "MFU as each row recorded it. \"reference slots\": what its model FLOPs counted, every"
+          " reference slot (padding included, as rows noted \"r_max\" did) or valid references"
+          " only (`flops.step_flops_for_config`: the mean over the config's reference-count"
+          " distribution, 8-9% fewer model FLOPs for the 5B step than every slot).", ""]
   if kinds["measured"]:
     out += _table(["backbone", "clip", "mode", "device", "step (s)", "tokens/s",
-                   "model TFLOP/s per device", "MFU", "source"],
+                   "model TFLOP/s per device", "MFU", "reference slots", "source"],
                   [[e["backbone"], e["clip"], e["mode"], _device_short(e["device"]), _fmt(e["step_s"]),
-                    _fmt(e["tokens_per_s"]), _fmt(e["tflops"]), _pct(e["mfu"]), e["source"]]
+                    _fmt(e["tokens_per_s"]), _fmt(e["tflops"]), _pct(e["mfu"]), e["slots"],
+                    e["source"]]
                    for e in kinds["measured"]])
   else:
     out.append("No measured device runs.")
   out.append("")
 
   out += ["## AOT projections (not measurements)", "",
-          "Ahead-of-time compiles for a TPU topology on a CPU machine: step time is the roofline"
-          " max(XLA FLOPs / peak, XLA bytes / HBM bandwidth) with no communication, host or idle"
-          " time, so the predicted MFU is an upper bound.", ""]
+          "Ahead-of-time compiles of the real train step for a TPU topology on a CPU machine"
+          " (`launch/aot_compile.py`). Per device, from the compiled HLO (every loop weighted by"
+          " its trip count) plus the splash kernel's analytic cost: compute = FLOPs / peak, HBM ="
+          " bytes / bandwidth, ICI = collective bytes / link bandwidth. The roofline step is their"
+          " maximum: every FLOP at 100% of peak and perfect overlap, no host, launch or idle time."
+          " Its MFU is an upper bound, never a prediction; \"no overlap\" runs the terms one after"
+          " another; \"calibrated\" is the upper bound times the fraction of the same roofline a"
+          " measured one-H100 step reached (calibration below), assuming the TPU step reaches its"
+          " roofline as well: an estimate, not a measurement. Model FLOPs count valid references"
+          " only.", ""]
   if kinds["projection"]:
-    out += _table(["model / config", "topology", "devices", "global batch", "peak memory / HBM (GiB)",
-                   "fits", "roofline step (s)", "bound", "model TFLOP/s per device (projected)",
-                   "predicted MFU (projection)", "source"],
-                  [[e["model"], e["topology"], e["devices"], e["global_batch"], e["memory"], e["fits"],
-                    _fmt(e["step_s"]), e["bound"], _fmt(e["tflops"]), _pct(e["mfu"]), e["source"]]
+    out += _table(["model / config", "step", "topology", "devices", "global batch", "tokens per step",
+                   "peak memory / HBM (GiB)", "fits", "roofline step (s)", "bound",
+                   "model TFLOP/s per device at the bound", "MFU upper bound", "MFU no overlap",
+                   "MFU calibrated (estimate)", "source"],
+                  [[e["model"], e["step"], e["topology"], e["devices"], e["global_batch"],
+                    _fmt(e["tokens"]), e["memory"], e["fits"], _fmt(e["step_s"]), e["bound"],
+                    _fmt(e["tflops"]), _pct(e["mfu"]), _pct(e["no_overlap"]), _pct(e["calibrated"]),
+                    e["source"]]
                    for e in kinds["projection"]])
   else:
     out.append("No AOT projections.")
+  out.append("")
+  out += ["### Roofline calibration", "",
+          "The same roofline applied to a measured step: its config compiled deviceless for one"
+          " TPU chip (splash standing in for a GPU's fused attention kernel), its terms at the"
+          " measured chip's peak and bandwidth, against the step time measured on that chip.", ""]
+  if kinds["calibration"]:
+    out += _table(["measured step", "device", "measured (s)", "roofline (s)", "bound",
+                   "roofline no overlap (s)", "fraction of the roofline reached", "source"],
+                  [[e["measured_source"], _device_short(e["device"]), _fmt(e["measured_s"]),
+                    _fmt(e["roofline_s"]), e["bound"], _fmt(e["serial_s"]),
+                    _fmt(e["ratio"]), e["source"]] for e in kinds["calibration"]])
+  else:
+    out.append("No calibration rows (launch/aot_compile.py --calibrate).")
   out.append("")
 
   out += ["## CPU micro-benchmarks", "",
@@ -308,10 +370,13 @@ def render_markdown(kinds: dict[str, list[dict]], notes: list[str], results_dir:
 
 def _bar_label(e: dict, kind: str) -> str:
   if kind == "measured":
-    mode = e["mode"].replace("generate, CFG, ", "gen ").replace("train fwd+bwd, LoRA grads", "train LoRA")
-    clip = (e["clip"] or "").replace(", ", "x").replace(" f", "f")
-    return f"{e['backbone']}\n{mode}\n{clip}\n{_device_short(e['device'])}"
-  return f"{e['model']}\n{e['topology']}\nAOT projection"
+    mode = (e["mode"].replace("generate, CFG, ", "gen ").replace("train fwd+bwd, LoRA grads", "train LoRA")
+            .replace("trainer, batch ", "trainer b").replace(", remat ", "\n")
+            .replace(", ", "\n").replace(" attention", ""))
+    return f"{e['backbone']}\n{mode}\n{_device_short(e['device'])}"
+  step = (e.get("step") or "").replace("attention ", "").replace(", remat full", "")
+  tokens = f"{e['tokens'] / 1e3:.0f}k tok" if e.get("tokens") else ""
+  return f"{e['model']}\n{e['topology']}\n{step}\n{tokens}\nAOT upper bound"
 
 
 def render_chart(kinds: dict[str, list[dict]], path: str) -> None:
@@ -335,12 +400,25 @@ def render_chart(kinds: dict[str, list[dict]], path: str) -> None:
       text += f"\n{e['tflops']:.0f} TF/s"
     ax.annotate(text, (rect.get_x() + rect.get_width() / 2, rect.get_height()), ha="center",
                 va="bottom", fontsize=7.5, xytext=(0, 2), textcoords="offset points")
+  marks = [(x, 100 * e["calibrated"]) for x, (e, k) in zip(xs, bars)
+           if k == "projection" and e.get("calibrated") is not None]
+  if marks:
+    ax.scatter([x for x, _ in marks], [y for _, y in marks], marker="_", s=500, linewidths=2.5,
+               color="black", zorder=4)
+    for x, y in marks:
+      ax.annotate(f"{y:.1f}%", (x, y), ha="left", va="center", fontsize=7, xytext=(12, 0),
+                  textcoords="offset points")
   ax.set_xticks(xs)
   ax.set_xticklabels([_bar_label(e, k) for e, k in bars], fontsize=7)
 
   handles = [Patch(facecolor="tab:blue", edgecolor="black", label="measured (model TFLOP/s per device / peak)"),
              Patch(facecolor="tab:orange", edgecolor="black", hatch="//",
-                   label="AOT projection (roofline upper bound)")]
+                   label="AOT projection: roofline upper bound")]
+  if marks:
+    from matplotlib.lines import Line2D
+    handles.append(Line2D([], [], color="black", marker="_", markersize=14, linestyle="none",
+                          markeredgewidth=2.5,
+                          label="AOT calibrated estimate (upper bound x measured H100 fraction)"))
   styles = ["--", "-."]
   for anchor, style in zip(ANCHORS, styles):
     handles.append(ax.axhline(anchor["mfu"], color="tab:red" if style == "--" else "tab:green",

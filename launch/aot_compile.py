@@ -24,8 +24,22 @@ A Mosaic kernel is an opaque custom call to XLA: its operand/result bytes are le
 HBM term and replaced by the kernel's analytic FLOPs and HBM traffic (flops.splash_step_cost,
 documented there); XLA's own cost analysis, which counts every loop body once, is kept in the
 row for reference (`xla_*_loop_once`). Bandwidths: flops.CHIPS and flops.ICI (docs/method.md s.4).
-predicted_mfu = model FLOPs (analytic, wildactor_jax/flops.py) / (step_time x peak): no host,
-launch or idle time, and DCN traffic between slices is counted but not timed.
+
+Three MFU figures, each model FLOPs (analytic, wildactor_jax/flops.py: valid references only,
+the mean over the config's reference-count distribution) / (a step time x peak):
+  mfu_upper_bound  step_time: every FLOP at 100% of peak, every byte at full bandwidth and
+                   perfect overlap; no host, launch or idle time, DCN counted but not timed.
+                   An upper bound, never a prediction.
+  mfu_no_overlap   serial_step_s: the same terms run one after the other.
+  mfu_calibrated   mfu_upper_bound x the fraction of this same roofline that a measured step
+                   reached: the one-H100 LoRA train step of benchmarks/results/gpu_h100.jsonl
+                   (line 3: Wan2.2-5B, batch 1, full remat, cuDNN attention), compiled here
+                   deviceless for one TPU chip (splash standing in for the fused cuDNN kernel),
+                   its terms taken at the H100's peak and bandwidth (no collectives on one
+                   device), over its measured step time. It assumes the TPU step reaches its
+                   roofline as well as the H100 step did: an estimate, not a measurement.
+`--calibrate` compiles that step and adds its row (`kind: roofline calibration`); a plan reads
+the newest such row from --calibration (default benchmarks/results/aot_tpu.jsonl).
 """
 from __future__ import annotations
 
@@ -48,6 +62,8 @@ from jax.experimental import mesh_utils, topologies  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from wildactor_jax import flops as flops_lib, fs, hlo_costs  # noqa: E402
+from wildactor_jax.roofline import (CALIBRATION_KIND, measured_config, mfu_figures,  # noqa: E402
+                                    newest_calibration, read_measured, roofline)
 from wildactor_jax.sharding import create_mesh  # noqa: E402
 from wildactor_jax.input import batches  # noqa: E402
 from wildactor_jax.train_lib import state as state_lib, step as step_lib  # noqa: E402
@@ -57,6 +73,15 @@ _TOPOLOGY = flags.DEFINE_string("topology", None, "v5p-64, v6e-64, v5e-4, ... or
 _NUM_SLICES = flags.DEFINE_integer("num_slices", 1, "slices joined over DCN (the data axis)")
 _APPEND = flags.DEFINE_string("append", None, "also append the JSON line to this .jsonl file")
 _DUMP_HLO = flags.DEFINE_string("dump_hlo", None, "write the compiled step's optimized HLO text here")
+_CALIBRATE = flags.DEFINE_bool("calibrate", False, "compile the measured step (--measured) and add "
+                               "its roofline calibration row; with --config/--topology, then plan")
+_MEASURED = flags.DEFINE_string("measured", "benchmarks/results/gpu_h100.jsonl:3",
+                                "FILE:LINE of the measured one-device step --calibrate calibrates on")
+_CALIBRATION = flags.DEFINE_string("calibration", "benchmarks/results/aot_tpu.jsonl",
+                                   "a .jsonl whose newest roofline calibration row a plan uses")
+
+# The deviceless compile a measured one-device step's terms come from: one chip of this slice.
+CALIBRATION_TOPOLOGY = "v6e-4"
 
 # Chips -> physical topology: 3D tori (v4, v5p) and 2D (v5e, v6e).
 SHAPES_3D = {4: "2x2x1", 8: "2x2x2", 16: "2x2x4", 32: "2x4x4", 64: "4x4x4", 128: "4x4x8",
@@ -155,17 +180,12 @@ def _versions() -> dict:
   return {"jax": jax.__version__, "jaxlib": version("jaxlib"), "libtpu": version("libtpu")}
 
 
-def plan(config, topology: str, num_slices: int, dump_hlo: str | None = None) -> dict:
-  name = topology_name(topology)
-  devices = topologies.get_topology_desc(platform="tpu", topology_name=name,
-                                         num_slices=num_slices).devices
+def step_costs(config, devices, num_slices: int = 1, dump_hlo: str | None = None) -> dict:
+  """Compiles the train step of `config` for `devices` (deviceless TPU) and reads its per-device
+  costs: FLOPs and HBM bytes (optimized HLO + the kernel's analytic cost), ICI traffic and time,
+  memory. The roofline terms are left to the caller (they depend on the chip's figures)."""
   mesh = make_mesh(config, devices, num_slices)
   kind = devices[0].device_kind
-  spec = flops_lib.chip_spec(kind)
-  if spec is None:
-    raise ValueError(f"device kind {kind!r}: no peak/HBM figures in wildactor_jax/flops.CHIPS")
-  peak, hbm_gib, hbm_tbps = spec
-
   start = time.perf_counter()
   compiled, rules = compile_step(config, mesh)
   compile_s = time.perf_counter() - start
@@ -180,27 +200,43 @@ def plan(config, topology: str, num_slices: int, dump_hlo: str | None = None) ->
   hlo = hlo_costs.analyze(text)
   kernel = kernel_cost(config, mesh, rules)
   ici = collective_seconds(hlo.collectives, mesh, kind)
+  return {"mesh": mesh, "device_kind": kind, "compile_s": compile_s, "memory": mem,
+          "peak_bytes": peak_bytes, "xla": xla, "hlo": hlo, "kernel": kernel, "ici": ici,
+          "flops": hlo.flops + kernel.flops, "bytes": hlo.bytes + kernel.hbm_bytes}
 
+
+def plan(config, topology: str, num_slices: int, dump_hlo: str | None = None,
+         calibration: dict | None = None) -> dict:
+  name = topology_name(topology)
+  devices = topologies.get_topology_desc(platform="tpu", topology_name=name,
+                                         num_slices=num_slices).devices
+  if flops_lib.chip_spec(devices[0].device_kind) is None:
+    raise ValueError(f"device kind {devices[0].device_kind!r}: no peak/HBM figures in "
+                     "wildactor_jax/flops.CHIPS")
+  c = step_costs(config, devices, num_slices, dump_hlo)
+  mesh, kind, mem, hlo, kernel, ici, xla = (c[k] for k in ("mesh", "device_kind", "memory", "hlo",
+                                                           "kernel", "ici", "xla"))
+  hbm_gib = flops_lib.chip_spec(kind)[1]
+  r = roofline(c["flops"], c["bytes"], ici["ici_s"], kind)
   n = len(devices)
   model_flops = flops_lib.step_flops_for_config(config).train
-  flops_per_device = hlo.flops + kernel.flops
-  bytes_per_device = hlo.bytes + kernel.hbm_bytes
-  terms = {"compute": flops_per_device / (peak * 1e12), "hbm": bytes_per_device / (hbm_tbps * 1e12),
-           "collectives": ici["ici_s"] or 0.0}
-  step_s = max(terms.values())
-  serial_s = sum(terms.values())
+  cal = None if calibration is None else {
+      k: calibration.get(k) for k in ("source", "measured", "measured_step_s", "roofline_step_s",
+                                      "roofline_over_measured", "date")}
   return {
       "topology": topology, "topology_name": name, "num_slices": num_slices, "devices": n,
       "device_kind": kind, "mesh": {k: int(v) for k, v in mesh.shape.items()},
       "model": config.model.get("name", "?"), "global_batch": int(config.data.global_batch_size),
       "tokens_per_step": flops_lib.tokens_per_step(config),
+      "references_per_example": flops_lib.mean_references(config),
+      "reference_slots": int(config.data.r_max),
       "remat": config.model.remat, "attention": config.model.attention,
       "context_parallel": config.model.get("context_parallel"),
       "splash_block_sizes": list(config.model.get("splash_block_sizes") or []),
       "argument_bytes": int(mem.argument_size_in_bytes), "output_bytes": int(mem.output_size_in_bytes),
       "alias_bytes": int(mem.alias_size_in_bytes), "temp_bytes": int(mem.temp_size_in_bytes),
-      "peak_bytes": int(peak_bytes), "hbm_bytes": int(hbm_gib * 2**30),
-      "fits": bool(peak_bytes <= hbm_gib * 2**30),
+      "peak_bytes": int(c["peak_bytes"]), "hbm_bytes": int(hbm_gib * 2**30),
+      "fits": bool(c["peak_bytes"] <= hbm_gib * 2**30),
       "flops_per_step": model_flops, "model_flops_per_device": model_flops / n,
       "hlo_flops_per_device": hlo.flops, "kernel_flops_per_device": kernel.flops,
       "hlo_bytes_per_device": hlo.bytes, "kernel_bytes_per_device": kernel.hbm_bytes,
@@ -210,11 +246,41 @@ def plan(config, topology: str, num_slices: int, dump_hlo: str | None = None) ->
       "collectives": ici["by_kind"],
       "xla_flops_loop_once": float(xla.get("flops", 0.0)),
       "xla_bytes_loop_once": float(xla.get("bytes accessed", 0.0)),
-      "compute_s": terms["compute"], "memory_s": terms["hbm"], "ici_s": ici["ici_s"],
-      "step_time_s": step_s, "bound": max(terms, key=terms.get), "serial_step_s": serial_s,
-      "predicted_mfu": model_flops / n / (peak * 1e12) / step_s,
-      "predicted_mfu_no_overlap": model_flops / n / (peak * 1e12) / serial_s,
-      "compile_s": compile_s, **_versions(),
+      "compute_s": r["terms"]["compute"], "memory_s": r["terms"]["hbm"], "ici_s": ici["ici_s"],
+      "step_time_s": r["step_s"], "bound": r["bound"], "serial_step_s": r["serial_s"],
+      **mfu_figures(model_flops / n, r["peak_tflops"], r["step_s"], r["serial_s"], cal),
+      "calibration": cal, "compile_s": c["compile_s"], **_versions(),
+  }
+
+
+def calibrate(measured: str, dump_hlo: str | None = None) -> dict:
+  """The roofline of `plan`, applied to a measured one-device step (--measured FILE:LINE): that
+  step's config compiled deviceless for one TPU chip with splash attention (the fused kernel
+  nearest to a GPU's flash attention), its FLOPs and bytes at the measured chip's peak and
+  bandwidth; `roofline_over_measured` is the fraction of that roofline the measured step reached."""
+  row, where = read_measured(measured)
+  config = measured_config(row["command"])
+  config.model.attention = "splash"
+  if math.prod(n for n in config.mesh.shape if n != -1) != 1:
+    raise ValueError(f"--measured {measured}: mesh {tuple(config.mesh.shape)}, expected one device")
+  devices = topologies.get_topology_desc(
+      platform="tpu", topology_name=topology_name(CALIBRATION_TOPOLOGY)).devices[:1]
+  c = step_costs(config, devices, 1, dump_hlo)
+  r = roofline(c["flops"], c["bytes"], 0.0, row["device_kind"])
+  measured_s = float(row["step_s"])
+  return {
+      "kind": CALIBRATION_KIND, "source": where, "measured": row.get("device", row["device_kind"]),
+      "measured_command": row["command"], "measured_step_s": measured_s,
+      "device_kind": row["device_kind"], "compiled_for": f"one chip of {CALIBRATION_TOPOLOGY}",
+      "attention_compiled": "splash (standing in for the measured step's "
+                            f"{row.get('attention', '?')} kernel)",
+      "flops_per_device": c["flops"], "bytes_per_device": c["bytes"],
+      "hlo_flops_per_device": c["hlo"].flops, "kernel_flops_per_device": c["kernel"].flops,
+      "compute_s": r["terms"]["compute"], "memory_s": r["terms"]["hbm"],
+      "roofline_step_s": r["step_s"], "serial_step_s": r["serial_s"], "bound": r["bound"],
+      "roofline_over_measured": r["step_s"] / measured_s,
+      "serial_over_measured": r["serial_s"] / measured_s,
+      "compile_s": c["compile_s"], **_versions(),
   }
 
 
@@ -231,10 +297,25 @@ def breakdown(row: dict) -> str:
       f" + kernel {g(row['kernel_bytes_per_device'])}",
       f"#   collectives  {row['ici_s'] or 0:.3f} s  = ICI {g(row['ici_bytes_per_device'])} ({kinds})",
       f"#   step {row['step_time_s']:.3f} s ({row['bound']}-bound; no overlap: {row['serial_step_s']:.3f} s)"
-      f", model {row['model_flops_per_device'] / 1e12:.1f} TFLOP: predicted MFU "
-      f"{row['predicted_mfu']:.1%} ({row['predicted_mfu_no_overlap']:.1%} without overlap)",
+      f", model {row['model_flops_per_device'] / 1e12:.1f} TFLOP ({row['references_per_example']:.2f}"
+      f" of {row['reference_slots']} reference slots valid): MFU upper bound "
+      f"{row['mfu_upper_bound']:.1%}, no overlap {row['mfu_no_overlap']:.1%}, calibrated "
+      + (f"{row['mfu_calibrated']:.1%} (x {row['calibration']['roofline_over_measured']:.2f}, "
+         f"{row['calibration']['source']})" if row["calibration"] else "— (no calibration row)"),
       f"#   memory {row['peak_bytes'] / 2**30:.1f} / {row['hbm_bytes'] / 2**30:.0f} GiB: "
       f"{'fits' if row['fits'] else 'DOES NOT FIT'}; compile {row['compile_s']:.0f} s"])
+
+
+def calibration_breakdown(row: dict) -> str:
+  return (f"# calibration: {row['source']} ({row['measured']}) measured {row['measured_step_s']:.3f} s"
+          f"; the same roofline at its chip's figures: compute {row['compute_s']:.3f} s, HBM "
+          f"{row['memory_s']:.3f} s -> {row['roofline_step_s']:.3f} s ({row['bound']}-bound): "
+          f"{row['roofline_over_measured']:.2f} of the roofline reached")
+
+
+def _append(path: str, line: str) -> None:
+  old = fs.read_text(path) if fs.exists(path) else ""
+  fs.atomic_write_text(path, old + ("" if not old or old.endswith("\n") else "\n") + line + "\n")
 
 
 def main(argv):
@@ -244,18 +325,36 @@ def main(argv):
     raise SystemExit("aot_compile: unset JAX_PLATFORMS=cpu; compiling for TPU needs the libtpu plugin")
   if _APPEND.value and not _APPEND.value.endswith(".jsonl"):
     raise app.UsageError(f"--append {_APPEND.value}: expected a .jsonl file")
-  row = {"kind": "AOT projection (deviceless compile)",
-         "command": "python " + shlex.join(["launch/aot_compile.py"] + sys.argv[1:]),
+  planning = _CONFIG.value is not None or _TOPOLOGY.value is not None
+  if not _CALIBRATE.value or planning:
+    for name, value in (("config", _CONFIG.value), ("topology", _TOPOLOGY.value)):
+      if value is None:
+        raise app.UsageError(f"--{name} is required (unless --calibrate alone)")
+  command = "python " + shlex.join(["launch/aot_compile.py"] + sys.argv[1:])
+  calibration = None
+  if _CALIBRATE.value:
+    calibration = {"command": command, "date": datetime.date.today().isoformat(),
+                   **calibrate(_MEASURED.value, None if planning else _DUMP_HLO.value)}
+    print(calibration_breakdown(calibration), flush=True)
+    print(json.dumps(calibration), flush=True)
+    if _APPEND.value:
+      _append(_APPEND.value, json.dumps(calibration))
+  if not planning:
+    return
+  if calibration is None:
+    path = _CALIBRATION.value
+    if not os.path.isabs(path) and not fs.is_remote(path) and not fs.exists(path):
+      path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path)
+    calibration = newest_calibration(path)
+  row = {"kind": "AOT projection (deviceless compile)", "command": command,
          "date": datetime.date.today().isoformat(),
-         **plan(_CONFIG.value, _TOPOLOGY.value, _NUM_SLICES.value, _DUMP_HLO.value)}
+         **plan(_CONFIG.value, _TOPOLOGY.value, _NUM_SLICES.value, _DUMP_HLO.value, calibration)}
   print(breakdown(row), flush=True)
   line = json.dumps(row)
   print(line, flush=True)
   if _APPEND.value:
-    old = fs.read_text(_APPEND.value) if fs.exists(_APPEND.value) else ""
-    fs.atomic_write_text(_APPEND.value, old + ("" if not old or old.endswith("\n") else "\n") + line + "\n")
+    _append(_APPEND.value, line)
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config", "topology"])
   app.run(main)

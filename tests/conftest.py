@@ -9,3 +9,15 @@ if "xla_force_host_platform_device_count" not in flags:
 import jax  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def require_test_extra(name: str):
+  """Imports `name`, a package of setup.py's `test` extra (the numerical oracles), failing the
+  importing test module when it is missing: `make test` installs the extra, so a missing oracle
+  is a broken set-up, never a reason to skip parity checks quietly."""
+  import importlib
+  try:
+    return importlib.import_module(name)
+  except ImportError as e:
+    raise ImportError(f"{name} is missing ({e}): the parity tests need setup.py's `test` extra "
+                      "(pip install -e '.[test]'; make test installs it)") from None

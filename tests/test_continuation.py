@@ -12,7 +12,7 @@ from wildactor_jax.infer import continuation
 from wildactor_jax.input import random_source, schema
 from wildactor_jax.models.config import ModelConfig
 from wildactor_jax.models.loading import create_model
-from wildactor_jax.models.pixel_autoencoder import PixelAutoencoder
+from wildactor_jax.models.vae import init_vae
 from wildactor_jax.train_lib import flow
 
 C, S, D = 12, 4, 8
@@ -82,28 +82,83 @@ def test_sampler_keeps_the_context_bit_identical_and_at_t0(solver):
     inference.denoise(SpyModel(), text, None, noise, s, context=jnp.zeros((1, 4, 2, 2, C)))
 
 
-def test_extender_grows_a_chain_window_by_window_on_a_real_model():
+@pytest.fixture(scope="module")
+def tiny_model():
   cfg = ModelConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=1, in_channels=C,
                     out_channels=C, text_dim=D, freq_dim=16, lora=False)
-  model = create_model(cfg, seed=0)
+  return create_model(cfg, seed=0)
+
+
+@pytest.fixture(scope="module")
+def causal_vae():
+  """The Wan VAE port (models/vae.py), tiny, random weights: 8x spatial, 4x causal temporal."""
+  return init_vae(dict(base_dim=8, z_dim=C, dim_mult=[1, 2, 4, 4], num_res_blocks=1,
+                       temperal_downsample=[False, True, True]), seed=0)
+
+
+def smooth_video(frames, size, seed):
+  """A clip in [-1, 1] that changes from frame to frame (a causal VAE's latents then differ)."""
+  rng = np.random.default_rng(seed)
+  walk = np.cumsum(rng.standard_normal((frames, size, size, 3)) * 0.3, axis=0)
+  return np.tanh(walk).astype(np.float32)
+
+
+def test_a_continued_window_starts_from_a_training_prefix_under_the_causal_vae(
+    causal_vae, tiny_model, monkeypatch):
+  """The seam, with the real causal VAE: training's clean prefix is a clip's first K latents
+  (latent 0 = the VAE's single-frame latent); a continued window is given exactly that for the
+  clip that starts at the video's last 1 + 4 (K - 1) frames, keeps it clean, and the frames it
+  adds are what its latents decode to after that context."""
+  vae, k = causal_vae, 2
+  clip = smooth_video(13, 16, seed=1)                   # a training clip: 13 frames, 4 latents
+  prefix = np.asarray(vae.encode(clip[None]))[:, :k]    # what a continue example holds clean
+  # The causal VAE: a clip's first K latents are the encoding of its first 1 + 4 (K - 1) frames.
+  np.testing.assert_allclose(continuation.encode_clip(vae, clip[:5]), prefix, atol=1e-5)
+  earlier = smooth_video(8, 16, seed=2)
+  video = np.concatenate([earlier, clip[:5]])           # the video so far ends with them
+  # What continuing from the video's last K latent frames fed the model (a 4-frame latent in
+  # latent 0's place): not a training prefix.
+  chain = np.asarray(vae.encode(video[None]))
+  assert not np.allclose(chain[:, -k:], prefix, atol=1e-2)
+  windows = []
+  sample = inference.sample_latents
+  monkeypatch.setattr(inference, "sample_latents",
+                      lambda *a, **kw: windows.append(sample(*a, **kw)) or windows[-1])
   s = inference.GenerationSettings(frames=9, height=16, width=16, steps=2, cfg=1.0)
-  grid = (3, 8, 8)
-  text = jnp.zeros((2, S, D))
-  chain = np.random.default_rng(0).standard_normal((1, 2, 8, 8, C)).astype(np.float32)
-  ext = continuation.Extender(model, None, s, grid, seed=0)
-  out = ext.extend(chain, text, new=5, context_frames=2)  # windows of 1 new frame: 5 windows
-  assert out.shape == (1, 7, 8, 8, C) and ext.windows == 5
-  np.testing.assert_array_equal(out[:, :2], chain)
-  again = continuation.Extender(model, None, s, grid, seed=0).extend(chain, text, 5, 2)
-  np.testing.assert_array_equal(out, again)
+  ext = continuation.Extender(tiny_model, vae, None, s, (3, 2, 2), seed=0)
+  out = ext.extend(video, jnp.zeros((2, S, D)), new=4, context_frames=k)
+  assert len(ext.contexts) == ext.windows == 1 and out.shape == (17, 16, 16, 3)
+  np.testing.assert_allclose(ext.contexts[0], prefix, atol=1e-5)
+  latents = windows[0][0]
+  np.testing.assert_array_equal(latents[:, :k], ext.contexts[0])  # kept clean, bit for bit
+  np.testing.assert_array_equal(out[:13], video)                  # the video's own frames
+  decoded = continuation.decode_chain(vae, latents)               # context decoded, then new
+  np.testing.assert_allclose(out[13:], decoded[5:], atol=1e-6)
+  assert not np.allclose(out[13:], decoded[1:5], atol=1e-3)       # not the context's frames
+
+
+def test_extender_grows_a_video_window_by_window(causal_vae, tiny_model):
+  s = inference.GenerationSettings(frames=9, height=16, width=16, steps=2, cfg=1.0)
+  model, text = tiny_model, jnp.zeros((2, S, D))
+  video = smooth_video(3, 16, seed=3)  # shorter than 2 latents' 5 frames: 1 latent of context
+  ext = continuation.Extender(model, causal_vae, None, s, (3, 2, 2), seed=0)
+  out = ext.extend(video, text, new=11, context_frames=2)
+  # Windows of 3 latents: the first has 1 of context (8 new frames), the next 2 (4 new, 3 kept).
+  assert out.shape == (14, 16, 16, 3) and ext.windows == 2
+  assert [c.shape[1] for c in ext.contexts] == [1, 2]
+  np.testing.assert_array_equal(out[:3], video)
+  np.testing.assert_allclose(ext.contexts[1], continuation.encode_clip(causal_vae, out[-8:-3]),
+                             atol=1e-6)  # the second window started from the first's frames
+  again = continuation.Extender(model, causal_vae, None, s, (3, 2, 2), seed=0)
+  np.testing.assert_array_equal(again.extend(video, text, 11, 2), out)
   with pytest.raises(ValueError, match="expected 1 .. 2"):
-    ext.extend(chain, text, 1, 3)
+    ext.extend(video, text, 1, 3)
+  with pytest.raises(ValueError, match=r"expected \(N >= 1, 16, 16, 3\)"):
+    ext.extend(video[:, :8], text, 1, 1)
 
 
-def test_new_frames_join_a_decoded_chain_without_a_seam():
-  vae = PixelAutoencoder(2)
-  chain = np.random.default_rng(0).standard_normal((1, 6, 4, 4, 12)).astype(np.float32)
-  whole = continuation.decode_chain(vae, chain)
-  assert len(whole) == continuation.frames_of(6) == 21
-  tail = continuation.new_frames(vae, chain, old=4)
-  np.testing.assert_array_equal(tail, whole[continuation.frames_of(4):])
+def test_last_frames_copies_only_the_tail():
+  parts = [np.full((n, 1), i) for i, n in enumerate((3, 1, 2))]
+  assert continuation.last_frames(parts, 4)[:, 0].tolist() == [0, 1, 2, 2]
+  assert continuation.last_frames(parts, 9)[:, 0].tolist() == [0, 0, 0, 1, 2, 2]
+  assert continuation.context_latents(3, 2) == 1 and continuation.context_latents(5, 2) == 2

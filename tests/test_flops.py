@@ -70,3 +70,51 @@ def test_chip_table():
   assert flops.chip_spec("TPU v5 lite")[0] == 197.0 and flops.chip_spec("TPU v5")[0] == 459.0
   assert flops.chip_spec("TPU v6 lite")[0] == 918.0
   assert flops.chip_spec("TPU v5p")[1] == 95
+
+
+def test_reference_counts_follow_the_pipelines_draws():
+  """reference_count_distribution against the input pipelines' own draws: records_source's
+  count rule (choose_counts, on records holding enough references) mixed with the task draw, and
+  random_source's examples (their ref_mask)."""
+  import numpy as np
+  from wildactor_jax.config_lib import load_config_file
+  from wildactor_jax.input import random_source, records_source, schema
+  config = load_config_file("configs/wildactor_wan22_5b.py:v5p-64")
+  dist = flops.reference_count_distribution(config)
+  assert sum(dist.values()) == pytest.approx(1.0)
+  assert flops.mean_references(config) == pytest.approx(0.8 * 161 / 36)  # ~3.58 of 6 slots
+  opts = records_source._options(config.data)
+  rng = np.random.default_rng(0)
+  draws = []
+  for _ in range(20000):
+    task = int(rng.choice(len(schema.TASKS), p=opts["task_p"]))
+    if task == schema.VC or (task == schema.CONTINUE and opts["continue_references"]):
+      draws.append(sum(records_source.choose_counts(rng, 10, 10, opts)))
+    else:
+      draws.append(0)
+  for n, p in dist.items():
+    assert np.mean(np.asarray(draws) == n) == pytest.approx(p, abs=0.012), n
+  config.data.update(random_counts=False, num_faces=4, num_bodies=4)
+  assert flops.reference_count_distribution(config) == pytest.approx({0: 0.2, 6: 0.8})
+
+  tiny = load_config_file("configs/wildactor_wan22_5b.py:tiny")  # the random source
+  shapes = schema.example_shapes(tiny)
+  seen = [int(random_source.make_example(shapes, dict(tiny.data.task_probs), 0, "train", i,
+                                         schema.continue_options(tiny.data))["ref_mask"].sum())
+          for i in range(3000)]
+  for n, p in flops.reference_count_distribution(tiny).items():
+    assert np.mean(np.asarray(seen) == n) == pytest.approx(p, abs=0.03), n
+
+
+def test_step_model_flops_count_valid_references_only():
+  from wildactor_jax.config_lib import load_config_file
+  config = load_config_file("configs/wildactor_wan22_5b.py:v5p-64")
+  cfg, video, slots, text = flops.step_tokens(config)
+  per_ref, batch = slots // 6, int(config.data.global_batch_size)
+  want = sum(p * flops.forward_flops(cfg, video, n * per_ref, text, batch=batch).train
+             for n, p in flops.reference_count_distribution(config).items())
+  step = flops.step_flops_for_config(config).train
+  assert step == pytest.approx(want, rel=1e-12)
+  full = flops.forward_flops(cfg, video, slots, text, batch=batch).train
+  none = flops.forward_flops(cfg, video, 0, text, batch=batch).train
+  assert none < step < full and step / full == pytest.approx(0.917, abs=0.01)

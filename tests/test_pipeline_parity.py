@@ -14,8 +14,10 @@ from contextlib import redirect_stdout
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-diffusers = pytest.importorskip("diffusers")
+from conftest import require_test_extra  # noqa: E402
+
+torch = require_test_extra("torch")
+diffusers = require_test_extra("diffusers")
 
 import jax.numpy as jnp  # noqa: E402
 

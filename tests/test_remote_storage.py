@@ -22,6 +22,7 @@ import importlib.util
 import json
 import os
 import socket
+import subprocess
 import sys
 import tempfile
 from http import HTTPStatus
@@ -153,14 +154,16 @@ def listing(uri: str) -> list[str]:
 def world(bucket, tmp_path_factory):
   """A tiny config whose backbone and text encoder live in the bucket; a reference image there."""
   tmp = tmp_path_factory.mktemp("world")
-  tok = tokenizer.build_demo_tokenizer(PROMPT.split(), str(tmp / "tok"))
+  # The tokenizer lives in the bucket too; the text encoder's checkpoint gets a copy of it.
+  tok = tokenizer.build_demo_tokenizer(PROMPT.split(), f"{bucket}/tok")
   # Written straight to the bucket: checkpoint_io's remote path (extra files, params, config).
   umt5.save_random(f"{bucket}/umt5", umt5.UMT5Config(vocab_size=16, d_model=32, d_kv=8,
                                                      num_heads=2, d_ff=64, num_layers=1),
-                   tokenizer_path=tok)
+                   tokenizer_path=f"{bucket}/tok")
   config = load_config_file(os.path.join(ROOT, "configs", "wildactor_wan22_5b.py:tiny"))
   config.vae.update(kind="pixel", spatial_factor=4)
-  config.text_encoder.update(path=f"{bucket}/umt5", tokenizer_path=tok, max_length=16)
+  # No tokenizer_path: the one published beside the encoder's weights in the bucket is used.
+  config.text_encoder.update(path=f"{bucket}/umt5", tokenizer_path="", max_length=16)
   config.data.update(height=32, width=32, frames=5)
   config.model.num_layers = 1  # storage is under test, not depth: keeps compiles short
   config.mesh.shape = (1, 8, 1, 1)
@@ -176,7 +179,25 @@ def world(bucket, tmp_path_factory):
   face = tmp / "face.png"
   Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 24, 3), np.uint8)).save(face)
   fs.put_file(str(face), f"{bucket}/refs/face.png")
+  assert tok == f"{bucket}/tok/tokenizer.json"
   return config, backbone
+
+
+def test_remote_storage_tokenizer_is_read_from_the_bucket(bucket, world, tmp_path):
+  """The text encoder's tokenizer, found beside its weights in the bucket or named there (a file
+  or its folder), tokenises as a local copy of the same file does."""
+  local = tokenizer.Tokenizer.from_path(tokenizer.build_demo_tokenizer(
+      PROMPT.split(), str(tmp_path / "tokenizer.json")))
+  want = local([PROMPT, "a person waves"], 16)
+  assert listing(f"{bucket}/umt5").count("tokenizer.json") == 1
+  beside = umt5.load_text_encoder(f"{bucket}/umt5", text_len=16)
+  assert beside.tokenizer is not None and beside.tokenizer.source == f"{bucket}/umt5/tokenizer.json"
+  for source in (f"{bucket}/tok", f"{bucket}/tok/tokenizer.json", f"{bucket}/umt5"):
+    got = tokenizer.Tokenizer.from_path(source)([PROMPT, "a person waves"], 16)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+  with pytest.raises(FileNotFoundError, match="no such tokenizer file"):
+    tokenizer.Tokenizer.from_path(f"{bucket}/tok/missing.json")
 
 
 def test_remote_storage_backbone_hash_is_the_local_one(bucket, world):
@@ -225,21 +246,32 @@ def test_remote_storage_generate_reads_and_writes_the_bucket(bucket, world, caps
   assert fs.read_bytes(out)[4:8] == b"ftyp"
 
 
-def test_remote_storage_encode_bucket_to_bucket(bucket, world, tmp_path):
+@pytest.fixture(scope="module")
+def encoded(bucket, world, tmp_path_factory):
+  """Raw records in the bucket, encoded into the bucket and (the same records) locally:
+  (encode.run's summaries remote and local, the local folder of raw and encoded records)."""
+  from data import build_actor18m, synthetic_actors
+  from wildactor_jax import encode
+  config, _ = world
+  tmp = tmp_path_factory.mktemp("encoded")
+  synthetic_actors.generate(str(tmp / "media"), 2, 1, seed=5, size=32, frames=5, workers=1)
+  build_actor18m.build(str(tmp / "media" / "manifest.jsonl"), str(tmp / "raw"),
+                       test_fraction=0.0, num_shards=2)
+  for rel in fs.walk_files(tmp / "raw"):
+    fs.put_file(str(tmp / "raw" / rel), f"{bucket}/raw/{rel}")
+  remote = encode.run(config, f"{bucket}/raw", f"{bucket}/encoded", batch_size=2, progress=False)
+  local = encode.run(config, str(tmp / "raw"), str(tmp / "encoded"), batch_size=2,
+                     progress=False)
+  return remote, local, tmp
+
+
+def test_remote_storage_encode_bucket_to_bucket(bucket, world, encoded):
   """Raw records in the bucket -> encoded shards in the bucket, byte-identical to a local run;
   the trainer then refuses those gs:// shards with the one line that says how to mount them."""
-  from data import build_actor18m, synthetic_actors
   from wildactor_jax import encode
   from wildactor_jax.input import records_source
   config, _ = world
-  synthetic_actors.generate(str(tmp_path / "media"), 2, 1, seed=5, size=32, frames=5, workers=1)
-  build_actor18m.build(str(tmp_path / "media" / "manifest.jsonl"), str(tmp_path / "raw"),
-                       test_fraction=0.0, num_shards=2)
-  for rel in fs.walk_files(tmp_path / "raw"):
-    fs.put_file(str(tmp_path / "raw" / rel), f"{bucket}/raw/{rel}")
-  remote = encode.run(config, f"{bucket}/raw", f"{bucket}/encoded", batch_size=2, progress=False)
-  local = encode.run(config, str(tmp_path / "raw"), str(tmp_path / "encoded"), batch_size=2,
-                     progress=False)
+  remote, local, tmp_path = encoded
   assert remote == local and remote["written"] == 2 and remote["shards_done"] == 2
   names = sorted(os.listdir(tmp_path / "encoded"))
   assert listing(f"{bucket}/encoded") == names == [
@@ -252,3 +284,71 @@ def test_remote_storage_encode_bucket_to_bucket(bucket, world, tmp_path):
   assert (again["shards_done"], again["shards_reused"]) == (0, 2)
   with pytest.raises(fs.FsError, match=r"^config.data.records gs://.*gcsfuse.*--mount-bucket"):
     records_source.split_files(f"{bucket}/encoded", "train")
+
+
+def test_remote_storage_profile_reaches_the_bucket_through_fs(bucket):
+  """The trainer's profile window for a gs:// workdir: traced into a local folder (never a gs://
+  logdir handed to the profiler's own GCS client), then copied into the workdir through fs."""
+  import time
+  import jax.numpy as jnp
+  from clu import metric_writers
+  from wildactor_jax.train_lib import writers as writers_lib
+  workdir = f"{bucket}/runs/profiled"
+  writer = writers_lib.Writers([metric_writers.LoggingWriter()])
+  hook = writers_lib.progress_hooks(workdir, 10, writer, profile_steps=1, first_profile=1)[-1]
+  assert not fs.is_remote(hook._logdir)
+  hook(1)  # starts the trace
+  jnp.ones((8, 8)).sum().block_until_ready()
+  hook(2, time.monotonic() + 10.0)  # one step and the minimum duration later: stops it
+  traces = [f for f in listing(workdir) if f.startswith("plugins/profile/")]
+  assert any(f.endswith(".xplane.pb") for f in traces), listing(workdir)
+  assert not os.listdir(hook._logdir)  # the local copy is gone once in the bucket
+
+
+def test_remote_storage_training_reads_the_bucket_through_its_mount(bucket, world, encoded,
+                                                                     tmp_path):
+  """The documented way to train on records in a bucket: the TPU launcher turns a gs:// records
+  override into the bucket's gcsfuse mount path and mounts the bucket there; the trainer's input
+  pipeline then reads the same batches as from a local copy. gcsfuse itself is a stub here that
+  presents the bucket's objects at the mount point (copied through fs from the emulator)."""
+  import copy
+  from wildactor_jax.input import batches
+  from test_launch import TPU_ARGS, _commands, _find, _flag, _run, _stub, _train_argv
+  config, _ = world
+  _, _, tmp = encoded
+  args = [a for a in TPU_ARGS if not a.startswith("--config.data.records")]
+  res = _run("tpu_vm.sh", *args, f"--config.data.records={bucket}/encoded", "--dry-run")
+  assert res.returncode == 0, res.stderr
+  _, mount, train = _find(_commands(res.stdout), "gcloud", "compute", "tpus", "tpu-vm", "ssh")
+  records = [a.split("=", 1)[1] for a in _train_argv(_flag(train, "--command"))
+             if a.startswith("--config.data.records=")]
+  assert records == [f"/tmp/gcsfuse/{BUCKET}/encoded"]
+  root = tmp_path / "gcsfuse"
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  _stub(bin_dir, "mountpoint", "exit 1\n")
+  _stub(bin_dir, "gcsfuse", f"""PYTHONPATH={ROOT} exec {sys.executable} -c '
+import os, sys
+from wildactor_jax import fs
+bucket, point = sys.argv[-2:]
+for rel in fs.walk_files("gs://" + bucket):
+  os.makedirs(os.path.dirname(os.path.join(point, rel)), exist_ok=True)
+  fs.copy_to_local(f"gs://{{bucket}}/{{rel}}", os.path.join(point, rel))
+' "$@"
+""")
+  env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+  shell = _flag(mount, "--command").replace("/tmp/gcsfuse", str(root))
+  done = subprocess.run(["bash", "-c", shell], env=env, capture_output=True, text=True,
+                        timeout=120)
+  assert done.returncode == 0, done.stderr[-2000:]
+
+  def first_batch(records):
+    cfg = copy.deepcopy(config)
+    cfg.data.update(source="records", records=records)
+    return next(batches.create_source(cfg, "train"))
+
+  mounted = first_batch(records[0].replace("/tmp/gcsfuse", str(root)))
+  local = first_batch(str(tmp / "encoded"))
+  assert sorted(mounted) == sorted(local)
+  for key in local:
+    np.testing.assert_array_equal(mounted[key], local[key], err_msg=key)

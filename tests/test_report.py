@@ -54,12 +54,23 @@ def results(tmp_path) -> Path:
       {"topology": "v5p-64", "num_slices": 2, "devices": 64, "device_kind": "TPU v5p", "model": "test-config",
        "global_batch": 64, "peak_bytes": 40 * 2**30, "hbm_bytes": 95 * 2**30, "fits": True,
        "flops_per_step": 64 * 200e12 * 3.0, "step_time_s": 3.0, "compute_s": 3.0, "memory_s": 1.0,
-       "predicted_mfu": 0.41},
+       "bound": "compute", "mfu_upper_bound": 0.41, "mfu_no_overlap": 0.3, "mfu_calibrated": 0.25,
+       "attention": "splash", "remat": "full", "tokens_per_step": 1000},
+      # An older row: `predicted_mfu` was the same upper bound.
       {"topology": "v6e-64", "devices": 64, "model": "test-config", "peak_bytes": 40 * 2**30,
        "hbm_bytes": 32 * 2**30, "fits": False, "flops_per_step": 1e15, "step_time_s": 1.0,
        "predicted_mfu": 0.25},
-      # A projection without predicted_mfu: skipped.
+      # A projection without any MFU: skipped.
       {"topology": "v5p-8", "flops_per_step": 1e15, "model": "test-config"},
+      {"kind": "roofline calibration", "source": "gpu_test.jsonl:1", "device_kind": "NVIDIA H100 80GB HBM3",
+       "measured_step_s": 0.5, "roofline_step_s": 0.3, "serial_step_s": 0.4, "bound": "hbm",
+       "roofline_over_measured": 0.6},
+  ])
+  _write(d / "trainer_test.jsonl", [
+      {"kind": "measured", "device": "NVIDIA H100 80GB HBM3 (1 GPU)", "command":
+       "python -m wildactor_jax.train --config configs/test_5b.py:1 --workdir W", "global_batch": 1,
+       "remat": "full", "seconds_per_step": 0.8, "model_tflops_per_device": 400.0, "mfu": 0.4044,
+       "note": "model FLOPs count every reference slot (r_max)"},
   ])
   _write(d / "micro_cpu.jsonl", [
       {"bench": "test_micro", "ratio": 1.05, "dim": 64, "device": "cpu", "date": "2000-01-01",
@@ -78,21 +89,28 @@ def test_report_tables_and_png(results, tmp_path):
   res = subprocess.run([sys.executable, str(SCRIPT), "--results", str(results), "--out", str(out)],
                        capture_output=True, text=True, timeout=60)
   assert res.returncode == 0, res.stderr
-  assert "2 measured, 2 projection, 1 cpu, 5 skipped" in res.stdout
+  assert "3 measured, 2 projection, 1 calibration, 1 cpu, 5 skipped" in res.stdout
   assert sorted(p.name for p in out.iterdir()) == ["REPORT.md", "throughput.png"]  # no temp files left
   md = (out / "REPORT.md").read_text()
   lines = md.splitlines()
 
   assert ("| test_backbone_a | 64x64, 9 f | generate, CFG, cached refs | H100 | 0.5 | 1,000 | 400 | 40.4% "
-          "| gpu_test.jsonl:1 |") in lines
-  assert "| test_backbone_b | — | train fwd+bwd, LoRA grads | H100 | 2 | — | 494 | 50.0% | gpu_test.jsonl:2 |" in lines
+          "| valid | gpu_test.jsonl:1 |") in lines
+  assert ("| test_backbone_b | — | train fwd+bwd, LoRA grads | H100 | 2 | — | 494 | 50.0% | valid "
+          "| gpu_test.jsonl:2 |") in lines
+  # The trainer's own rows (kind: measured, seconds_per_step) are measured runs too.
+  assert ("| ? | — | trainer, batch 1, remat full, ? attention | H100 | 0.8 | — | 400 | 40.4% | every "
+          "| trainer_test.jsonl:1 |") in lines
   # Projections: their own table, labelled as such; 64 x 200 TFLOP over 3 s on 64 devices = 200 TFLOP/s.
   assert "## AOT projections (not measurements)" in lines
-  assert ("| test-config | 2 x v5p-64 | 64 | 64 | 40.0 / 95 | yes | 3 | compute | 200 | 41.0% "
-          "| aot_test.jsonl:1 |") in lines
-  assert "| test-config | v6e-64 | 64 | — | 40.0 / 32 | NO | 1 | — | 15.6 | 25.0% | aot_test.jsonl:2 |" in lines
+  assert ("| test-config | attention splash, remat full | 2 x v5p-64 | 64 | 64 | 1,000 | 40.0 / 95 | yes | 3 "
+          "| compute | 200 | 41.0% | 30.0% | 25.0% | aot_test.jsonl:1 |") in lines
+  assert ("| test-config | — | v6e-64 | 64 | — | — | 40.0 / 32 | NO | 1 | — | 15.6 | 25.0% | — | — "
+          "| aot_test.jsonl:2 |") in lines
   header = next(l for l in lines if l.startswith("| model / config"))
-  assert "predicted MFU (projection)" in header
+  assert "MFU upper bound" in header and "MFU calibrated (estimate)" in header
+  assert "predicted" not in md.lower()  # an upper bound is never called a prediction
+  assert "| gpu_test.jsonl:1 | H100 | 0.5 | 0.3 | HBM | 0.4 | 0.6 | aot_test.jsonl:4 |" in lines
   assert "| test_micro | ratio=1.05 | dim=64 | cpu | 2000-01-01 | micro_cpu.jsonl:1 |" in lines
   # Anchors from docs/method.md s.5.
   assert "| MaxDiffusion (JAX) Wan2.1-14B train, v5p-8 | 29.6% | 720p/81f, 36.0 s/step |" in lines
@@ -115,7 +133,8 @@ def test_report_empty_and_bad_dirs(tmp_path, capsys):
   empty.mkdir()
   assert report.main(["--results", str(empty)]) == 0
   md = (empty / "REPORT.md").read_text()
-  for text in ["No measured device runs.", "No AOT projections.", "No CPU micro-benchmarks."]:
+  for text in ["No measured device runs.", "No AOT projections.", "No CPU micro-benchmarks.",
+               "No calibration rows"]:
     assert text in md
   assert _png_size(empty / "throughput.png")[0] > 0
   with pytest.raises(SystemExit) as exc:
@@ -127,6 +146,9 @@ def test_report_empty_and_bad_dirs(tmp_path, capsys):
 def test_classify_kinds():
   report = _load_report()
   assert report.classify({"predicted_mfu": 0.3, "topology": "v5p-64"}) == "projection"
+  assert report.classify({"mfu_upper_bound": 0.3, "topology": "v5p-64"}) == "projection"
+  assert report.classify({"kind": "roofline calibration", "topology": "v6e-4"}) == "calibration"
+  assert report.classify({"kind": "measured", "mfu": 0.3, "seconds_per_step": 1.0}) == "measured"
   assert report.classify({"topology": "v5p-64", "flops_per_step": 1.0}) == "projection"
   # A measured TPU run with a topology stays measured.
   assert report.classify({"topology": "v5p-64", "mfu": 0.3, "step_s": 1.0, "measured": True}) == "measured"

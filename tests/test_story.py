@@ -1,7 +1,7 @@
 """Stories and continuation end to end on a 2-step trained tiny run (test_generate's fixture):
 one film with the shots' frames, one reference cache, the same seed the same film, continuation
-keeping its context bit-identical in latent space, and a one-line error (exit 2, no output) for
-every bad story file."""
+sampling from the clip's re-encoded last frames (what the model got, what it added), and a
+one-line error (exit 2, no output) for every bad story file."""
 import contextlib
 import io
 import json
@@ -94,6 +94,12 @@ def test_same_seed_same_film(film, loaded):
   _, out, tmp, _, _ = film
   again = render(loaded, str(tmp / "story.yaml"))
   assert again.shot_frames == [(0, 9), (9, 18), (18, 23)] and again.timings["windows"] == 6
+  # Continued windows start from the film's own last frame, re-encoded: shot 1's second window
+  # from its frame 4, the continued shot 2 from shot 1's last frame (8), then its own (12, 16).
+  vae = loaded[1]
+  assert len(again.contexts) == 4
+  for context, frame in zip(again.contexts, (4, 8, 12, 16)):
+    np.testing.assert_allclose(context, vae.encode(again.video[frame:frame + 1][None]), atol=1e-6)
   frames = media.to_uint8(again.video)
   media.write_mp4(str(tmp / "again.mp4"), frames)  # the CLI's encoder settings: same bytes
   np.testing.assert_array_equal(media.read_mp4(str(out)), media.read_mp4(str(tmp / "again.mp4")))
@@ -101,7 +107,12 @@ def test_same_seed_same_film(film, loaded):
   assert other.shape == frames.shape and not np.array_equal(other, frames)
 
 
-def test_continuation_keeps_the_context_bit_identical(run, loaded, tmp_path):
+def test_continuation_starts_from_the_clips_last_frames_reencoded(run, loaded, tmp_path,
+                                                                  monkeypatch):
+  """generate --continue-from (latents or mp4): the window the model samples starts from the
+  VAE encoding of the clip's last frame (K = 1), kept clean; the new frames are what that window
+  decodes to after it, appended to the clip's own frames; --save-latents writes the latents of
+  the whole extended clip; and the new frames depend on the clip they continue."""
   import argparse
   from wildactor_jax.infer import continuation
   workdir, face, _ = run
@@ -109,23 +120,42 @@ def test_continuation_keeps_the_context_bit_identical(run, loaded, tmp_path):
   image = media.load_reference(face, s.height, s.width, "--face")
   video, _, first = inference.generate(r.model, vae, text, PROMPT, [image], [0], s,
                                        return_latents=True)
-  assert first.shape[:2] == (1, 2)
+  assert first.shape[:2] == (1, 2) and video.shape[0] == 5
   np.save(tmp_path / "first.npy", first)
+  windows = []  # (context, latents) of every window sampled
+  sample = inference.sample_latents
+
+  def spy(*args, **kwargs):
+    out = sample(*args, **kwargs)
+    windows.append((args[6], out[0]))
+    return out
+
+  monkeypatch.setattr(inference, "sample_latents", spy)
   longer = tmp_path / "longer.mp4"
   assert gen(workdir, longer, "--face", face, "--continue-from", str(tmp_path / "first.npy"),
              "--context-frames", "1", "--save-latents", "--seed", "1") == 0
-  chain = np.load(tmp_path / "longer.npy")
-  assert chain.shape[:2] == (1, 3)
-  np.testing.assert_array_equal(chain[:, :2], first)      # the whole previous clip, bit for bit
-  assert media.read_mp4(str(longer)).shape[0] == 9        # 5 frames + 4 new
-  # From an mp4: its own frames, then the new ones decoded with the clip as context.
+  (context, window), = windows
+  np.testing.assert_allclose(context, vae.encode(video[-1:][None]), atol=1e-6)
+  np.testing.assert_array_equal(window[:, :1], context)  # the sampler kept it clean
+  new = continuation.decode_chain(vae, window)[1:]
+  # The clip decoded again, then the new frames (written by the CLI's encoder: the same bytes).
+  media.write_mp4(str(tmp_path / "want.mp4"), media.to_uint8(np.concatenate([video, new])))
+  frames = media.read_mp4(str(longer))
+  assert frames.shape[0] == 9                              # 5 frames + 4 new
+  np.testing.assert_array_equal(frames, media.read_mp4(str(tmp_path / "want.mp4")))
+  saved = np.load(tmp_path / "longer.npy")
+  np.testing.assert_allclose(saved, vae.encode(np.concatenate([video, new])[None]), atol=1e-5)
+  # From an mp4: its own frames, then new ones read from its last frame: another clip (its
+  # frames reversed) gives other new frames from the same seed.
   media.write_mp4(str(tmp_path / "first.mp4"), media.to_uint8(video))
   previous = continuation.load_context(str(tmp_path / "first.mp4"), vae, s.height, s.width)
   args = argparse.Namespace(prompt=PROMPT, context_frames=1)
-  ext, _, chain = generate.continue_clip(r.model, vae, text, args, [image], [0], s, previous,
-                                         None)
-  assert ext.shape[0] == 9 and chain.shape[1] == 3
-  np.testing.assert_array_equal(media.to_uint8(ext[:5]), previous[1])
+  ext, _, _ = generate.continue_clip(r.model, vae, text, args, [image], [0], s, previous, None)
+  assert ext.shape[0] == 9
+  np.testing.assert_allclose(windows[-1][0], vae.encode(previous[0][-1:][None]), atol=1e-6)
+  reverse = (previous[0][::-1], previous[1][::-1])
+  other, _, _ = generate.continue_clip(r.model, vae, text, args, [image], [0], s, reverse, None)
+  assert not np.allclose(other[5:], ext[5:], atol=1e-2)
 
 
 @pytest.mark.parametrize("extra,message", [

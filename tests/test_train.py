@@ -245,25 +245,59 @@ def test_checkpoint_restores_on_other_meshes(poisoned_run):
       np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_aot_compile_tiny_for_v5e_4(tmp_path):
+def test_aot_compile_tiny_for_v5e_4_with_splash_and_calibration(tmp_path):
+  """The planner on the tiny config with the splash kernel (Mosaic calls compiled for 4 chips:
+  one outside shard_map would not compile), after --calibrate on a made-up measured one-device
+  step of the same config: every term, the three MFU figures and the calibration's arithmetic."""
+  from wildactor_jax import flops
   env = {k: v for k, v in os.environ.items() if k not in ("JAX_PLATFORMS", "XLA_FLAGS")}
-  out = tmp_path / "aot.jsonl"
+  out, measured = tmp_path / "aot.jsonl", tmp_path / "measured.jsonl"
+  measured.write_text(json.dumps({  # a test input, not a result
+      "measured": True, "num_devices": 1, "device_kind": "NVIDIA H100 80GB HBM3", "step_s": 1e-3,
+      "attention": "cudnn", "command": "python -m wildactor_jax.bench --config "
+      "configs/wildactor_wan22_5b.py:tiny --config.model.remat=full"}) + "\n")
   r = subprocess.run([sys.executable, "launch/aot_compile.py", "--config", "configs/wildactor_wan22_5b.py:tiny",
-                      "--topology", "v5e-4", "--append", str(out)], cwd=ROOT, env=env, capture_output=True,
-                     text=True, timeout=300)
+                      "--topology", "v5e-4", "--config.model.attention=splash", "--calibrate",
+                      "--measured", f"{measured}:1", "--append", str(out)], cwd=ROOT, env=env,
+                     capture_output=True, text=True, timeout=300)
   assert r.returncode == 0, r.stderr[-3000:]
-  line = json.loads([l for l in r.stdout.splitlines() if l.startswith("{")][-1])
-  assert json.loads(out.read_text()) == line  # --append wrote the same row
-  assert "#   collectives" in r.stdout and "predicted MFU" in r.stdout
+  printed = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
+  assert [json.loads(l) for l in out.read_text().splitlines()] == printed  # --append: same rows
+  cal, line = printed
+  assert "#   collectives" in r.stdout and "MFU upper bound" in r.stdout and "# calibration" in r.stdout
+
+  # Calibration: the roofline of the measured step at the H100's figures, over its time.
+  assert cal["kind"] == "roofline calibration" and cal["source"] == "measured.jsonl:1"
+  assert cal["compute_s"] == pytest.approx(cal["flops_per_device"] / 989e12)
+  assert cal["memory_s"] == pytest.approx(cal["bytes_per_device"] / 3.35e12)
+  assert cal["roofline_step_s"] == max(cal["compute_s"], cal["memory_s"])
+  assert cal["roofline_over_measured"] == pytest.approx(cal["roofline_step_s"] / 1e-3)
+  assert cal["kernel_flops_per_device"] > 0  # full remat: the kernel's forward runs twice
+
   assert line["devices"] == 4 and line["device_kind"].startswith("TPU v5")
+  assert line["attention"] == "splash" and line["kernel_calls"] > 0
   assert line["fits"] is True and 0 < line["peak_bytes"] < line["hbm_bytes"]
-  assert line["flops_per_step"] > 0 and line["step_time_s"] > 0 and 0 < line["predicted_mfu"] <= 1
   terms = [line["compute_s"], line["memory_s"], line["ici_s"]]
   assert line["step_time_s"] == max(terms) and line["serial_step_s"] == pytest.approx(sum(terms))
-  # The HLO's dots, every loop weighted by its trip count (layer scan, query chunks), are the
-  # model's matmuls: tiny runs XLA attention (no kernel) and no remat.
-  assert line["kernel_flops_per_device"] == 0
-  assert 0.9 < line["hlo_flops_per_device"] / line["model_flops_per_device"] < 1.1
+  # The HLO's dots (every loop weighted by its trip count) are the model's matmuls outside
+  # attention, on every reference slot (the step computes the padded ones); attention is the
+  # kernel's. Tiny: no remat.
+  config = load_config_file("configs/wildactor_wan22_5b.py:tiny")
+  cfg, video, slots, text = flops.step_tokens(config)
+  every = flops.forward_flops(cfg, video, slots, text, batch=line["global_batch"])
+  outside = every.train - 3 * every.self_attention - 2 * every.cross_attention
+  assert 0.9 < line["hlo_flops_per_device"] * 4 / outside < 1.1
+  assert line["kernel_flops_per_device"] * 4 > 3 * every.self_attention + 2 * every.cross_attention
+  # Model FLOPs count valid references only: 2 of the 4 slots on average in this mix.
+  assert line["references_per_example"] == pytest.approx(2.0) and line["reference_slots"] == 4
+  assert line["flops_per_step"] == pytest.approx(flops.step_flops_for_config(config).train)
+  assert line["flops_per_step"] < every.train
+  # Three figures: the upper bound (max of the terms), no overlap (their sum), calibrated.
+  per_peak = line["model_flops_per_device"] / 197e12
+  assert line["mfu_upper_bound"] == pytest.approx(per_peak / line["step_time_s"])
+  assert line["mfu_no_overlap"] == pytest.approx(per_peak / line["serial_step_s"])
+  assert line["mfu_calibrated"] == pytest.approx(line["mfu_upper_bound"] * cal["roofline_over_measured"])
+  assert line["calibration"]["source"] == "measured.jsonl:1" and "predicted_mfu" not in line
   assert line["collectives"]["all-gather"]["bytes"] > 0  # FSDP gathers the weights
   from importlib.metadata import version
   assert (line["jax"], line["libtpu"]) == (version("jax"), version("libtpu"))

@@ -13,8 +13,10 @@ from wildactor_jax.convert.common import ConversionError
 from wildactor_jax.models import tokenizer as tk
 from wildactor_jax.models import umt5
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+from conftest import require_test_extra  # noqa: E402
+
+torch = require_test_extra("torch")
+transformers = require_test_extra("transformers")
 
 WORDS = ("a man woman walks runs turns in the park street city at night day slowly quickly "
          "camera pans left right wearing red blue jacket dress smiles looks back toward").split()
@@ -200,7 +202,7 @@ def test_truncation_and_random_checkpoint(tmp_path):
 
 
 def test_sentencepiece_backend(tmp_path):
-  spm = pytest.importorskip("sentencepiece")
+  spm = require_test_extra("sentencepiece")
   sentences = [" ".join(WORDS[i:i + 6]) for i in range(len(WORDS) - 6)] * 4
   model_prefix = str(tmp_path / "spiece")
   spm.SentencePieceTrainer.train(
@@ -219,8 +221,7 @@ def test_sharded_restore_on_mesh(converted, hf_dir):
   """Restore onto a device mesh with logical-axis rules (8 host devices in the test command)."""
   out, _ = converted
   n = len(jax.devices())
-  if n < 4:
-    pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=8")
+  assert n >= 4, "needs XLA_FLAGS=--xla_force_host_platform_device_count=8 (tests/conftest.py)"
   mesh = jax.make_mesh((n // 4, 4), ("data", "model"))
   rules = [("heads", "model"), ("mlp", "model"), ("vocab", None), ("embed", None)]
   enc = umt5.load_text_encoder(out, mesh=mesh, rules=rules)

@@ -17,8 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-diffusers = pytest.importorskip("diffusers")
+from conftest import require_test_extra  # noqa: E402
+
+torch = require_test_extra("torch")
+diffusers = require_test_extra("diffusers")
 
 from flax import nnx  # noqa: E402
 

@@ -118,10 +118,65 @@ def step_tokens(config, shapes: dict | None = None) -> tuple[ModelConfig, int, i
   return cfg, (t // pt) * per_frame, shapes["ref_latents"][0] * per_frame, shapes["text_embeds"][0]
 
 
+def reference_count_distribution(config, shapes: dict | None = None) -> dict[int, float]:
+  """{n: P(an example carries n valid references)} under the config's task mix and count rules,
+  i.e. what the step's R_max reference slots hold on average (the rest is padding it computes).
+
+  config.data.source "records" (input/records_source.py): t2v and i2v examples carry none; vc
+  examples (and continue ones unless data.continue_references is False) draw faces from
+  0..max_faces and bodies from 0..max_bodies (fixed num_faces, num_bodies when random_counts is
+  False), the larger count giving way until the total fits r_max, at least one. This assumes
+  every record holds max_faces usable faces and max_bodies bodies: with fewer, fewer are drawn
+  and this is an upper bound. "random" (input/random_source.py): 1..r_max uniformly."""
+  from wildactor_jax.input.schema import (CONTINUE, VC, continue_options, example_shapes,
+                                          task_probabilities)
+  data = config.data
+  r_max = int((shapes or example_shapes(config))["ref_mask"][0])
+  random = data.get("source", "records") == "random"
+  default_mix = {"vc": 1.0} if random else {"t2v": 0.1, "i2v": 0.1, "vc": 0.8}
+  p_task = task_probabilities(data.get("task_probs", default_mix))
+  p_refs = float(p_task[VC] + (p_task[CONTINUE] if continue_options(data)[1] else 0.0))
+  counts: dict[int, float] = {}
+  if r_max == 0 or p_refs == 0:
+    return {0: 1.0}
+  if random:
+    drawn = {n: 1.0 / r_max for n in range(1, r_max + 1)}
+  elif data.get("random_counts", True):
+    faces, bodies = int(data.get("max_faces", 5)), int(data.get("max_bodies", 5))
+    drawn = {}
+    for nf in range(faces + 1):
+      for nb in range(bodies + 1):
+        n = max(1, min(nf + nb, r_max))
+        drawn[n] = drawn.get(n, 0.0) + 1.0 / ((faces + 1) * (bodies + 1))
+  else:
+    fixed = int(data.get("num_faces", 3)) + int(data.get("num_bodies", 3))
+    drawn = {max(1, min(fixed, r_max)): 1.0}
+  counts[0] = 1.0 - p_refs
+  for n, p in drawn.items():
+    counts[n] = counts.get(n, 0.0) + p_refs * p
+  return {n: p for n, p in sorted(counts.items()) if p > 0}
+
+
+def mean_references(config, shapes: dict | None = None) -> float:
+  """Valid references per example on average (`reference_count_distribution`)."""
+  return sum(n * p for n, p in reference_count_distribution(config, shapes).items())
+
+
 def step_flops_for_config(config, shapes: dict | None = None) -> StepFlops:
-  """Model FLOPs of one global training step of `config`."""
+  """Model FLOPs of one global training step of `config`, valid references only: the expected
+  FLOPs over `reference_count_distribution` (padded reference slots are work the step does, not
+  model FLOPs; attention is not linear in the count, so this is the mean of the FLOPs, not the
+  FLOPs of the mean count)."""
+  from wildactor_jax.input.schema import example_shapes
+  shapes = shapes or example_shapes(config)
   cfg, video, refs, text = step_tokens(config, shapes)
-  return forward_flops(cfg, video, refs, text, batch=int(config.data.global_batch_size))
+  slots = shapes["ref_latents"][0]
+  per_ref = refs // slots if slots else 0
+  dist = reference_count_distribution(config, shapes)
+  batch = int(config.data.global_batch_size)
+  parts = [(p, forward_flops(cfg, video, n * per_ref, text, batch=batch)) for n, p in dist.items()]
+  return StepFlops(*(sum(p * getattr(f, field.name) for p, f in parts)
+                     for field in dataclasses.fields(StepFlops)))
 
 
 def tokens_per_step(config, shapes: dict | None = None) -> int:

@@ -76,11 +76,16 @@ def listdir(p) -> list[str]:
 
 
 def glob(pattern) -> list[str]:
-  """Sorted paths matching a glob whose wildcards are in the last parts (`gs://b/x/*.json`)."""
+  """Sorted paths matching a glob whose wildcards are in the last parts (`gs://b/x/*.json`); a
+  local pattern's matches are absolute (a bare `*.json` matches in the current folder)."""
   s = os.fspath(pattern)
   head, tail = s, ""
   while any(ch in head for ch in "*?["):
+    if "/" not in head:  # a bare name pattern ("*.json"): the current folder
+      head, tail = ".", head if not tail else f"{head}/{tail}"
+      break
     head, part = head.rsplit("/", 1)
+    head = head or "/"  # "/*.json": the root folder
     tail = part if not tail else f"{part}/{tail}"
   if not tail:
     return [s] if exists(s) else []

@@ -10,11 +10,12 @@ skipped with a warning. Output paths are checked before any work. Writes OUT (mp
 frames across the clip) and optionally a gif; ends with one JSON line of timings and paths.
 Every bad input is a one-line error, exit status 2, and no output file.
 
---continue-from extends a clip (`wildactor_jax.infer.continuation`): its last K latent frames
-(--context-frames, default 1) lead a window of --frames frames, kept clean, and the window's
-other latent frames are new (4 frames each). OUT is the whole extended clip: an mp4's own frames
-then the new ones; a latents file (.npy, as --save-latents writes OUT's stem + .npy) decoded
-with the new latents in one pass. The references' K/V cache is computed once.
+--continue-from extends a clip (`wildactor_jax.infer.continuation`): its last 1 + 4 (K - 1)
+frames, re-encoded as K latent frames (--context-frames, default 1), lead a window of --frames
+frames as a clip's first frames do in training, kept clean, and the window's other latent frames
+are new (4 frames each). OUT is the whole extended clip: the clip's own frames (an mp4's, or the
+decoded latents of a .npy as --save-latents writes OUT's stem + .npy), then the new ones. The
+references' K/V cache is computed once.
 """
 from __future__ import annotations
 
@@ -109,13 +110,12 @@ def run(args) -> dict:
 
 
 def continue_clip(model, vae, text_encoder, args, images, types, s, previous, on_step):
-  """(whole clip (T, H, W, 3) in [-1, 1], timings, all latents): the clip `previous` = (latents,
-  its uint8 frames or None) extended by one window that starts from its last --context-frames
-  latent frames."""
-  import numpy as np
+  """(whole clip (T, H, W, 3) in [-1, 1], timings, its latents): the clip `previous` = (frames
+  float32, uint8 frames or None) extended by one window that starts from its last frames,
+  re-encoded as --context-frames latent frames (`continuation.Extender.extend`)."""
   from wildactor_jax import inference
   from wildactor_jax.infer import continuation
-  chain, old_frames = previous
+  video, _ = previous
   grid = inference.check_geometry(s, vae, model.cfg.patch_size)
   timings = {}
   t0 = time.perf_counter()
@@ -123,21 +123,17 @@ def continue_clip(model, vae, text_encoder, args, images, types, s, previous, on
   cache = inference.reference_cache(model, vae, images, types, grid)
   timings["encode_s"] = time.perf_counter() - t0
   t0 = time.perf_counter()
-  ext = continuation.Extender(model, cache, s, grid, s.seed, on_step)
-  old = chain.shape[1]
-  chain = ext.extend(chain, text, grid[0] - args.context_frames, args.context_frames)
-  timings["denoise_s"] = time.perf_counter() - t0
+  ext = continuation.Extender(model, vae, cache, s, grid, s.seed, on_step)
+  tf = int(vae.temporal_factor)
+  new = continuation.frames_of(grid[0], tf) - continuation.frames_of(args.context_frames, tf)
+  out = ext.extend(video, text, new, args.context_frames)
+  timings["denoise_s"] = time.perf_counter() - t0 - ext.vae_s
   timings["denoise_step_s"] = inference.steady_step_s(ext.step_times)
-  t0 = time.perf_counter()
-  if old_frames is None:  # latents: the whole chain decodes in one pass
-    video = continuation.decode_chain(vae, chain)
-  else:  # a clip's own frames (exact in uint8), then the frames of the new latents
-    video = np.concatenate([old_frames.astype(np.float32) / 127.5 - 1.0,
-                            continuation.new_frames(vae, chain, old)])
-  timings["decode_s"] = time.perf_counter() - t0
-  timings["new_frames"] = int(video.shape[0] - (len(old_frames) if old_frames is not None else
-                                                continuation.frames_of(old)))
-  return video, timings, chain
+  timings["decode_s"] = ext.vae_s
+  timings["new_frames"] = int(len(out) - len(video))
+  latents = (continuation.clip_latents(vae, out) if getattr(args, "save_latents", False)
+             else None)
+  return out, timings, latents
 
 
 def main(argv=None) -> int:

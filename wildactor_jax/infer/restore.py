@@ -33,9 +33,10 @@ class Run(NamedTuple):
   rules: tuple = ()  # the config's logical axis rules
 
   def sharding(self):
-    """The context in which this run's activations are pinned to its mesh (as in training):
-    generation calls the model inside it, so the attention kernel and the constraints see the
-    mesh. A jitted function traced inside keeps its trace; the values never depend on it."""
+    """The context in which this run's activations are pinned to its mesh (as in training).
+    The model needs none: it carries the mesh and runs every call on it (its attention kernel
+    under shard_map), whoever calls it; this context also pins the arrays generation builds
+    around the model. The values never depend on it."""
     return activation_sharding(self.mesh, self.rules)
 
 

@@ -20,14 +20,13 @@ A story file (YAML, or JSON, which is YAML) names the references once, then the 
         transition: continue
 
 Every shot sees the same references through one K/V cache (`continuation.Extender`). A cut shot
-starts from noise; a continued shot extends the previous one from its last K latent frames,
-kept clean. The film has exactly sum(frames) frames, each shot its own `frames` (1 + 4k) of
-them. A run (a cut shot and the shots that continue it) is one latent chain decoded in one
-pass: no seam, no repeated frame. Latent frame 0 decodes to 1 frame and every later one to 4,
-so a run of F frames needs 1 + ceil((F - 1) / 4) latent frames: each continued shot appends
-the latent frames that cover its frames, and the run's decode drops the at most 3 frames past
-F. The prompt therefore changes within 3 frames of a shot's first frame, never drifting
-further. Problems are one-line StoryErrors naming the shot and field.
+starts from noise (its first window, then continued windows while the shot is longer than one);
+a continued shot extends the film from its last 1 + 4 (K - 1) frames, re-encoded by the causal
+VAE as the K clean leading latent frames of a new window (as a training clip's first K latents
+are; docs/method.md, continuation). The film has exactly sum(frames) frames, each shot its own
+`frames` (1 + 4k) of them, back to back: a window's frames past the shot's end are dropped, so
+the next shot continues from the film's own last frames and its prompt starts on its first frame.
+Problems are one-line StoryErrors naming the shot and field.
 """
 from __future__ import annotations
 
@@ -176,7 +175,7 @@ def load_story(path: str, temporal_factor: int = 4) -> Story:
 class Film:
   video: np.ndarray                    # (N, H, W, 3) float32 in [-1, 1], N = story.film_frames
   shot_frames: list[tuple[int, int]]   # per shot, [start, end) in `video`, back to back
-  runs: list[np.ndarray]               # per run of continued shots, its latents (1, L, h, w, c)
+  contexts: list[np.ndarray]           # per continued window, the clean latents it started from
   timings: dict
 
 
@@ -203,34 +202,32 @@ def render(model, vae, text_encoder, story: Story, images, types, s, grid,
   t0 = time.perf_counter()
   cache = inference.reference_cache(model, vae, images, types, grid)
   timings = {"reference_cache_s": time.perf_counter() - t0, "encode_s": 0.0}
-  ext = continuation.Extender(model, cache, s, grid, story.seed, on_step)
-  runs, chain, run_frames = [], None, []
+  ext = continuation.Extender(model, vae, cache, s, grid, story.seed, on_step)
+  shots: list[np.ndarray] = []  # each shot's frames
+  run: list[np.ndarray] = []    # the shots since the last cut: what a continued shot may see
   t_denoise = time.perf_counter()
   for shot in story.shots:
     t0 = time.perf_counter()
     text = inference.prompt_states(model, text_encoder, shot.text)
     timings["encode_s"] += time.perf_counter() - t0
     if shot.transition == "cut":
-      if chain is not None:
-        runs.append(chain)
-      run_frames.append(shot.frames)
-      need = latent_frames_for(shot.frames, tf)
-      chain = ext.fresh(text)[:, :need]
-      chain = ext.extend(chain, text, need - chain.shape[1], story.context_frames)
+      latents = ext.fresh(text)[:, :latent_frames_for(shot.frames, tf)]
+      video = ext.decode(latents)[:shot.frames]
+      if len(video) < shot.frames:  # longer than one window: continued within the shot
+        video = ext.extend(video, text, shot.frames - len(video), story.context_frames)
+      run = [video]
     else:
-      run_frames[-1] += shot.frames
-      need = latent_frames_for(run_frames[-1], tf)
-      chain = ext.extend(chain, text, need - chain.shape[1], story.context_frames)
-  runs.append(chain)
-  timings["denoise_s"] = time.perf_counter() - t_denoise - timings["encode_s"]
-  t0 = time.perf_counter()
-  videos = [continuation.decode_chain(vae, run)[:n] for run, n in zip(runs, run_frames)]
-  timings["decode_s"] = time.perf_counter() - t0
+      previous = continuation.last_frames(run, continuation.frames_of(story.context_frames, tf))
+      run.append(ext.extend(previous, text, shot.frames, story.context_frames)[len(previous):])
+    shots.append(run[-1])
+  timings["decode_s"] = ext.vae_s
+  timings["denoise_s"] = (time.perf_counter() - t_denoise - timings["encode_s"]
+                          - timings["decode_s"])
   ends = np.cumsum([shot.frames for shot in story.shots])
   shot_frames = [(int(end) - shot.frames, int(end)) for shot, end in zip(story.shots, ends)]
   timings.update(windows=ext.windows, denoise_step_s=inference.steady_step_s(ext.step_times),
                  total_s=time.perf_counter() - t_start)
-  return Film(np.concatenate(videos), shot_frames, runs, timings)
+  return Film(np.concatenate(shots), shot_frames, ext.contexts, timings)
 
 
 def story_sheet(references: list[np.ndarray], film: np.ndarray,

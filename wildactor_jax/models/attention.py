@@ -10,6 +10,14 @@ a dense (L, L) mask, so every backend can skip or cheaply mask the padded tail:
            run under shard_map on the model's mesh (models/context_parallel.py).
 All three compute softmax(q k^T / sqrt(D)) v over the first `kv_lengths[b]` keys.
 
+Splash is safe by construction: a Mosaic kernel is opaque to XLA's partitioner ("Mosaic kernels
+cannot be automatically partitioned"), so it only ever runs under shard_map on a mesh: the
+enclosing `activation_sharding` (a WanTransformer enters its own mesh's, see
+models/transformer.py, so what a jitted model call traces never depends on the caller's
+context). Without a mesh it refuses in one line on a multi-device TPU host, and it refuses on
+GPUs (the kernel is TPU-only; Pallas interpret mode there would be silently slow). On CPU it runs
+in Pallas interpret mode, which is how CPU tests check it.
+
 Keys and values may be given as parts to concatenate along length ([video ; references]): the
 sharded path moves each part by its own sharding. `model.context_parallel` picks how sequence
 shards meet: "all_gather" (K/V gathered over `context`) or "ulysses" (all-to-all to heads).
@@ -74,6 +82,16 @@ def local_attention(q, k, v, kv_lengths=None, implementation: str = "xla",
   raise ValueError(f"attention implementation {implementation!r}: expected one of {IMPLEMENTATIONS}")
 
 
+def check_backend(implementation: str, mesh=None) -> str:
+  """The platform a program on `mesh` (None: the default backend) compiles for; a one-line
+  ValueError for a backend that cannot run `implementation` there."""
+  platform = sharding.platform(mesh)
+  if implementation == "splash" and platform not in ("tpu", "cpu"):
+    raise ValueError(f"model.attention='splash' is the TPU Pallas kernel; on {platform} use "
+                     "'cudnn' (NVIDIA GPUs) or 'xla'")
+  return platform
+
+
 def _parts(x) -> tuple[jax.Array, ...]:
   parts = tuple(x) if isinstance(x, (tuple, list)) else (x,)
   return tuple(p.astype(parts[0].dtype) for p in parts)
@@ -86,7 +104,8 @@ def attention(q: jax.Array, k: jax.Array | Sequence[jax.Array], v: jax.Array | S
   kv_lengths (B,) int32 valid keys of the concatenation.
 
   Inside `activation_sharding` the kernel (and any backend under Ulysses) runs under shard_map
-  on the mesh; otherwise XLA partitions the call, K/V constrained whole along length.
+  on the mesh; otherwise XLA partitions the call, K/V constrained whole along length. Splash
+  outside one refuses on a multi-device TPU host (see the module docstring).
   """
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f"attention implementation {implementation!r}: expected one of "
@@ -95,10 +114,16 @@ def attention(q: jax.Array, k: jax.Array | Sequence[jax.Array], v: jax.Array | S
   k_parts, v_parts = _parts(k), _parts(v)
   active = sharding.active()
   mesh = active[0] if active else None
+  platform = check_backend(implementation, mesh) if implementation == "splash" else None
+  if implementation == "splash" and active is None and platform == "tpu" and \
+      jax.device_count() > 1:
+    raise ValueError(f"model.attention='splash' on {jax.device_count()} TPU devices runs under "
+                     "shard_map on the model's mesh: build the model with one "
+                     "(create_model(..., mesh=), load_run) or call it inside "
+                     "sharding.activation_sharding(mesh, rules)")
   # The kernel compiles for the mesh's chips: Mosaic on TPU (also deviceless AOT), else interpreted.
   local = functools.partial(local_attention, implementation=implementation,
-                            block_sizes=tuple(block_sizes),
-                            interpret=sharding.platform(mesh) != "tpu")
+                            block_sizes=tuple(block_sizes), interpret=platform != "tpu")
   if active is not None and (implementation == "splash" or context_parallel == "ulysses"):
     return cp.sharded_attention(local, q, k_parts, v_parts, kv_lengths, context_parallel, *active)
   cat = lambda xs: sharding.constrain(xs[0] if len(xs) == 1 else jnp.concatenate(xs, 1),

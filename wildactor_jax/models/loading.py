@@ -18,6 +18,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from wildactor_jax import fs
 from wildactor_jax.models.checkpoint_io import (CheckpointError, read_config, read_params,
                                                 write_checkpoint)
+from wildactor_jax.models.attention import check_backend
 from wildactor_jax.models.config import ModelConfig
 from wildactor_jax.models.transformer import WanTransformer
 from wildactor_jax.sharding import DEFAULT_RULES, logical_to_spec
@@ -25,9 +26,13 @@ from wildactor_jax.sharding import DEFAULT_RULES, logical_to_spec
 FROZEN = nnx.All(nnx.Param, nnx.Not(nnx.LoRAParam))
 
 
-def abstract_model(cfg: ModelConfig, seed: int = 0) -> WanTransformer:
-  """The model with ShapeDtypeStruct leaves: shapes and metadata, no allocation."""
-  return nnx.eval_shape(lambda: WanTransformer(cfg, rngs=nnx.Rngs(seed)))
+def abstract_model(cfg: ModelConfig, seed: int = 0, mesh=None,
+                   rules=DEFAULT_RULES) -> WanTransformer:
+  """The model with ShapeDtypeStruct leaves: shapes and metadata, no allocation. With a mesh, the
+  model runs on it (models/transformer.py); its attention backend must suit the mesh's chips."""
+  if mesh is not None:
+    check_backend(cfg.attention, mesh)
+  return nnx.eval_shape(lambda: WanTransformer(cfg, rngs=nnx.Rngs(seed), mesh=mesh, rules=rules))
 
 
 def state_shardings(state: nnx.State, mesh, rules=DEFAULT_RULES) -> nnx.State:
@@ -68,8 +73,9 @@ def config_from_checkpoint(path: str, **overrides: Any) -> ModelConfig:
 def create_model(cfg: ModelConfig, *, seed: int = 0, backbone_path: str | None = None,
                  mesh=None, rules=DEFAULT_RULES) -> WanTransformer:
   """A model on `mesh` (or the default device): frozen weights from `backbone_path` (a converted
-  checkpoint) when given, else random; LoRA weights always freshly initialised from `seed`."""
-  abstract = abstract_model(cfg, seed)
+  checkpoint) when given, else random; LoRA weights always freshly initialised from `seed`.
+  With a mesh the model also computes on it (its activations and attention kernel)."""
+  abstract = abstract_model(cfg, seed, mesh, rules)
   graphdef, frozen_abs, rest_abs = nnx.split(abstract, FROZEN, ...)
   init_filter = ... if backbone_path is None else nnx.Not(FROZEN)
   init_abs = nnx.state(abstract, init_filter)

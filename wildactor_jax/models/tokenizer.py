@@ -11,12 +11,12 @@ the pad id to exactly `max_length` (512 in Wan), and return a boolean mask of re
 from __future__ import annotations
 
 import html
-import json
-import os
 import re
 from typing import Sequence
 
 import numpy as np
+
+from wildactor_jax import fs
 
 TEXT_LEN = 512
 TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer_config.json",
@@ -39,11 +39,10 @@ def _special_tokens(folder: str) -> dict:
   """eos/pad token strings from tokenizer_config.json / special_tokens_map.json when present."""
   found = {}
   for name in ("special_tokens_map.json", "tokenizer_config.json"):
-    path = os.path.join(folder, name)
-    if not os.path.exists(path):
+    path = fs.join(folder, name)
+    if not fs.isfile(path):
       continue
-    with open(path) as fh:
-      cfg = json.load(fh)
+    cfg = fs.read_json(path)
     for key in ("eos_token", "pad_token"):
       value = cfg.get(key)
       if isinstance(value, dict):  # AddedToken serialisation
@@ -66,15 +65,19 @@ class Tokenizer:
 
   @classmethod
   def from_path(cls, path: str, clean: bool = True) -> "Tokenizer":
-    folder = path if os.path.isdir(path) else os.path.dirname(path)
-    if os.path.isdir(path):
+    """A tokenizer file, or a folder holding one (local or gs://, read through `fs`)."""
+    path = str(path)
+    if fs.isdir(path):
+      folder = path
       for name in ("tokenizer.json", "spiece.model"):
-        if os.path.exists(os.path.join(path, name)):
-          path = os.path.join(path, name)
+        if fs.isfile(fs.join(path, name)):
+          path = fs.join(path, name)
           break
       else:
         raise FileNotFoundError(f"{path}: no tokenizer.json or spiece.model")
-    if not os.path.exists(path):
+    elif fs.isfile(path):
+      folder = str(fs.path(path).parent)
+    else:
       raise FileNotFoundError(f"{path}: no such tokenizer file")
     special = _special_tokens(folder)
     if path.endswith(".json"):
@@ -86,7 +89,7 @@ class Tokenizer:
   @classmethod
   def _from_tokenizers(cls, path: str, special: dict, clean: bool) -> "Tokenizer":
     from tokenizers import Tokenizer as HFTokenizer
-    tok = HFTokenizer.from_file(path)
+    tok = HFTokenizer.from_str(fs.read_text(path))
     # Truncation/padding baked into the json would fight ours; we also append EOS ourselves so
     # the result does not depend on whether the file carries a post-processor.
     tok.no_truncation()
@@ -104,7 +107,7 @@ class Tokenizer:
   @classmethod
   def _from_sentencepiece(cls, path: str, clean: bool) -> "Tokenizer":
     import sentencepiece as spm
-    sp = spm.SentencePieceProcessor(model_file=path)
+    sp = spm.SentencePieceProcessor(model_proto=fs.read_bytes(path))
     if sp.eos_id() < 0:
       raise ValueError(f"{path}: SentencePiece model has no EOS piece")
 
@@ -152,10 +155,9 @@ def demo_tokenizer_object(words: Sequence[str]):
 
 def build_demo_tokenizer(words: Sequence[str], out_path: str) -> str:
   """Writes `demo_tokenizer_object(words)` as a tokenizer.json (a file path, or a folder that gets
-  tokenizer.json inside). Needs only `tokenizers`, not torch. Returns the file written."""
-  if os.path.isdir(out_path) or not out_path.endswith(".json"):
-    os.makedirs(out_path, exist_ok=True)
-    out_path = os.path.join(out_path, "tokenizer.json")
-  os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-  demo_tokenizer_object(words).save(out_path)
-  return out_path
+  tokenizer.json inside; local or gs://). Needs only `tokenizers`, not torch. Returns the file
+  written."""
+  out_path = str(out_path)
+  if fs.isdir(out_path) or not out_path.endswith(".json"):
+    out_path = fs.join(out_path, "tokenizer.json")
+  return fs.atomic_write_text(out_path, demo_tokenizer_object(words).to_str())

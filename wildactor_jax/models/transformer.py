@@ -5,12 +5,19 @@ with WildActor's reference stream.
     velocity = model(latents, timesteps, text_embeds)    # (B,T,H,W,C), (B,)|(B,T)|(B,L), (B,S,Dt)
     velocity = model(latents, t, text, references=refs)  # WildActor (docs/method.md s.1)
 
+A model built for a mesh (`WanTransformer(cfg, rngs=, mesh=, rules=)`, as `loading.create_model`
+and the train state do) runs every call inside `activation_sharding(mesh, rules)`: activations
+are pinned and the attention kernel runs under shard_map on that mesh whoever calls it. The mesh
+is a static attribute, part of the model's graph definition, so jit caches key on it: a trace
+never depends on the caller's context. A model without a mesh follows the caller's context.
+
 Layers are created stacked (`nnx.vmap`) and run under one `jax.lax.scan`, so a 30-40 layer model
 compiles one block. Timesteps are in diffusers' 0..1000 scale: (B,) one per sample, (B, T) one per
 latent frame, or (B, T*H*W/4) one per token as Wan2.2-TI2V passes them.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import NamedTuple
 
@@ -23,7 +30,7 @@ from wildactor_jax.models.attention import attention, attention_options
 from wildactor_jax.models.block import HIDDEN, Stream, WanBlock
 from wildactor_jax.models.config import ModelConfig
 from wildactor_jax.models.layers import Linear, layer_norm, param
-from wildactor_jax.sharding import constrain
+from wildactor_jax.sharding import activation_sharding, constrain
 
 REMAT = {
     "full": None,  # save nothing: recompute the whole block in the backward pass
@@ -86,10 +93,17 @@ class Mlp(nnx.Module):
     return self.linear_2(self.act(self.linear_1(x)))
 
 
+def hashable_rules(rules) -> tuple:
+  """Logical axis rules as nested tuples (a config's lists are not hashable)."""
+  return tuple((name, tuple(axes) if isinstance(axes, list) else axes) for name, axes in rules)
+
+
 class WanTransformer(nnx.Module):
 
-  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, mesh=None, rules=None):
     self.cfg = cfg
+    self.mesh = mesh  # static: see the module docstring
+    self.rules = None if mesh is None else hashable_rules(rules or ())
     kw = dict(rngs=rngs, dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype)
     d, patch_in = cfg.dim, math.prod(cfg.patch_size)
     # The Conv3d patch embedding as a Linear over (pt, ph, pw, C)-ordered patches.
@@ -107,6 +121,12 @@ class WanTransformer(nnx.Module):
     self.proj_out = Linear(d, patch_in * cfg.out_channels, axes=("embed", None), **kw)
     normal = lambda key, shape, dt: jax.random.normal(key, shape, dt) / d ** 0.5
     self.scale_shift_table = param(rngs, normal, (1, 2, d), jnp.float32, (None, None, "embed"))
+
+  def on_mesh(self):
+    """The context every call runs in: the model's mesh and rules, or (none) the caller's."""
+    if self.mesh is None:
+      return contextlib.nullcontext()
+    return activation_sharding(self.mesh, self.rules)
 
   # ---- conditioning -------------------------------------------------------------------------
   def time_conditioning(self, timesteps: jax.Array):
@@ -164,6 +184,10 @@ class WanTransformer(nnx.Module):
     if not self.cfg.aipa:
       raise ValueError("reference caching needs model.aipa=True: without AIPA references read "
                        "the video, so their keys/values change every step")
+    with self.on_mesh():
+      return self._encode_references(references, video_grid)
+
+  def _encode_references(self, references: References, video_grid):
     ref, lengths = self._reference_stream(references, video_grid)
 
     def body(block, x, _):
@@ -181,6 +205,14 @@ class WanTransformer(nnx.Module):
                video_positions: jax.Array | None = None):
     """video_positions (B, N, 3): the video tokens' RoPE positions (default: the grid's own,
     `rope.video_positions`); pre-training may randomise them (`rope.jittered_video_positions`)."""
+    with self.on_mesh():
+      return self._forward(latents, timesteps, text_embeds, text_lengths=text_lengths,
+                           references=references, reference_cache=reference_cache,
+                           return_reference_states=return_reference_states,
+                           video_positions=video_positions)
+
+  def _forward(self, latents, timesteps, text_embeds, *, text_lengths, references,
+               reference_cache, return_reference_states, video_positions):
     cfg = self.cfg
     if latents.ndim != 5 or latents.shape[-1] != cfg.in_channels:
       raise ValueError(f"latents shape {latents.shape}: expected (B, T, H, W, {cfg.in_channels})")

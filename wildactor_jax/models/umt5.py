@@ -15,7 +15,6 @@ import dataclasses
 import functools
 import math
 import os
-import shutil
 from typing import Sequence
 
 import jax
@@ -23,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from wildactor_jax import fs
 from wildactor_jax.models.layers import Linear, RMSNorm, param
 from wildactor_jax.models.tokenizer import TEXT_LEN, TOKENIZER_FILES, Tokenizer
 
@@ -291,21 +291,23 @@ def load_text_encoder(path: str, tokenizer_path: str | None = None, dtype=jnp.fl
   nnx.replace_by_pure_dict(state, params)
   nnx.update(model, state)
   if tokenizer_path is None and any(
-      os.path.exists(os.path.join(path, f)) for f in ("tokenizer.json", "spiece.model")):
+      fs.isfile(fs.join(path, f)) for f in ("tokenizer.json", "spiece.model")):
     tokenizer_path = path
   tokenizer = Tokenizer.from_path(tokenizer_path) if tokenizer_path else None
   return TextEncoder(model, tokenizer, text_len=text_len)
 
 
 def copy_tokenizer_files(src: str, out: str) -> list[str]:
-  """Copies tokenizer files found in folder `src` (or the file `src`) into `out`."""
-  if os.path.isfile(src):
-    shutil.copy(src, os.path.join(out, os.path.basename(src)))
-    return [os.path.basename(src)]
+  """Copies tokenizer files found in folder `src` (or the file `src`; local or gs://) into the
+  local folder `out` (a checkpoint being staged)."""
+  if fs.isfile(src):
+    name = fs.path(src).name
+    fs.copy_to_local(src, os.path.join(out, name))
+    return [name]
   copied = []
   for name in TOKENIZER_FILES:
-    if os.path.exists(os.path.join(src, name)):
-      shutil.copy(os.path.join(src, name), os.path.join(out, name))
+    if fs.isfile(fs.join(src, name)):
+      fs.copy_to_local(fs.join(src, name), os.path.join(out, name))
       copied.append(name)
   return copied
 

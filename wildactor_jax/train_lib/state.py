@@ -117,7 +117,7 @@ def make_setup(cfg: ModelConfig, tx: optax.GradientTransformation | None, mesh, 
   LoRA weights are trained in float32 whatever model.param_dtype says: bf16 master weights
   would round away updates smaller than ~0.4% of a weight. The model casts them to the compute
   dtype when it applies them, so merging float32 LoRA into a bf16 model is exact."""
-  graphdef, frozen_abs, lora_abs = split_model(abstract_model(cfg, seed), trainable)
+  graphdef, frozen_abs, lora_abs = split_model(abstract_model(cfg, seed, mesh, rules), trainable)
   replicated = NamedSharding(mesh, P())
   frozen_sh = state_shardings(frozen_abs, mesh, rules)
   data_axes = _spec_axes(logical_to_spec(("batch",), rules)[0])

@@ -54,6 +54,19 @@ class Writers:
     return lambda *args: [getattr(w, name)(*args) for w in self.writers] and None
 
 
+def copy_grown(local: str, workdir: str, copied: dict[str, int]) -> None:
+  """Copies the files below the local folder `local` that are new or changed size since the last
+  call (`copied`: relative path -> size) to the same relative paths under `workdir`, through fs."""
+  for root, _, files in os.walk(local):
+    for name in files:
+      full = os.path.join(root, name)
+      rel = os.path.relpath(full, local).replace(os.sep, "/")
+      size = os.path.getsize(full)
+      if copied.get(rel) != size:
+        fs.put_file(full, fs.join(workdir, rel))
+        copied[rel] = size
+
+
 class StagedSummaries:
   """clu's default writer for a workdir in an object store: TensorBoard event files are written
   to a local folder, and each flush copies those that grew to the workdir through `fs`.
@@ -74,14 +87,7 @@ class StagedSummaries:
     return getattr(self.writer, name)
 
   def _copy(self) -> None:
-    for root, _, files in os.walk(self.local):
-      for name in files:
-        full = os.path.join(root, name)
-        rel = os.path.relpath(full, self.local)
-        size = os.path.getsize(full)
-        if self.copied.get(rel) != size:
-          fs.put_file(full, fs.join(self.workdir, rel))
-          self.copied[rel] = size
+    copy_grown(self.local, self.workdir, self.copied)
 
   def flush(self) -> None:
     self.writer.flush()
@@ -91,6 +97,25 @@ class StagedSummaries:
     self.writer.close()
     self._copy()
     shutil.rmtree(self.local, ignore_errors=True)
+
+
+class StagedProfile(periodic_actions.Profile):
+  """clu's Profile hook for a workdir in an object store: the trace goes to a local folder (the
+  profiler would otherwise write gs:// with TensorFlow's own GCS client, outside `fs`), and each
+  finished trace is copied to the workdir through `fs`, at the same relative paths
+  (plugins/profile/RUN/...) that TensorBoard's profile plugin reads."""
+
+  def __init__(self, *, workdir: str, **kwargs):
+    self.workdir = workdir
+    self.local = tempfile.mkdtemp(prefix="wildactor-profile-")
+    self.copied: dict[str, int] = {}
+    super().__init__(logdir=self.local, **kwargs)
+
+  def _end_session(self, url):
+    super()._end_session(url)
+    copy_grown(self.local, self.workdir, self.copied)
+    shutil.rmtree(self.local, ignore_errors=True)  # copied: local disk holds one trace at most
+    os.makedirs(self.local, exist_ok=True)
 
 
 def create_writer(workdir: str):
@@ -111,6 +136,7 @@ def progress_hooks(workdir: str, num_train_steps: int, writer, profile_steps: in
   hooks = [periodic_actions.ReportProgress(num_train_steps=num_train_steps,
                                            writer=writer.writers[0])]
   if jax.process_index() == 0 and profile_steps > 0:
-    hooks.append(periodic_actions.Profile(logdir=workdir, num_profile_steps=profile_steps,
-                                          first_profile=first_profile))
+    kwargs = dict(num_profile_steps=profile_steps, first_profile=first_profile)
+    hooks.append(StagedProfile(workdir=workdir, **kwargs) if fs.is_remote(workdir)
+                 else periodic_actions.Profile(logdir=workdir, **kwargs))
   return hooks
