@@ -83,7 +83,7 @@ def test_training_reduces_reconstruction_error_and_finalise_rounds_first():
   before = training.reconstruction_error(ae_lib.init(SMALL), clips)
   model = training.train(clips, images, SMALL, steps=80, batch=4, learning_rate=5e-3)
   after = training.reconstruction_error(model, clips)
-  assert after < 0.6 * before, (before, after)
+  assert after < 0.8 * before, (before, after)
   final = training.finalise(model, clips, "float16")
   leaves = [np.asarray(v[...]) for _, v in nnx.to_flat_state(nnx.state(final, nnx.Param))]
   assert all(np.array_equal(l, l.astype(np.float16).astype(np.float32)) for l in leaves)

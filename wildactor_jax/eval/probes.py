@@ -11,8 +11,10 @@ blur), and mirrored clips (a mirror keeps motion and camera and negates the yaw)
     out = predict(probe, clips)                    # {"motion": (N,), "camera": (N,), "yaw": (N, T)}
 
 ClipProbe: a per-frame conv encoder (shared; its input is the frame and its difference from the
-previous frame, so motion is explicit) -> per-frame yaw head (cos, sin), and a 3D conv over the
-frame features (time x space) -> motion and camera heads.
+previous frame, so motion is explicit) -> per-frame features, mixed along time by two 1D
+convolutions (a frame's view is easier to read with its neighbours: the way a figure walks or
+turns) -> per-frame yaw head (cos, sin); and a 3D conv over the frame feature maps (time x
+space) -> motion and camera heads.
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ class ClipProbe(nnx.Module):
     w = cfg.width
     conv = lambda i, o, s=1: nnx.Conv(i, o, (3, 3), strides=s, rngs=rngs)
     self.frame = nnx.List([conv(6, w // 2, 2), conv(w // 2, w, 2), conv(w, 2 * w, 2)])  # size / 8
+    self.view_time = nnx.List([nnx.Conv(4 * w, 4 * w, (3,), rngs=rngs) for _ in range(2)])
     self.view = nnx.Linear(4 * w, 2, rngs=rngs)
     conv3 = lambda i, o, s: nnx.Conv(i, o, (3, 3, 3), strides=s, rngs=rngs)
     self.clip = nnx.List([conv3(2 * w, 2 * w, (1, 1, 1)), conv3(2 * w, 2 * w, (2, 2, 2))])
@@ -64,7 +67,10 @@ class ClipProbe(nnx.Module):
     for conv in self.frame:
       f = jax.nn.gelu(conv(f))
     pool = lambda a, axes: jnp.concatenate([a.mean(axis=axes), a.max(axis=axes)], axis=-1)
-    view = self.view(pool(f, (1, 2))).reshape(n, t, 2)
+    v = pool(f, (1, 2)).reshape(n, t, -1)
+    for conv in self.view_time:
+      v = v + jax.nn.gelu(conv(v))
+    view = self.view(v)
     c = f.reshape(n, t, *f.shape[1:])
     for conv in self.clip:
       c = jax.nn.gelu(conv(c))

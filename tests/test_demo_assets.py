@@ -1,0 +1,73 @@
+"""The demo's shipped pretrained parts: checked by sha256 against assets.json (a damaged or
+swapped file is a one-line error), and the backbone export installs as a converter-format
+checkpoint holding exactly the exported (bfloat16-rounded) weights."""
+import json
+
+import jax
+import ml_dtypes
+import numpy as np
+import pytest
+from flax import nnx
+
+from wildactor_jax.demo import assets
+from wildactor_jax.models import module_npz
+from wildactor_jax.models.config import ModelConfig
+from wildactor_jax.models.loading import FROZEN, backbone_hash, create_model, load_backbone
+
+TINY = dict(dim=32, ffn_dim=48, num_heads=2, num_layers=2, in_channels=4, out_channels=4,
+            text_dim=8, freq_dim=16, patch_size=(1, 1, 1), lora=False)
+
+
+def exported(tmp_path):
+  model = create_model(ModelConfig(**TINY), seed=1)
+  meta = {"kind": "backbone", "config": dict(model.cfg.backbone_fields(),
+                                             rope_max_seq_len=model.cfg.rope_max_seq_len)}
+  return model, module_npz.save(model, str(tmp_path / assets.BACKBONE), meta, "bfloat16")
+
+
+def test_manifest_checks_every_file(tmp_path):
+  _, npz = exported(tmp_path)
+  info = assets.describe(str(tmp_path), {assets.BACKBONE: {"command": "x", "dtype": "bfloat16"}})
+  assert set(info["files"]) == {assets.BACKBONE}
+  assert assets.verify(str(tmp_path))["files"][assets.BACKBONE]["command"] == "x"
+  data = bytearray((tmp_path / assets.BACKBONE).read_bytes())
+  data[-10] ^= 0xFF
+  (tmp_path / assets.BACKBONE).write_bytes(bytes(data))
+  with pytest.raises(assets.AssetError, match="sha256") as e:
+    assets.verify(str(tmp_path))
+  assert "\n" not in str(e.value) and "--from-scratch" in str(e.value)
+  (tmp_path / assets.BACKBONE).unlink()
+  with pytest.raises(assets.AssetError, match="missing"):
+    assets.verify(str(tmp_path))
+  with pytest.raises(assets.AssetError, match="assets.json: missing"):
+    assets.verify(str(tmp_path / "nowhere"))
+
+
+def test_installed_backbone_is_the_exported_weights_and_is_reused(tmp_path):
+  model, npz = exported(tmp_path)
+  out = str(tmp_path / "installed")
+  assets.install_backbone(npz, out)
+  loaded = load_backbone(out)
+  want = jax.tree.map(lambda a: np.asarray(a, np.float32).astype(ml_dtypes.bfloat16)
+                      .astype(np.float32), nnx.to_pure_dict(nnx.state(model, FROZEN)))
+  got = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(loaded, FROZEN)))
+  jax.tree.map(np.testing.assert_array_equal, got, want)
+  # Installing the same export again keeps the checkpoint (and so its hash) as it is.
+  h = backbone_hash(out)
+  assets.install_backbone(npz, out)
+  assert backbone_hash(out) == h
+  bad = module_npz.save(model, str(tmp_path / "other.npz"), {"kind": "embedder"})
+  with pytest.raises(assets.AssetError, match="not a backbone"):
+    assets.install_backbone(bad, str(tmp_path / "b2"))
+
+
+def test_shipped_assets_are_listed_and_intact():
+  """The repository's own files: every shipped part is in assets.json with its sha256, and all
+  together stay small (they live in git)."""
+  info = assets.verify()
+  assert set(info["files"]) == {assets.AUTOENCODER, assets.BACKBONE, assets.EMBEDDER,
+                                assets.PROBES}
+  assert sum(f["bytes"] for f in info["files"].values()) < 5_000_000
+  for entry in info["files"].values():
+    assert entry["command"] and entry["corpus"]["seed"] != 0  # never the demo's own actors
+  json.dumps(info)
