@@ -34,11 +34,12 @@ Prompts say what the clip does and nothing of the appearance, by default: the st
 motion and the camera move with their directions ("A person facing left walks to the left while
 the camera pans right."); `--describe-appearance` prefixes the whole appearance (the
 text-identity ablation), `--describe-fraction P` does so for a random share P of the clips (a
-pre-training corpus whose captions sometimes describe the person, as web captions do); `--background scene` uses random sky/ground/block scenes instead of the
-controlled wall. `angle` is the subject's yaw relative to the camera (render_actor's convention),
-`view` its label, `visibility` the fraction of the crop box inside the frame (times how much of
-the face is turned to the camera, for faces). Output depends only on the arguments (each actor and
-clip has its own seeded generator), not on --workers.
+pre-training corpus whose captions sometimes describe the person, as web captions do);
+`--background scene` uses random sky/ground/block scenes instead of the controlled wall.
+`angle` is the subject's yaw relative to the camera (render_actor's convention), `view` its
+label, `visibility` the fraction of the crop box inside the frame (times how much of the face is
+turned to the camera, for faces). Output depends only on the arguments (each actor and clip has
+its own seeded generator), not on --workers.
 """
 from __future__ import annotations
 
@@ -157,7 +158,8 @@ def render_actor_refs(job: tuple) -> tuple[list[dict], list[dict]]:
   for region, yaws in (("face", FACE_YAWS), ("body", BODY_YAWS)):
     for yaw in yaws:
       img = Image.new("RGB", (side, side), REF_BACKGROUND)
-      boxes = ra.draw_figure(img, ident, ra.Pose(), ra.View(yaw, side / 2, side * 0.95, side * 0.85))
+      view = ra.View(yaw, side / 2, side * 0.95, side * 0.85)
+      boxes = ra.draw_figure(img, ident, ra.Pose(), view)
       crop, _ = ra.square_crop(img, boxes[region], size, fill=REF_BACKGROUND)
       rel = f"refs/{aid}/{region}_y{yaw:+04d}.png"
       crop.save(os.path.join(root, rel))
@@ -274,17 +276,13 @@ def prompt_vocabulary() -> list[str]:
   import itertools
   import re
   base = actor_identity(0, 0)
+  fields = (("skin", ra.SKIN_TONES), ("hair_colour", ra.HAIR_COLOURS),
+            ("hair_style", ra.HAIR_STYLES), ("shirt_colour", ra.CLOTH_COLOURS),
+            ("shirt_pattern", ra.SHIRT_PATTERNS), ("pattern_colour", ra.CLOTH_COLOURS),
+            ("long_sleeves", (True, False)), ("trouser_colour", ra.CLOTH_COLOURS),
+            ("shorts", (True, False)), ("shoe_colour", ra.CLOTH_COLOURS))
   idents = [base] + [dataclasses.replace(base, **{field: value})
-                     for field, values in (("skin", ra.SKIN_TONES), ("hair_colour", ra.HAIR_COLOURS),
-                                           ("hair_style", ra.HAIR_STYLES),
-                                           ("shirt_colour", ra.CLOTH_COLOURS),
-                                           ("shirt_pattern", ra.SHIRT_PATTERNS),
-                                           ("pattern_colour", ra.CLOTH_COLOURS),
-                                           ("long_sleeves", (True, False)),
-                                           ("trouser_colour", ra.CLOTH_COLOURS),
-                                           ("shorts", (True, False)),
-                                           ("shoe_colour", ra.CLOTH_COLOURS))
-                     for value in values]
+                     for field, values in fields for value in values]
   words = set()
   for motion, camera, view, direction in itertools.product(ra.MOTIONS, CAMERAS, START_VIEWS,
                                                            (-1.0, 1.0)):
