@@ -62,6 +62,22 @@ def get_config(arg=None):
   config.sample = ml_collections.ConfigDict(dict(steps=50, cfg=5.0, shift=5.0, solver="unipc",
                                                  require_references=True,
                                                  guide_references=True, cfg_interval=(0.0, 1.0)))
+  # Few-step distillation of a finished run (python -m wildactor_jax.distill; docs/method.md):
+  # DMD2-style, 4 Euler steps at timesteps [1000, 750, 500, 250] shifted by sample.shift, no CFG
+  # (the Self-Forcing / LightX2V recipe for Wan: rank-64 LoRAs, Adam betas (0, 0.999), 5 critic
+  # updates per generator update); the teacher's own sample.cfg is the real score's guidance.
+  config.distill = ml_collections.ConfigDict(dict(
+      teacher_workdir="", steps=4, step_lora_rank=8 if tiny else 64, step_lora_scale=1.0,
+      step_lora_targets=("q", "k", "v", "o", "ffn_in", "ffn_out"),
+      train_steps=6 if tiny else 2000, critic_updates=2 if tiny else 5,
+      generator_learning_rate=1e-4, critic_learning_rate=1e-4, warmup_steps=1 if tiny else 50,
+      grad_clip=1.0, b1=0.0, b2=0.999, weight_decay=0.0,
+      # DMD noise levels: u uniform in this range, then shifted (DMD2 / Self-Forcing: 0.02-0.98).
+      dmd_time_range=(0.02, 0.98),
+      # Regression warm start: the first N generator updates fit the teacher's own samples from
+      # the same noise (its 50-step guided sampler: 100 passes per pair, so 0 at 5B scale).
+      regression_steps=0, real_guidance=-1.0, seed=0, log_every=2 if tiny else 50,
+      profile_steps=0))
   if tiny:  # CPU tests: random batches with the pipeline's keys, a multiple of 8 host devices
     config.data.update(source="random", global_batch_size=8, random_examples=256, text_len=16)
     config.text_encoder.max_length = 16

@@ -106,20 +106,27 @@ def guidance_cache(cache, guide_references: bool):
   return cache2
 
 
+def model_velocity(model: WanTransformer, x: jax.Array, timestep, text: jax.Array, cache,
+                   clean_frames=0) -> jax.Array:
+  """The model's velocity at x (B, T, H, W, C), float32: timestep a scalar or (B,) in 0..1000,
+  text (B, S, D), cache the references' K/V for batch B (or References, or None); the first
+  `clean_frames` latent frames (an int or (B,)) are clean context (timestep 0 there)."""
+  b = x.shape[0]
+  t = jnp.broadcast_to(jnp.asarray(timestep, jnp.float32), (b,))
+  if not isinstance(clean_frames, int) or clean_frames:
+    t = flow.frame_timesteps(t, x.shape[1], jnp.broadcast_to(clean_frames, (b,)))
+  refs = {"references" if isinstance(cache, References) else "reference_cache": cache}
+  return model(x.astype(model.cfg.jnp_dtype), t, text, **refs).astype(jnp.float32)
+
+
 def guided_velocity(model: WanTransformer, x: jax.Array, timestep, text: jax.Array, cache2,
-                    cfg_scale: float, clean_frames: int = 0) -> jax.Array:
+                    cfg_scale, clean_frames=0) -> jax.Array:
   """Classifier-free guided velocity at x (n, T, H, W, C): cond and uncond as one batch of 2n.
   text (2n, S, D) = [cond; uncond]; cache2 the reference K/V doubled for that batch (or None);
-  the first `clean_frames` latent frames are clean context (timestep 0 there)."""
-  rows = 2 * x.shape[0]
-
-  def velocity(x2, t):
-    t2 = jnp.full((rows,), t, jnp.float32)
-    if clean_frames:
-      t2 = flow.frame_timesteps(t2, x.shape[1], jnp.full((rows,), clean_frames, jnp.int32))
-    refs = {"references" if isinstance(cache2, References) else "reference_cache": cache2}
-    return model(x2.astype(model.cfg.jnp_dtype), t2, text, **refs).astype(jnp.float32)
-
+  cfg_scale a scalar or one per sample (n, 1, 1, 1, 1); clean_frames as in model_velocity."""
+  cf = clean_frames if isinstance(clean_frames, int) else jnp.concatenate([clean_frames] * 2)
+  t = timestep if jnp.ndim(timestep) == 0 else jnp.concatenate([timestep] * 2)
+  velocity = lambda x2, _: model_velocity(model, x2, t, text, cache2, cf)
   return sampling.guided(velocity, cfg_scale)(x, timestep)
 
 
@@ -136,9 +143,14 @@ def predict_x0(model: WanTransformer, x: jax.Array, sigma: float, text: jax.Arra
 def denoise_step(model, state, row, text, cache2, cfg_scale, context=None):
   """One CFG pass (cond and uncond batched) and one solver update, jitted once per shape: the
   guidance scale is an argument, not a constant, so clips with any scale share the compile.
-  context (1, K, H, W, C) or None: clean leading frames, re-imposed after the update."""
+  cfg_scale None: no guidance, one conditional pass (text (1, S, D), the cache not doubled), as
+  a step-distilled student samples. context (1, K, H, W, C) or None: clean leading frames,
+  re-imposed after the update."""
   k = 0 if context is None else context.shape[1]
-  v = guided_velocity(model, state[0], row.timestep, text, cache2, cfg_scale, k)
+  if cfg_scale is None:
+    v = model_velocity(model, state[0], row.timestep, text, cache2, k)
+  else:
+    v = guided_velocity(model, state[0], row.timestep, text, cache2, cfg_scale, k)
   state = sampling.solver_step(state, row, v)
   return state if context is None else sampling.impose_prefix(state, context)
 
@@ -161,12 +173,17 @@ encode_reference_cache = nnx.jit(lambda model, refs, tokens: model.encode_refere
 def denoise(model: WanTransformer, text: jax.Array, cache, noise: jax.Array,
             s: GenerationSettings, on_step: Callable[[int, float], None] | None = None,
             context: jax.Array | None = None):
-  """Runs the sampler; text (2, S, D) = [cond; uncond]. Returns clean latents (1, T, H, W, C).
-  context (1, K, H, W, C), K < T: clean leading frames kept as given (continuation)."""
+  """Runs the sampler on noise (n, T, H, W, C); text (2n, S, D) = [cond (n rows); uncond (n
+  rows)]. Returns clean latents (n, T, H, W, C). context (1, K, H, W, C), K < T: clean leading
+  frames kept as given (continuation)."""
   coeffs = sampling.coefficients(s.solver, s.steps, s.shift)
   table = sampling.coefficient_table(coeffs)
   scales = guidance_scales(s, coeffs.sigma)
-  cache2 = None if cache is None else guidance_cache(cache, s.guide_references)
+  unguided = bool(np.all(scales == 1.0))  # cfg 1: one conditional forward per step, not two
+  if unguided:
+    text, cache2 = text[:noise.shape[0]], cache  # the conditional rows
+  else:
+    cache2 = None if cache is None else guidance_cache(cache, s.guide_references)
   state = sampling.initial_state(noise)
   if context is not None:
     if context.shape[0] != 1 or context.shape[2:] != noise.shape[2:] or \
@@ -179,7 +196,7 @@ def denoise(model: WanTransformer, text: jax.Array, cache, noise: jax.Array,
   for i in range(s.steps):
     t0 = time.perf_counter()
     state = denoise_step(model, state, jax.tree.map(lambda a: a[i], table), text, cache2,
-                         jnp.float32(scales[i]), context)
+                         None if unguided else jnp.float32(scales[i]), context)
     jax.block_until_ready(state[0])
     if on_step is not None:
       on_step(i, time.perf_counter() - t0)

@@ -3,7 +3,9 @@
 The schedule is Wan's: sigmas = linspace(1, 1/1000, N + 1)[:-1], shifted
 s' = shift * s / (1 + (shift - 1) * s), then a final 0; the model sees t = int(1000 * s')
 (diffusers casts timesteps to int64). With a velocity model v = eps - x0, the data prediction is
-m = x - s v.
+m = x - s v. "fewstep" is the schedule of step-distilled students (wildactor_jax/distill): Euler
+at sigmas linspace(1, 0, N + 1)[:-1] shifted, e.g. N = 4: timesteps [1000, 750, 500, 250] before
+the shift (the Self-Forcing / LightX2V recipe for Wan), exactly the points the student learnt.
 
 Both solvers are linear in the current sample, the previous sample and the last three data
 predictions, with coefficients that depend only on the (static) schedule. We compute them once
@@ -22,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SOLVERS = ("euler", "unipc")
+SOLVERS = ("euler", "unipc", "fewstep")
 TIMESTEP_SCALE = 1000.0  # the model's timestep for flow time sigma is floor(1000 sigma)
 
 
@@ -35,6 +37,16 @@ def flow_sigmas(steps: int, shift: float, num_train_timesteps: int = 1000) -> np
   if abs(s[0] - 1.0) < 1e-6:  # keeps log(sigma) finite in UniPC's first steps (as diffusers)
     s[0] -= 1e-6
   return np.concatenate([s, [0.0]]).astype(np.float32).astype(np.float64)
+
+
+def fewstep_sigmas(steps: int, shift: float) -> np.ndarray:
+  """(steps + 1,) float64 sigmas of a step-distilled student: linspace(1, 0, steps + 1) (the
+  timesteps 1000, 1000 (N - 1) / N, ...) shifted as Wan, ending at 0."""
+  if steps < 1:
+    raise ValueError(f"steps {steps}: expected at least 1")
+  s = np.linspace(1.0, 0.0, steps + 1)
+  s = shift * s / (1.0 + (shift - 1.0) * s)
+  return s.astype(np.float32).astype(np.float64)
 
 
 class Coefficients(NamedTuple):
@@ -91,12 +103,12 @@ def _unipc_corrector(sig, i, order):
 def coefficients(solver: str, steps: int, shift: float) -> Coefficients:
   if solver not in SOLVERS:
     raise ValueError(f"solver {solver!r}: expected one of {SOLVERS}")
-  sig = flow_sigmas(steps, shift)
+  sig = fewstep_sigmas(steps, shift) if solver == "fewstep" else flow_sigmas(steps, shift)
   n = steps
   z = lambda: np.zeros(n)
   keep, a, b, c, d, p, q, r = np.ones(n), z(), z(), z(), z(), z(), z(), z()
   for i in range(n):
-    if solver == "euler":  # x + (s_next - s) v with v = (x - m) / s
+    if solver in ("euler", "fewstep"):  # x + (s_next - s) v with v = (x - m) / s
       ratio = (sig[i + 1] - sig[i]) / sig[i]
       p[i], q[i] = 1.0 + ratio, -ratio
       continue

@@ -21,7 +21,8 @@ from wildactor_jax.models import irope
 from wildactor_jax.models.config import ModelConfig
 from wildactor_jax.train_lib import checkpoint as ckpt_lib
 from wildactor_jax.input import batches, schema
-from wildactor_jax.train_lib import distributed, metrics as metrics_lib
+from wildactor_jax.train_lib import distributed, loop as loop_lib, metrics as metrics_lib
+from wildactor_jax.train_lib.loop import NonFiniteError  # noqa: F401  (raised by the loop)
 from wildactor_jax.train_lib import state as state_lib, step as step_lib, writers as writers_lib
 from wildactor_jax.train_lib import workdir as workdir_lib
 
@@ -30,10 +31,6 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "run directory (checkpoints, met
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     "allow_config_change", False, "resume a workdir whose saved model config differs from this "
     "one (only where the trained weights keep their shapes)")
-
-
-class NonFiniteError(FloatingPointError):
-  pass
 
 
 def _require_positive(config, path: str) -> int:
@@ -159,84 +156,16 @@ def _train(config, workdir: str, allow_config_change: bool, train_source) -> dic
   if start == 0:
     writer.write_hparams({k: str(v) if isinstance(v, (tuple, list)) else v
                           for k, v in workdir_lib.flatten(config.to_dict()).items()})
-  hooks = writers_lib.progress_hooks(workdir, total_steps, writer,
-                                     int(config.train.get("profile_steps", 5)), start + 10)
-  loss_log = metrics_lib.LossLog(workdir, start)
-  throughput = None  # built from the first batch's shapes
-  watcher = distributed.PreemptionWatcher(checkpointer.manager)
-  window: list[dict] = []
-  summary: dict = {"step": start}
-
-  def settle(step_done, metrics):
-    """Waits for a step's metrics; stops the run (saving nothing) if they are not finite."""
-    m = jax.device_get(metrics)
-    if not m["finite"]:
-      raise NonFiniteError(
-          f"step {step_done}: loss {m['loss']} / gradient norm {m['grad_norm']} is not finite; "
-          f"stopped without saving. Last good checkpoint: step {checkpointer.latest_step()} in "
-          f"{checkpointer.directory}")
-    loss_log.write(step_done, m["loss"])
-    window.append(m)
-
-  pending = None
-  step = start
-  try:
-    while step < total_steps:
-      batch = next(train_iter)
-      if throughput is None:
-        shapes = {k: np.shape(v)[1:] for k, v in batch.items()}
-        throughput = metrics_lib.Throughput(config, step, shapes)
-      with jax.profiler.StepTraceAnnotation("train", step_num=step + 1):
-        state, metrics = train_step(frozen, state, batches.to_global(batch, mesh, rules))
-      step += 1
-      # Host work for the previous step overlaps this one's device work.
-      if pending is not None:
-        settle(*pending)
-      pending = (step, metrics)
-      if step == start + 1:  # the first step includes compilation: keep it out of throughput
-        settle(*pending)
-        pending = None
-        throughput.restart(step)
-      for hook in hooks:
-        hook(step)
-      preempted = watcher.reached(step)
-      save_now = step % every == 0 or step == total_steps or preempted
-      log_now = step % log_every == 0 or step == total_steps
-      eval_now = eval_step is not None and (step % eval_every == 0 or step == total_steps)
-      if pending is not None and (save_now or log_now or eval_now):
-        settle(*pending)
-        pending = None
-      if log_now and window:
-        summary = {"step": step, "loss": float(np.mean([m["loss"] for m in window])),
-                   "grad_norm": float(np.mean([m["grad_norm"] for m in window])),
-                   "learning_rate": float(window[-1]["learning_rate"])}
-        summary.update(throughput.report(step))
-        summary.update(metrics_lib.hbm_in_use())
-        writer.write_scalars(step, {k: v for k, v in summary.items() if k != "step"})
-        window.clear()
-      if log_now or save_now:
-        loss_log.flush()  # a no-op locally; rewrites the log on an object store
-        writer.flush()
-      if save_now:
-        checkpointer.save(step, state, train_iter, ckpt_lib.metadata(config, step, mesh.shape))
-      if eval_now:
-        eval_metrics = _evaluate(config, eval_step, frozen, state["lora"], mesh, rules)
-        writer.write_scalars(step, eval_metrics)
-        summary.update(eval_metrics)
-      if save_now or eval_now:
-        throughput.restart(step)
-      if preempted:
-        logging.warning("preempted: saved step %d, stopping", step)
-        break
-    if pending is not None:
-      settle(*pending)
-  finally:
-    watcher.close()
-    loss_log.close()
-    writer.flush()
-    writer.close()
-    checkpointer.close()  # waits for in-flight saves of good states; raises their errors
-  return summary
+  cadence = loop_lib.Cadence(total_steps, every, log_every, eval_every,
+                             int(config.train.get("profile_steps", 5)))
+  return loop_lib.run_steps(
+      lambda state, batch: train_step(frozen, state, batches.to_global(batch, mesh, rules)),
+      state, train_iter, checkpointer, cadence, workdir=workdir, start=start,
+      meta=lambda step: ckpt_lib.metadata(config, step, mesh.shape), writer=writer,
+      make_throughput=lambda step, batch: metrics_lib.Throughput(
+          config, step, {k: np.shape(v)[1:] for k, v in batch.items()}),
+      evaluate=None if eval_step is None else
+      lambda state: _evaluate(config, eval_step, frozen, state["lora"], mesh, rules))
 
 
 def main(argv, make_train_source=None):

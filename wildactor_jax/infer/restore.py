@@ -8,6 +8,10 @@ read: no optimiser state is built or restored. A workdir's newest checkpoint tha
 skipped with a warning naming it (the workdir is only read, never changed: it may still be
 training); a checkpoint folder named explicitly must restore. Mismatches are one-line RunErrors:
 a config whose model differs from the checkpoint's, another backbone.
+
+A distilled run (wildactor_jax/distill: config.distill.teacher_checkpoint set) is its teacher
+plus its step LoRA: the teacher checkpoint it records is restored first (backbone + identity
+LoRA), then the checkpoint's step LoRA is added as the model's video adapter set.
 """
 from __future__ import annotations
 
@@ -78,6 +82,12 @@ def run_config(workdir: str, config=None):
   return saved
 
 
+def is_distilled(config) -> bool:
+  """Whether a run's config is a distilled student's (it records the teacher checkpoint)."""
+  d = config.get("distill")
+  return bool(d is not None and d.get("teacher_checkpoint"))
+
+
 def load_run(source: str, mesh=None, *, config=None) -> Run:
   """The trained model of a workdir or checkpoint folder. mesh: a Mesh, a shape (see mesh_for)
   or None (all devices on the fsdp axis); config: the experiment config (default: the run's
@@ -86,6 +96,18 @@ def load_run(source: str, mesh=None, *, config=None) -> Run:
   config = run_config(workdir, config)
   if not isinstance(mesh, jax.sharding.Mesh):
     mesh = mesh_for(config, [1, -1, 1, 1] if mesh is None else mesh)
+  teacher = None
+  if is_distilled(config):
+    teacher = load_run(config.distill.teacher_checkpoint, mesh)
+    if is_distilled(teacher.config):
+      raise RunError(f"{config.distill.teacher_checkpoint}: the teacher of {source} is itself a "
+                     "distilled run")
+    diff = workdir_lib.model_config_diff(
+        teacher.config.model.to_dict(),
+        dict(config.model.to_dict(), video_lora_rank=0))
+    if [d for d in diff if not d.startswith("model.video_lora_")]:
+      raise RunError(f"{source}: its model differs from its teacher's "
+                     f"({config.distill.teacher_checkpoint}: {'; '.join(diff[:4])})")
   rs = state_lib.setup_from_config(config, mesh, optimizer=False)
   record = ckpt_lib.backbone_record(config)
   checkpointer = ckpt_lib.Checkpointer(workdir, read_only=True)
@@ -98,6 +120,11 @@ def load_run(source: str, mesh=None, *, config=None) -> Run:
       raise RunError(f"{checkpointer.step_dir(step)}: trained with a different model config than "
                      f"the one given ({'; '.join(diff[:4])})")
     ckpt_lib.check_backbone(meta, record, checkpointer.directory)
+    if teacher is not None and meta.get("teacher", {}).get("checkpoint") != \
+        config.distill.teacher_checkpoint:
+      raise RunError(f"{checkpointer.step_dir(step)}: distilled from teacher "
+                     f"{meta.get('teacher')}, its config names "
+                     f"{config.distill.teacher_checkpoint}")
     legacy = lambda: state_lib.setup_from_config(config, mesh).setup.abstract_train
     return checkpointer.restore_params(step, rs.setup.abstract_train["lora"], legacy)
 
@@ -107,6 +134,10 @@ def load_run(source: str, mesh=None, *, config=None) -> Run:
     checkpointer.close()
   if found is None:
     raise RunError(f"{source}: no finished checkpoint in {checkpointer.directory}")
+  if teacher is not None:  # the teacher's weights, with the step LoRA as the video adapters
+    frozen = jax.device_put(nnx.state(teacher.model, nnx.Param), rs.setup.frozen_shardings)
+    model = nnx.merge(rs.setup.graphdef, frozen, found[1])
+    return Run(config, model, found[0], mesh, workdir, tuple(rs.rules))
   model = rs.create_model()
   nnx.update(model, found[1])
   return Run(config, model, found[0], mesh, workdir, tuple(rs.rules))

@@ -5,7 +5,9 @@ RMSNorm across heads, 3D RoPE) -> gated residual; affine LayerNorm -> text cross
 residual; modulated LayerNorm -> GELU(tanh) FFN -> gated residual.
 
 Reference tokens (timestep 0, their own modulation) share every frozen weight; their q/k/v add
-the LoRA deltas; they skip text cross-attention. Under AIPA their queries see only reference
+the identity LoRA's deltas; they skip text cross-attention. The video tokens' own adapter set
+(`video_lora`, models/lora.py; e.g. a few-step step LoRA) adapts their self-attention and FFN
+projections only, so references never see it. Under AIPA their queries see only reference
 keys while video queries see [video ; references]. Valid references come first, so padding is a
 key length, never a dense mask.
 """
@@ -21,7 +23,7 @@ from wildactor_jax.models import rope as rope_lib
 from wildactor_jax.models.attention import aipa_attention, attention, attention_options
 from wildactor_jax.models.config import ModelConfig
 from wildactor_jax.models.layers import LayerNorm, Linear, RMSNorm, layer_norm, param
-from wildactor_jax.models.lora import LoRA
+from wildactor_jax.models.lora import LoRA, VideoLoRAParam, adapted
 from wildactor_jax.sharding import constrain
 
 HIDDEN = ("batch", "length", None)
@@ -77,30 +79,45 @@ class WanAttention(nnx.Module):
     self.lora = nnx.Dict({t: LoRA(d, d, cfg.lora_rank, cfg.lora_scale, **kw)
                           for t in cfg.lora_targets}) if lora else None
 
-  def project(self, name: str, x: jax.Array, use_lora: bool) -> jax.Array:
-    y = getattr(self, f"to_{name}")(x)
-    if use_lora and self.lora is not None and name in self.lora:
-      y = y + self.lora[name](x).astype(y.dtype)
-    return y
+  def project(self, name: str, x: jax.Array, adapters=()) -> jax.Array:
+    """A projection (q, k, v or o) of x plus the given adapter sets' deltas for it."""
+    linear = self.to_out if name == "o" else getattr(self, f"to_{name}")
+    return adapted(linear(x), x, name, adapters)
+
+  def adapter_sets(self, use_lora: bool, adapters) -> tuple:
+    """The adapter sets a call applies: the reference set when use_lora, then `adapters`."""
+    return ((self.lora,) if use_lora else ()) + tuple(adapters)
 
   def heads(self, y: jax.Array) -> jax.Array:
     return constrain(y.reshape(*y.shape[:-1], self.num_heads, -1), HEADS)
 
-  def qkv(self, x, kv_input, cos=None, sin=None, use_lora: bool = False):
-    """(B, L, N, Dh) queries, keys, values; RoPE when cos/sin are given (self-attention)."""
-    q = self.heads(self.norm_q(self.project("q", x, use_lora)))
-    k = self.heads(self.norm_k(self.project("k", kv_input, use_lora)))
-    v = self.heads(self.project("v", kv_input, use_lora))
+  def qkv(self, x, kv_input, cos=None, sin=None, use_lora: bool = False, adapters=()):
+    """(B, L, N, Dh) queries, keys, values; RoPE when cos/sin are given (self-attention).
+    use_lora: add the reference (identity) LoRA; adapters: further adapter sets (models/lora.py)."""
+    sets = self.adapter_sets(use_lora, adapters)
+    q = self.heads(self.norm_q(self.project("q", x, sets)))
+    k = self.heads(self.norm_k(self.project("k", kv_input, sets)))
+    v = self.heads(self.project("v", kv_input, sets))
     if cos is not None:
       q, k = rope_lib.apply_rope(q, cos, sin), rope_lib.apply_rope(k, cos, sin)
     return q, k, v
 
-  def out(self, o: jax.Array, use_lora: bool) -> jax.Array:
+  def out(self, o: jax.Array, use_lora: bool, adapters=()) -> jax.Array:
     o = o.reshape(*o.shape[:2], -1)
-    y = self.to_out(o)
-    if use_lora and self.lora is not None and "o" in self.lora:
-      y = y + self.lora["o"](o).astype(y.dtype)
-    return y
+    return self.project("o", o, self.adapter_sets(use_lora, adapters))
+
+
+def video_adapters(cfg: ModelConfig, rngs: nnx.Rngs) -> nnx.Dict:
+  """The video tokens' adapter set: a VideoLoRAParam LoRA per cfg.video_lora_targets (self-
+  attention q, k, v, o and the FFN's ffn_in, ffn_out)."""
+  d, f = cfg.dim, cfg.ffn_dim
+  shapes = {"q": (d, d, ("embed", "qkv")), "k": (d, d, ("embed", "qkv")),
+            "v": (d, d, ("embed", "qkv")), "o": (d, d, ("qkv", "embed")),
+            "ffn_in": (d, f, ("embed", "mlp")), "ffn_out": (f, d, ("mlp", "embed"))}
+  return nnx.Dict({t: LoRA(shapes[t][0], shapes[t][1], cfg.video_lora_rank, cfg.video_lora_scale,
+                           rngs=rngs, dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype,
+                           axes=shapes[t][2], kind=VideoLoRAParam)
+                   for t in cfg.video_lora_targets})
 
 
 class WanBlock(nnx.Module):
@@ -117,15 +134,17 @@ class WanBlock(nnx.Module):
     self.ffn_out = Linear(cfg.ffn_dim, d, axes=("mlp", "embed"), **kw)
     normal = lambda key, shape, dt: jax.random.normal(key, shape, dt) / d ** 0.5
     self.scale_shift_table = param(rngs, normal, (1, 6, d), jnp.float32, (None, None, "embed"))
+    # Created last, so that adding it leaves every other weight's random init unchanged.
+    self.video_lora = video_adapters(cfg, rngs) if cfg.has_video_lora else None
 
   def _mods(self, stream: Stream):
     m = self.scale_shift_table[...][None] + stream.mod  # (B, G, 6, D)
     return [m[:, :, i] for i in range(6)]
 
-  def _ffn(self, x, shift, scale, gate):
+  def _ffn(self, x, shift, scale, gate, adapters=()):
     h = modulated_norm(x, shift, scale, self.cfg.eps)
-    h = jax.nn.gelu(self.ffn_in(h), approximate=True)
-    return gated_residual(x, self.ffn_out(h), gate)
+    h = jax.nn.gelu(adapted(self.ffn_in(h), h, "ffn_in", adapters), approximate=True)
+    return gated_residual(x, adapted(self.ffn_out(h), h, "ffn_out", adapters), gate)
 
   def reference_qkv(self, ref: Stream):
     """The reference stream's self-attention q/k/v: frozen weights + LoRA, its own RoPE."""
@@ -149,8 +168,9 @@ class WanBlock(nnx.Module):
     cfg = self.cfg
     shift, scale, gate, c_shift, c_scale, c_gate = self._mods(video)
     h = modulated_norm(video.x, shift, scale, cfg.eps)
-    video_lora = ref is not None and not cfg.aipa  # the symmetric ablation adapts every token
-    q, k, v = self.attn1.qkv(h, h, video.cos, video.sin, use_lora=video_lora)
+    ref_lora = ref is not None and not cfg.aipa  # the symmetric ablation adapts every token
+    adapters = (self.video_lora,)  # the video tokens' own set (None: no adapter)
+    q, k, v = self.attn1.qkv(h, h, video.cos, video.sin, use_lora=ref_lora, adapters=adapters)
     new_ref, kv_out = None, None
     lv = q.shape[1]
     opts = attention_options(cfg)
@@ -169,10 +189,10 @@ class WanBlock(nnx.Module):
       o = attention(q, (k, kc), (v, vc), lv + ref_lengths, **opts)
     else:
       o = attention(q, k, v, None, **opts)
-    x = gated_residual(video.x, self.attn1.out(o, use_lora=video_lora), gate)
+    x = gated_residual(video.x, self.attn1.out(o, use_lora=ref_lora, adapters=adapters), gate)
     # Text cross-attention (video tokens only).
     h = self.norm2(x) if self.norm2 is not None else x
     qt, kt, vt = self.attn2.qkv(h, context)
     x = x + self.attn2.out(attention(qt, kt, vt, context_lengths, **opts), False)
-    x = constrain(self._ffn(x, c_shift, c_scale, c_gate), HIDDEN)
+    x = constrain(self._ffn(x, c_shift, c_scale, c_gate, adapters), HIDDEN)
     return x, new_ref, kv_out

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import jax.numpy as jnp
 
 REMAT_POLICIES = ("none", "full", "save_dots")
+VIDEO_LORA_TARGETS = ("q", "k", "v", "o", "ffn_in", "ffn_out")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -45,6 +46,11 @@ class ModelConfig:
   lora_rank: int = 0
   lora_scale: float = 1.0
   lora_targets: tuple[str, ...] = ("q", "k", "v")
+  # The video tokens' adapter set (models/lora.py), e.g. a few-step step LoRA (wildactor_jax/
+  # distill): rank 0 = none. Targets: self-attention q, k, v, o and the FFN's ffn_in, ffn_out.
+  video_lora_rank: int = 0
+  video_lora_scale: float = 1.0
+  video_lora_targets: tuple[str, ...] = ("q", "k", "v", "o", "ffn_in", "ffn_out")
   # WildActor reference branch and the paper's ablation switches.
   aipa: bool = True                 # False: symmetric attention over [video; refs], LoRA on all
   irope: bool = True                # False: references reuse the video's position range
@@ -63,10 +69,19 @@ class ModelConfig:
     bad = set(self.lora_targets) - {"q", "k", "v", "o"}
     if bad:
       raise ValueError(f"model.lora_targets {sorted(bad)}: expected a subset of q, k, v, o")
+    bad = set(self.video_lora_targets) - set(VIDEO_LORA_TARGETS)
+    if bad or self.video_lora_rank < 0:
+      raise ValueError(f"model.video_lora_targets {list(self.video_lora_targets)} / rank "
+                       f"{self.video_lora_rank}: expected a subset of {VIDEO_LORA_TARGETS} and "
+                       "a rank >= 0")
 
   @property
   def has_lora(self) -> bool:
     return self.lora and self.lora_rank > 0
+
+  @property
+  def has_video_lora(self) -> bool:
+    return self.video_lora_rank > 0 and bool(self.video_lora_targets)
 
   @property
   def head_dim(self) -> int:
@@ -89,7 +104,7 @@ class ModelConfig:
     unknown = sorted(set(values) - fields)
     if unknown:
       raise ValueError(f"model config: unknown fields {unknown}")
-    for key in ("patch_size", "lora_targets", "splash_block_sizes"):
+    for key in ("patch_size", "lora_targets", "video_lora_targets", "splash_block_sizes"):
       if key in values:
         values[key] = tuple(values[key])
     return cls(**values)

@@ -23,6 +23,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from wildactor_jax.models.config import ModelConfig
 from wildactor_jax.models.loading import FROZEN, abstract_model, create_model, state_shardings
+from wildactor_jax.models.lora import VideoLoRAParam
 from wildactor_jax.sharding import create_mesh, logical_to_spec
 
 TRAIN_DTYPE = jnp.float32  # LoRA master weights and their Adam moments
@@ -57,25 +58,38 @@ def build_optimizer(train_cfg) -> tuple[optax.GradientTransformation, optax.Sche
   return tx, schedule
 
 
-TRAINABLE = ("lora", "all")
+TRAINABLE = ("lora", "all", "video_lora")
+
+
+def split_filters(trainable: str):
+  """(frozen filter, trained filter) of a train.trainable mode (see split_model)."""
+  if trainable == "lora":
+    return FROZEN, nnx.All(nnx.LoRAParam, nnx.Not(VideoLoRAParam))
+  if trainable == "video_lora":
+    return nnx.All(nnx.Param, nnx.Not(VideoLoRAParam)), VideoLoRAParam
+  if trainable == "all":
+    return nnx.Nothing(), nnx.Param
+  raise ValueError(f"train.trainable {trainable!r}: expected one of {TRAINABLE}")
 
 
 def split_model(model, trainable: str = "lora") -> tuple[Any, nnx.State, nnx.State]:
   """model -> (graphdef, frozen state, trained state); any other variable kind is an error.
 
-  trainable="lora" (WildActor): train the LoRA adapters, freeze the backbone. "all": train every
+  trainable="lora" (WildActor): train the reference LoRA, freeze the backbone. "all": train every
   parameter (pre-training or fine-tuning a backbone, as the CPU demo does for its toy backbone);
-  the frozen state is then empty. The train state keeps the key "lora" for what is trained."""
-  if trainable not in TRAINABLE:
-    raise ValueError(f"train.trainable {trainable!r}: expected one of {TRAINABLE}")
-  frozen_filter, train_filter = ((FROZEN, nnx.LoRAParam) if trainable == "lora"
-                                 else (nnx.Nothing(), nnx.Param))
+  the frozen state is then empty. "video_lora" (few-step distillation, wildactor_jax/distill):
+  train the video tokens' adapter set, freeze the backbone and the identity LoRA. The train state
+  keeps the key "lora" for what is trained."""
+  frozen_filter, train_filter = split_filters(trainable)
   graphdef, frozen, lora, rest = nnx.split(model, frozen_filter, train_filter, ...)
   if jax.tree.leaves(rest):
-    raise ValueError(f"model has variables that are neither frozen Params nor LoRAParams: "
+    raise ValueError(f"model has variables that are neither frozen nor trained under "
+                     f"train.trainable={trainable!r}: "
                      f"{jax.tree.map(lambda x: getattr(x, 'shape', x), rest)}")
   if not jax.tree.leaves(lora):
-    raise ValueError("model has no LoRA parameters: set model.lora=True and model.lora_rank > 0")
+    what = ("model.video_lora_rank > 0" if trainable == "video_lora" else
+            "model.lora=True and model.lora_rank > 0")
+    raise ValueError(f"model has no trainable adapter parameters: set {what}")
   return graphdef, frozen, lora
 
 

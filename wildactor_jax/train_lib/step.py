@@ -24,17 +24,19 @@ from wildactor_jax.train_lib.state import Setup
 
 
 def flow_loss(model, batch: dict, t: jax.Array, noise: jax.Array,
-              video_positions: jax.Array | None = None) -> jax.Array:
+              video_positions: jax.Array | None = None, reference_cache=None) -> jax.Array:
   """The rectified-flow loss of `model` on `batch` at sample times t (B,) with noise `noise`
-  (and the video tokens' RoPE positions, default the grid's own)."""
+  (and the video tokens' RoPE positions, default the grid's own). reference_cache: the batch's
+  reference K/V (`encode_references`), used instead of running its references again."""
   x0 = batch["video_latents"]
   num_frames = x0.shape[1]
   t_frames = flow.frame_timesteps(t, num_frames, batch["clean_frames"])
   x_t = flow.interpolate(x0, noise, t_frames)
-  refs = References(batch["ref_latents"], batch["ref_type"], batch["ref_mask"])
+  refs = {"reference_cache": reference_cache} if reference_cache is not None else {
+      "references": References(batch["ref_latents"], batch["ref_type"], batch["ref_mask"])}
   # Wan's text convention, the same as the sampler's: states zero past the prompt, every
   # position attended (no text mask), so the model sees exactly what generation gives it.
-  pred = model(x_t, flow.model_timesteps(t_frames), batch["text_embeds"], references=refs,
+  pred = model(x_t, flow.model_timesteps(t_frames), batch["text_embeds"], **refs,
                video_positions=video_positions)
   weights = flow.loss_frame_weights(batch["clean_frames"], num_frames)
   return flow.weighted_mse(pred, flow.velocity_target(x0, noise), weights)

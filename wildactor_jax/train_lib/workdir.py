@@ -118,8 +118,11 @@ def flatten(d: dict, prefix: str = "") -> dict:
 
 def model_config_diff(saved: dict, current: dict) -> list[str]:
   """['model.lora_rank: 16 -> 32', ...] between two config.model mappings (JSON-normalised, so a
-  tuple and the list it was saved as compare equal)."""
-  norm = lambda d: flatten(json.loads(json.dumps(d, default=str)), "model.")
+  tuple and the list it was saved as compare equal). A field one side lacks counts as its
+  ModelConfig default: a run saved before a field existed has the model that default gives."""
+  from wildactor_jax.models.config import ModelConfig
+  defaults = ModelConfig().to_dict()
+  norm = lambda d: flatten(json.loads(json.dumps({**defaults, **dict(d)}, default=str)), "model.")
   a, b = norm(saved), norm(current)
   missing = object()
   return [f"{k}: {a.get(k, '(unset)')} -> {b.get(k, '(unset)')}" for k in sorted(set(a) | set(b))
