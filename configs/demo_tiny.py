@@ -28,7 +28,7 @@ ABLATIONS = ("no_aipa", "no_irope", "uniform", "describing")
 
 def get_config(arg=None):
   stage = arg or "wildactor"
-  if stage not in ("wildactor", "backbone") + ABLATIONS:
+  if stage not in ("wildactor", "backbone", "distill") + ABLATIONS:
     raise ValueError(f"configs/demo_tiny.py:{arg}: expected no argument, 'backbone' or one of "
                      f"{', '.join(ABLATIONS)}")
   config = config_lib.sibling_config(__file__, "wildactor_wan22_5b.py", "tiny")
@@ -61,6 +61,11 @@ def get_config(arg=None):
     config.data.sampler = "uniform"
   # "describing" trains the method itself on data whose prompts spell out the appearance
   # (data/synthetic_actors.py --describe-appearance): identity reaches the model through text too.
+  if stage == "distill":  # the demo's run -> a 4-step step LoRA (wildactor_jax/demo/few_step.py)
+    config.distill.update(step_lora_rank=16, train_steps=300, critic_updates=2, warmup_steps=20,
+                          generator_learning_rate=1e-3, critic_learning_rate=1e-3,
+                          log_every=25, regression_steps=0)
+    config.checkpoint.update(every=100)
   if stage == "backbone":
     config.model.update(lora=False, lora_rank=0)
     # Continuation without references too: the backbone (standing in for pretrained Wan, which

@@ -75,9 +75,10 @@ def get_config(arg=None):
       # DMD noise levels: u uniform in this range, then shifted (DMD2 / Self-Forcing: 0.02-0.98).
       dmd_time_range=(0.02, 0.98),
       # Regression warm start: the first N generator updates fit the teacher's own samples from
-      # the same noise (its 50-step guided sampler: 100 passes per pair, so 0 at 5B scale).
-      regression_steps=0, real_guidance=-1.0, seed=0, log_every=2 if tiny else 50,
-      profile_steps=0))
+      # the same noise (its guided sampler, teacher_sample_steps steps (0: its sample.steps): 100
+      # passes per pair at 50 steps, so 0 at 5B scale). real_guidance -1: the teacher's sample.cfg.
+      regression_steps=0, teacher_sample_steps=0, real_guidance=-1.0, seed=0,
+      log_every=2 if tiny else 50, profile_steps=0))
   if tiny:  # CPU tests: random batches with the pipeline's keys, a multiple of 8 host devices
     config.data.update(source="random", global_batch_size=8, random_examples=256, text_len=16)
     config.text_encoder.max_length = 16

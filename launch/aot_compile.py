@@ -9,6 +9,8 @@ not run with JAX_PLATFORMS=cpu. Prints a per-term breakdown, then one JSON line:
 from XLA's memory analysis and whether it fits the chip's HBM, the analytic model FLOPs of a step,
 a roofline step time and the MFU it implies, versions, and the compile time. Nothing is
 allocated: inputs are sharded ShapeDtypeStructs. --append also adds the line to a JSONL file.
+--program distill compiles one few-step distillation step instead (python -m wildactor_jax.distill
+with config.distill; no teacher is read) and reports its memory and compile time.
 
 Topology names follow Cloud TPU: v5p-N and v4-N count TensorCores (2 per chip, one jax device
 per chip), v5e-N / v6e-N count chips. One compile of the real step gives every term, per device
@@ -82,6 +84,12 @@ _CALIBRATION = flags.DEFINE_string("calibration", "benchmarks/results/aot_tpu.js
 
 # The deviceless compile a measured one-device step's terms come from: one chip of this slice.
 CALIBRATION_TOPOLOGY = "v6e-4"
+
+_PROGRAM = flags.DEFINE_enum(
+    "program", "train", ["train", "distill"],
+    "the step to compile: WildActor's train step (memory + roofline), or one few-step "
+    "distillation step (wildactor_jax/distill; memory and compile time only: its student "
+    "rollout is a loop of data-dependent length, which the roofline cannot weight)")
 
 # Chips -> physical topology: 3D tori (v4, v5p) and 2D (v5e, v6e).
 SHAPES_3D = {4: "2x2x1", 8: "2x2x2", 16: "2x2x4", 32: "2x4x4", 64: "4x4x4", 128: "4x4x8",
@@ -284,6 +292,39 @@ def calibrate(measured: str, dump_hlo: str | None = None) -> dict:
   }
 
 
+def plan_distill(config, topology: str, num_slices: int) -> dict:
+  """Memory of one distillation step (config.distill, a teacher of config's model) on a slice."""
+  from wildactor_jax.distill import run as distill_run
+  name = topology_name(topology)
+  devices = topologies.get_topology_desc(platform="tpu", topology_name=name,
+                                         num_slices=num_slices).devices
+  mesh = make_mesh(config, devices, num_slices)
+  kind = devices[0].device_kind
+  spec = flops_lib.chip_spec(kind)
+  if spec is None:
+    raise ValueError(f"device kind {kind!r}: no peak/HBM figures in wildactor_jax/flops.CHIPS")
+  start = time.perf_counter()
+  step, args = distill_run.planning_step(config, mesh)
+  compiled = step.lower(*args).compile()
+  compile_s = time.perf_counter() - start
+  mem = compiled.memory_analysis()
+  peak_bytes = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
+                + mem.temp_size_in_bytes)
+  d = config.distill
+  return {"program": "distill", "topology": topology, "topology_name": name,
+          "num_slices": num_slices, "devices": len(devices), "device_kind": kind,
+          "mesh": {k: int(v) for k, v in mesh.shape.items()},
+          "model": config.model.get("name", "?"), "global_batch": int(config.data.global_batch_size),
+          "remat": config.model.remat, "attention": config.model.attention,
+          "student_steps": int(d.steps), "step_lora_rank": int(d.step_lora_rank),
+          "critic_updates": int(d.critic_updates),
+          "argument_bytes": int(mem.argument_size_in_bytes),
+          "output_bytes": int(mem.output_size_in_bytes), "alias_bytes": int(mem.alias_size_in_bytes),
+          "temp_bytes": int(mem.temp_size_in_bytes), "peak_bytes": int(peak_bytes),
+          "hbm_bytes": int(spec[1] * 2**30), "fits": bool(peak_bytes <= spec[1] * 2**30),
+          "compile_s": compile_s, **_versions()}
+
+
 def breakdown(row: dict) -> str:
   """The roofline's terms, one line each, for people (the JSON line is for tools)."""
   g = lambda b: f"{b / 1e12:.3f} TB"
@@ -341,15 +382,23 @@ def main(argv):
       _append(_APPEND.value, json.dumps(calibration))
   if not planning:
     return
-  if calibration is None:
-    path = _CALIBRATION.value
-    if not os.path.isabs(path) and not fs.is_remote(path) and not fs.exists(path):
-      path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path)
-    calibration = newest_calibration(path)
   row = {"kind": "AOT projection (deviceless compile)", "command": command,
-         "date": datetime.date.today().isoformat(),
-         **plan(_CONFIG.value, _TOPOLOGY.value, _NUM_SLICES.value, _DUMP_HLO.value, calibration)}
-  print(breakdown(row), flush=True)
+         "date": datetime.date.today().isoformat()}
+  if _PROGRAM.value == "distill":  # memory and compile time only: no roofline to calibrate
+    row.update(plan_distill(_CONFIG.value, _TOPOLOGY.value, _NUM_SLICES.value))
+    print(f"# distillation step on {row['topology']}: memory {row['peak_bytes'] / 2**30:.1f} / "
+          f"{row['hbm_bytes'] / 2**30:.0f} GiB per device: "
+          f"{'fits' if row['fits'] else 'DOES NOT FIT'}; compile {row['compile_s']:.0f} s",
+          flush=True)
+  else:
+    if calibration is None:
+      path = _CALIBRATION.value
+      if not os.path.isabs(path) and not fs.is_remote(path) and not fs.exists(path):
+        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path)
+      calibration = newest_calibration(path)
+    row.update(plan(_CONFIG.value, _TOPOLOGY.value, _NUM_SLICES.value, _DUMP_HLO.value,
+                    calibration))
+    print(breakdown(row), flush=True)
   line = json.dumps(row)
   print(line, flush=True)
   if _APPEND.value:

@@ -23,11 +23,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class FaultySource:
-  """Batches of `inner`; NaN video latents in the batch of step `nan_at_step` (1-based); a
-  sleep of `delay_s` before each batch from step `slow_from_step` on."""
+  """Batches of `inner`; NaN in the batch of step `nan_at_step` (1-based; its `nan_key`, video
+  latents by default); a sleep of `delay_s` before each batch from step `slow_from_step` on."""
 
-  def __init__(self, inner, nan_at_step: int = -1, slow_from_step: int = -1, delay_s: float = 0.0):
-    self.inner, self.nan_at_step = inner, nan_at_step
+  def __init__(self, inner, nan_at_step: int = -1, slow_from_step: int = -1, delay_s: float = 0.0,
+               nan_key: str = "video_latents"):
+    self.inner, self.nan_at_step, self.nan_key = inner, nan_at_step, nan_key
     self.slow_from_step, self.delay_s = slow_from_step, delay_s
     self.taken = 0
 
@@ -40,7 +41,7 @@ class FaultySource:
     if 0 <= self.slow_from_step <= self.taken:
       time.sleep(self.delay_s)
     if self.taken == self.nan_at_step:
-      batch = dict(batch, video_latents=np.full_like(batch["video_latents"], np.nan))
+      batch = dict(batch, **{self.nan_key: np.full_like(batch[self.nan_key], np.nan)})
     return batch
 
   # Grain's checkpoint handler stores a non-DatasetIterator's state as bytes.

@@ -4,8 +4,10 @@
 Throughput you can compare across CPU, GPU and TPU, one JSON line per run:
 - train: the real jitted train step (rectified flow, LoRA-only AdamW, shardings, donation) on
   random batches with the data pipeline's shapes;
-- generate: one denoising step (a CFG pass of batch 2 with the references' K/V cached, plus the
-  UniPC update), as `generate` runs it;
+- generate: one denoising step of the config's sampler (config.sample: a CFG pass of batch 2
+  with the references' K/V cached plus the solver update, as `generate` runs it; with
+  sample.cfg = 1 one conditional pass of batch 1, as a step-distilled student samples), and
+  the clip's cost from it: steps, forward passes and seconds per clip;
 - --vs diffusers: also our backbone forward and diffusers' PyTorch `WanTransformer3DModel`
   forward on the same device, same config, same (converted) weights and inputs, alternating, and
   their ratio (needs the test extra: torch, diffusers).
@@ -109,6 +111,7 @@ def bench_train(config, mesh, rules) -> dict:
 
 def bench_generate(config, mesh, rules) -> dict:
   from wildactor_jax import inference, sampling
+  from wildactor_jax.infer.settings import settings_from_config
   from wildactor_jax.models.transformer import References
   from wildactor_jax.input import schema
   from wildactor_jax.train_lib import state as state_lib
@@ -124,24 +127,31 @@ def bench_generate(config, mesh, rules) -> dict:
   refs = place(References(jax.random.normal(key, (1, r, h, w, c), dt),
                           jnp.asarray([[i % 2 for i in range(r)]], jnp.int32), jnp.ones((1, r), bool)))
   s_len = int(config.text_encoder.get("max_length", 512))
-  text = place(jax.random.normal(key, (2, s_len, cfg.text_dim), dt))
   from flax import nnx
-  cache2 = inference.double_batch(nnx.jit(lambda m, x: m.encode_references(x, grid))(model, refs))
-  table = sampling.coefficient_table(sampling.coefficients("unipc", 50, 5.0))
-  row = jax.tree.map(lambda a: a[10], table)
-  scale = jnp.float32(config.sample.cfg)
+  cache = nnx.jit(lambda m, x: m.encode_references(x, grid))(model, refs)
+  s = settings_from_config(config)
+  coeffs = sampling.coefficients(s.solver, s.steps, s.shift)
+  row = jax.tree.map(lambda a: a[s.steps // 2], sampling.coefficient_table(coeffs))
+  guided = inference.forward_passes(s) > s.steps
+  batch = 2 if guided else 1  # cfg 1: one conditional pass, the cache not doubled
+  text = place(jax.random.normal(key, (batch, s_len, cfg.text_dim), dt))
+  cache = inference.double_batch(cache) if guided else cache
+  scale = jnp.float32(s.cfg) if guided else None
   state = [sampling.initial_state(place(jax.random.normal(key, (1, t, h, w, c))))]
 
   def run():
-    state[0] = inference.denoise_step(model, state[0], row, text, cache2, scale)
+    state[0] = inference.denoise_step(model, state[0], row, text, cache, scale)
     return state[0][0]
 
   times, compile_s = _timed(run, _STEPS.value, _WARMUP.value)
   video, ref_tokens = math.prod(grid), r * grid[1] * grid[2]
-  fl = flops.forward_flops(cfg, video, ref_tokens, s_len, batch=2, ref_cached=True).forward
-  out = _summary(times, compile_s, fl, 2 * video, mesh, _environment(config, mesh))
-  return dict(out, mode="generate", cfg_batch=2, video_tokens_per_step=2 * video,
-              reference_tokens_cached=ref_tokens, per_50_steps_s=50 * out["step_s"])
+  fl = flops.forward_flops(cfg, video, ref_tokens, s_len, batch=batch, ref_cached=True).forward
+  out = _summary(times, compile_s, fl, batch * video, mesh, _environment(config, mesh))
+  out = dict(out, mode="generate", cfg_batch=batch, video_tokens_per_step=batch * video,
+             reference_tokens_cached=ref_tokens, solver=s.solver, steps_per_clip=s.steps,
+             cfg=s.cfg, forward_passes_per_clip=inference.forward_passes(s),
+             video_lora_rank=cfg.video_lora_rank, per_clip_s=s.steps * out["step_s"])
+  return dict(out, per_50_steps_s=50 * out["step_s"]) if guided else out
 
 
 def vs_diffusers(config, steps: int) -> dict:

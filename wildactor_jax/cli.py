@@ -32,7 +32,7 @@ def add_sampling_arguments(p) -> None:
   p.add_argument("--steps", type=int)
   p.add_argument("--cfg", type=float)
   p.add_argument("--shift", type=float)
-  p.add_argument("--solver", choices=["euler", "unipc"])
+  p.add_argument("--solver", choices=["euler", "unipc", "fewstep"])
 
 
 def check_outputs(args) -> dict[str, str]:

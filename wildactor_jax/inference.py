@@ -165,6 +165,14 @@ def guidance_scales(s: GenerationSettings, sigma: np.ndarray) -> np.ndarray:
   return np.where((sigma >= lo) & (sigma <= hi), s.cfg, 1.0).astype(np.float32)
 
 
+def forward_passes(s: GenerationSettings) -> int:
+  """Model passes (batch rows) a window costs: one per step when no step is guided (every scale
+  1, as a step-distilled student samples), else two (cond and uncond) per step. The references'
+  K/V cache (one pass of the reference tokens alone, once per clip) is not counted."""
+  scales = guidance_scales(s, sampling.coefficients(s.solver, s.steps, s.shift).sigma)
+  return s.steps * (1 if np.all(scales == 1.0) else 2)
+
+
 # The reference K/V cache, jitted once per token grid (a static argument).
 encode_reference_cache = nnx.jit(lambda model, refs, tokens: model.encode_references(refs, tokens),
                                  static_argnums=2)

@@ -39,10 +39,12 @@ class StepRate:
     return {"steps_per_sec": steps / seconds} if steps > 0 and seconds > 0 else {}
 
 
-def make_recipe(run_config, teacher_config, s: setup_lib.DistillSettings) -> step_lib.Recipe:
+def make_recipe(run_config, teacher_config, s: setup_lib.DistillSettings,
+                null_text=None) -> step_lib.Recipe:
   """The step's numbers: the student's few-step schedule at the teacher's sampling shift, the
-  teacher's sampler and guidance (its config.sample), the critic's flow shift (its config.flow)."""
-  t = generation_settings(teacher_config)
+  teacher's sampler and guidance (its config.sample), the critic's flow shift (its config.flow);
+  null_text: the empty prompt's states (default: beside the run's records)."""
+  t = generation_settings(teacher_config, steps=s.teacher_sample_steps or None)
   teacher_table = sampling.coefficients(t.solver, t.steps, t.shift)
   return step_lib.Recipe(
       student_table=sampling.coefficients("fewstep", s.steps, t.shift),
@@ -52,7 +54,7 @@ def make_recipe(run_config, teacher_config, s: setup_lib.DistillSettings) -> ste
       cfg_interval=tuple(t.cfg_interval), guide_references=bool(t.guide_references),
       sample_shift=float(t.shift), flow_shift=float(teacher_config.flow.shift),
       dmd_range=s.dmd_range, critic_updates=s.critic_updates,
-      null_text=batches.null_text(run_config))
+      null_text=batches.null_text(run_config) if null_text is None else null_text)
 
 
 def _saved_teacher(workdir: str, s: setup_lib.DistillSettings) -> str | None:
@@ -153,3 +155,24 @@ def _distill(config, workdir: str, train_source) -> dict:
   return loop_lib.run_steps(step_fn, state, train_iter, checkpointer, cadence, workdir=workdir,
                             start=start, meta=meta, writer=writer,
                             make_throughput=lambda step, batch: StepRate(step))
+
+
+def planning_step(config, mesh):
+  """(jitted DMD step, its abstract arguments) for distilling a teacher of `config`'s model and
+  sampler on `mesh`, without a teacher or any weights: what launch/aot_compile.py --program
+  distill compiles for a TPU slice."""
+  import ml_collections
+  import numpy as np
+  from wildactor_jax.input.schema import text_length
+  s = setup_lib.settings_from_config(config, planning=True)
+  rules = tuple((name, axes) for name, axes in config.mesh.rules)
+  run_config = ml_collections.ConfigDict(config.to_dict())
+  run_config.model = setup_lib.student_model_config(config.model.to_dict(), s)
+  batches.check_batch_divides_mesh(run_config, mesh, rules)
+  parts = setup_lib.make_parts(run_config, s, mesh, rules)
+  null = np.zeros((text_length(run_config), int(run_config.model.text_dim)), np.float32)
+  recipe = make_recipe(run_config, config, s, null_text=null)
+  abstract_batch = batches.abstract_batch(run_config, mesh, rules)
+  step = step_lib.jit_step(step_lib.make_step(parts, recipe, mesh, rules, "dmd"), parts,
+                           abstract_batch, mesh, rules)
+  return step, (parts.setup.abstract_frozen, parts.abstract_state, abstract_batch)

@@ -56,6 +56,7 @@ class DistillSettings:
   weight_decay: float
   dmd_range: tuple[float, float]   # DMD noise levels: u in this range before the shift
   regression_steps: int            # first generator updates regress on teacher ODE pairs
+  teacher_sample_steps: int        # the teacher sampler's steps for those pairs (0: its own)
   real_guidance: float | None      # the teacher's guidance scale (None: its sample.cfg)
   seed: int
   log_every: int
@@ -65,8 +66,9 @@ def _get(d, key: str, default=None):
   return d.get(key, default) if d is not None else default
 
 
-def settings_from_config(config) -> DistillSettings:
-  """config.distill -> settings; every bad value is a one-line RunError naming its field."""
+def settings_from_config(config, planning: bool = False) -> DistillSettings:
+  """config.distill -> settings; every bad value is a one-line RunError naming its field.
+  planning: no teacher needed (an ahead-of-time compile from abstract values)."""
   d = config.get("distill")
   if d is None:
     raise RunError("config has no `distill` section (see configs/wildactor_wan22_5b.py)")
@@ -88,7 +90,7 @@ def settings_from_config(config) -> DistillSettings:
     return f
 
   teacher = str(_get(d, "teacher_workdir", "") or "")
-  if not teacher:
+  if not teacher and not planning:
     raise RunError("config.distill.teacher_workdir is empty: pass --config.distill.teacher_"
                    "workdir=T, a finished WildActor run (workdir or checkpoint folder)")
   targets = tuple(_get(d, "step_lora_targets", ModelConfig.video_lora_targets))
@@ -107,6 +109,7 @@ def settings_from_config(config) -> DistillSettings:
       b1=number("b1", 0.0, 1.0), b2=number("b2", 0.0, 1.0),
       weight_decay=number("weight_decay", 0.0, 1.0, 0.0),
       dmd_range=(float(rng[0]), float(rng[1])), regression_steps=integer("regression_steps", 0),
+      teacher_sample_steps=integer("teacher_sample_steps", 0),
       real_guidance=None if guidance is None or float(guidance) < 0 else float(guidance),
       seed=integer("seed", 0), log_every=integer("log_every", 1))
   if s.warmup_steps >= s.train_steps:
