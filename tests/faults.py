@@ -6,9 +6,11 @@ mid-run at a known point). It is checkpointable like the Grain iterator it wraps
 batches it has served, so a resumed run knows which step it is at.
 
 Run as a script it is the trainer CLI with a slow source, for the SIGKILL tests (one process, and
-a multi-process job started with the launchers' JAX_* variables):
+a multi-process job started with the launchers' JAX_* variables); with --distill, the few-step
+distillation CLI (python -m wildactor_jax.distill) instead:
 
-    python tests/faults.py --config C --workdir W --slow_from_step 4 --delay_s 1 [--config.x=v]
+    python tests/faults.py [--distill] --config C --workdir W --slow_from_step 4 --delay_s 1 \
+        [--config.x=v]
 """
 from __future__ import annotations
 
@@ -68,9 +70,23 @@ def _main(argv):
       delay_s=flags.FLAGS.delay_s))
 
 
+def _main_distill(argv):
+  from absl import flags
+  from wildactor_jax.distill import __main__ as distill_cli
+  from wildactor_jax.input import batches
+  distill_cli.main(argv, make_train_source=lambda run_config: FaultySource(
+      batches.create_source(run_config, "train"), slow_from_step=flags.FLAGS.slow_from_step,
+      delay_s=flags.FLAGS.delay_s))
+
+
 if __name__ == "__main__":
   from absl import app, flags
   flags.DEFINE_integer("slow_from_step", -1, "sleep before each batch from this step on")
   flags.DEFINE_float("delay_s", 0.0, "seconds to sleep per slowed batch")
-  import wildactor_jax.train  # noqa: F401  (defines --config / --workdir)
-  app.run(_main)
+  if "--distill" in sys.argv:
+    sys.argv.remove("--distill")
+    from wildactor_jax.distill import __main__ as distill_cli  # defines --config / --workdir
+    app.run(_main_distill, flags_parser=distill_cli.parse_flags)
+  else:
+    import wildactor_jax.train  # noqa: F401  (defines --config / --workdir)
+    app.run(_main)

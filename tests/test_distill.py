@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -18,19 +20,16 @@ import numpy as np
 import pytest
 from flax import nnx
 
-import faults
 from wildactor_jax import config_lib, inference
-from wildactor_jax.distill import dmd, run as run_lib, setup as setup_lib
+from wildactor_jax.distill import dmd, setup as setup_lib
 from wildactor_jax.infer import load_run
 from wildactor_jax.infer.settings import settings_from_config
-from wildactor_jax.input import batches
 from wildactor_jax.models.config import ModelConfig
 from wildactor_jax.models.lora import VideoLoRAParam
 from wildactor_jax.models.transformer import References, WanTransformer
 from wildactor_jax.sharding import create_mesh
 from wildactor_jax.train import train_and_evaluate
 from wildactor_jax.train_lib import checkpoint as ckpt_lib, metrics as metrics_lib
-from wildactor_jax.train_lib.loop import NonFiniteError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "configs", "wildactor_wan22_5b.py") + ":tiny"
@@ -173,32 +172,57 @@ def final_state(workdir: str, config) -> dict:
     checkpointer.close()
 
 
+DISTILL = {"train_steps": 8, "regression_steps": 4, "teacher_sample_steps": 3,
+           "critic_updates": 2, "warmup_steps": 1, "generator_learning_rate": 3e-2,
+           "critic_learning_rate": 1e-2, "log_every": 4}
+
+
+def distill_cli(teacher, workdir, cache, *faults_flags, wait=True):
+  """The distillation CLI through tests/faults.py (its slow source when asked), with a shared
+  persistent compilation cache: the later runs reuse the first one's executables."""
+  flags = [f"--config.distill.{k}={v}" for k, v in DISTILL.items()]
+  cmd = [sys.executable, "tests/faults.py", "--distill", *faults_flags, "--config", TINY,
+         "--workdir", str(workdir), f"--config.distill.teacher_workdir={teacher}",
+         "--config.data.height=32", "--config.data.width=32", "--config.data.frames=5",
+         "--config.checkpoint.every=4", *flags]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(cache),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  if not wait:
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+  r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+  assert r.returncode == 0, r.stderr[-3000:]
+  return r
+
+
 @pytest.fixture(scope="module")
 def distilled(teacher, tmp_path_factory):
-  """8 generator updates (regression warm start for 4, then DMD), checkpoints every 4: an
-  uninterrupted run, and a run whose step 7 is NaN (it stops there without saving, steps 5-6
-  logged past checkpoint 4), then resumed. -> (config, clean workdir, broken workdir)."""
-  config = distill_config(teacher, train_steps=8, regression_steps=4, teacher_sample_steps=3,
-                          critic_updates=2, warmup_steps=1, generator_learning_rate=3e-2,
-                          critic_learning_rate=1e-2, log_every=4)
-  config.checkpoint.every = 4
+  """8 generator updates (regression warm start for 4, then DMD), checkpoints every 4: a run
+  killed (SIGKILL, from outside) once step 5 is logged, while batch 7 is read (steps 5-6 done,
+  only step 4 saved), then restarted; and an uninterrupted run.
+  -> (config, uninterrupted workdir, killed workdir)."""
   tmp = tmp_path_factory.mktemp("distilled")
-  clean, broken = str(tmp / "clean"), str(tmp / "broken")
-
-  def source(nan_at_step=-1):
-    return faults.FaultySource(batches.create_source(config, "train"),
-                               nan_at_step=nan_at_step, nan_key="text_embeds")
-
-  run_lib.distill_and_save(config, clean, train_source=source())
-  with pytest.raises(NonFiniteError, match="step 7.*Last good checkpoint: step 4"):
-    run_lib.distill_and_save(config, broken, train_source=source(nan_at_step=7))
-  assert [e["step"] for e in metrics_lib.read_loss_log(broken)] == [1, 2, 3, 4, 5, 6]
-  run_lib.distill_and_save(config, broken, train_source=source())
-  return config, clean, broken
+  cache, clean, killed = tmp / "xla_cache", tmp / "clean", tmp / "killed"
+  distill_cli(teacher, clean, cache)
+  proc = distill_cli(teacher, killed, cache, "--slow_from_step=7", "--delay_s=5", wait=False)
+  log = killed / metrics_lib.LOSS_LOG
+  deadline = time.time() + 1200
+  while time.time() < deadline and proc.poll() is None:
+    if log.exists() and len(log.read_text().splitlines()) >= 5:
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.communicate(timeout=60)
+  assert proc.returncode == -9
+  assert [e["step"] for e in metrics_lib.read_loss_log(str(killed))] == [1, 2, 3, 4, 5]
+  r = distill_cli(teacher, killed, cache)
+  assert "stale lock" in r.stderr
+  config = distill_config(teacher, **DISTILL)
+  return config, str(clean), str(killed)
 
 
 def test_distillation_loss_decreases_and_resumes_exactly(distilled):
-  """The resumed run ends bit-identical to the uninterrupted one: losses, both LoRAs, both
+  """The restarted run ends bit-identical to the uninterrupted one: losses, both LoRAs, both
   optimisers, RNG; the warm start's loss falls as it fits the teacher's samples."""
   config, clean, broken = distilled
   losses = metrics_lib.read_loss_log(clean)

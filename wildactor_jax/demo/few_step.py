@@ -153,10 +153,11 @@ def paired_differences(student: dict, teacher: dict, seed: int = 0) -> dict:
   out = {}
   for cond in CONDITIONS:
     pairs = [k for k in shared if k[0] == cond]
-    names = sorted(set.intersection(*[set(rows["student"][k]) & set(rows["teacher"][k])
-                                      for k in pairs])) if pairs else []
-    for name in names:
-      diffs = [rows["student"][k][name] - rows["teacher"][k][name] for k in pairs]
+    names = sorted({n for k in pairs for arm in rows for n in rows[arm][k]})
+    for name in names:  # a figure one clip of a pair lacks (NaN, unscored) leaves that pair out
+      nan = float("nan")
+      diffs = [rows["student"][k].get(name, nan) - rows["teacher"][k].get(name, nan)
+               for k in pairs]
       out[f"{name}_{cond}"] = bootstrap.mean_ci(diffs, [k[1] for k in pairs], seed=seed)
   return out
 

@@ -24,22 +24,37 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config fil
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory (checkpoints, metrics, logs)")
 
 
+def _config_file(argv) -> str | None:
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
 def parse_flags(argv):
-  """absl's flag parsing, with a bad flag (unknown, mistyped, a missing config file) reported as
-  one line and exit status 2."""
+  """absl's flag parsing, with a bad flag (unknown, mistyped, a config file that is missing or
+  lacks a field given) reported as one line and exit status 2."""
+  spec = _config_file(argv)
   try:
+    if spec is not None and not fs.isfile(spec.partition(":")[0]):
+      raise flags.Error(f"--config {spec}: no such file {spec.partition(':')[0]}")
     rest = flags.FLAGS(argv)
     for name in ("config", "workdir"):
       if flags.FLAGS[name].value is None:
         raise flags.Error(f"--{name} is required")
-  except flags.Error as e:
-    print(f"error: {str(e).strip().splitlines()[0]}", file=sys.stderr, flush=True)
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as e:
+    message = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+    if isinstance(e, AttributeError):  # ml_collections: an override of a field the config lacks
+      message = f"a --config.* flag names a field the config does not have: {message}"
+    print(f"error: {message}", file=sys.stderr, flush=True)
     cli.exit_now(2)
   return rest
 
 
 def main(argv, make_train_source=None):
-  """make_train_source(config) -> iterator: another conditioning source (tests)."""
+  """make_train_source(run config) -> iterator: another conditioning source (tests/faults.py)."""
   if len(argv) > 1:
     print(f"error: unexpected arguments: {argv[1:]}", file=sys.stderr, flush=True)
     cli.exit_now(2)
@@ -48,9 +63,7 @@ def main(argv, make_train_source=None):
   from wildactor_jax.distill import run
   with distributed.fail_fast():
     try:
-      config = _CONFIG.value
-      source = None if make_train_source is None else make_train_source(config)
-      run.distill_and_save(config, _WORKDIR.value, train_source=source)
+      run.distill_and_save(_CONFIG.value, _WORKDIR.value, make_train_source=make_train_source)
     except (ckpt_lib.RunError, fs.FsError, ValueError) as e:
       print(f"error: {str(e).strip().splitlines()[0] if str(e).strip() else e!r}",
             file=sys.stderr, flush=True)

@@ -74,15 +74,17 @@ def _saved_teacher(workdir: str, s: setup_lib.DistillSettings) -> str | None:
   return str(d["teacher_checkpoint"])
 
 
-def distill_and_save(config, workdir: str, *, train_source=None) -> dict:
+def distill_and_save(config, workdir: str, *, make_train_source=None) -> dict:
   """Runs (or resumes) distillation to config.distill.train_steps; returns the last logged
-  metrics. train_source: the conditioning batches (default: config.data's training source, a
-  checkpointable Grain iterator)."""
+  metrics. make_train_source(run config) -> the conditioning batches (a checkpointable Grain
+  iterator; default: the training source of config.data with the teacher's autoencoder and text
+  encoder geometry, as W/config.json records them)."""
   with workdir_lib.WorkdirLock(workdir):
-    return _distill(config, workdir, train_source)
+    return _distill(config, workdir, make_train_source or
+                    (lambda run_config: batches.create_source(run_config, "train")))
 
 
-def _distill(config, workdir: str, train_source) -> dict:
+def _distill(config, workdir: str, make_train_source) -> dict:
   s = setup_lib.settings_from_config(config)
   every = int(config.checkpoint.get("every", 0))
   if every <= 0:
@@ -105,7 +107,7 @@ def _distill(config, workdir: str, train_source) -> dict:
             "backbone": ckpt_lib.backbone_record(teacher_config)}
   checkpointer = ckpt_lib.Checkpointer(workdir, config.checkpoint.get("keep", 3),
                                        async_save=config.checkpoint.get("async_save", True))
-  train_iter = batches.create_source(run_config, "train") if train_source is None else train_source
+  train_iter = make_train_source(run_config)
 
   def restore(step):
     state, meta = checkpointer.restore(step, parts.abstract_state, train_iter)
