@@ -301,31 +301,39 @@ def test_missing_config_file_is_a_one_line_error(tmp_path):
 
 
 def test_few_step_demo_pairs_clips_by_condition_actor_and_seed():
-  """The demo's comparison: per-clip figures whatever evaluate writes (hits, numbers, numbers
-  one level down), differences of clips paired by (condition, actor, seed), intervals over
-  actors; the forward-pass ratio and the retrieval bar."""
+  """The demo's comparison goes through the benchmark's paired comparison (eval/protocol.compare,
+  both axes): clips paired by (condition, actor, seed), student - teacher, intervals over actors;
+  the issue's bar: forward-pass ratio, retrieval interval, dynamic degree within 10%."""
   from wildactor_jax.demo import few_step
 
-  def clip(cond, actor, seed, hit, sim, extra):
+  def clip(cond, actor, seed, hit, similarity, dynamic):
     return {"condition": cond, "target": actor, "seed": seed, "video": "v.mp4",
-            "retrieved": actor if hit else "other", "similarity": {"mean": sim, "front": None},
-            "dynamic_degree": extra}
+            "retrieved": actor if hit else "other", "identity_similarity": similarity,
+            "dynamic_degree": dynamic, "prompt_adherence": 0.5}
 
   teacher = {"identity": {"clips": [clip("with_refs", a, s, True, 0.5, 0.2)
                                     for a in ("a", "b", "c") for s in (0, 1)]
                           + [clip("ground_truth", "a", 0, True, 0.9, 0.3)]}}
   student = {"identity": {"clips": [clip("with_refs", a, s, a != "c" or s == 0, 0.4, 0.25)
                                     for a in ("a", "b", "c") for s in (0, 1)]}}
-  assert few_step.clip_figures(teacher["identity"]["clips"][0]) == {
-      "retrieval_top1": 1.0, "similarity_mean": 0.5, "dynamic_degree": 0.2}
   d = few_step.paired_differences(student, teacher)
-  assert set(d) == {"retrieval_top1_with_refs", "similarity_mean_with_refs",
-                    "dynamic_degree_with_refs"}
+  assert {"retrieval_top1_with_refs", "identity_similarity_with_refs",
+          "dynamic_degree_with_refs", "prompt_adherence_with_refs",
+          "copy_paste_with_refs"} <= set(d)
+  assert not any(k.endswith(("_swapped", "_ground_truth")) for k in d)  # not in both arms
   assert d["retrieval_top1_with_refs"]["mean"] == pytest.approx(-1 / 6)
   assert d["retrieval_top1_with_refs"]["groups"] == 3
-  assert d["similarity_mean_with_refs"]["mean"] == pytest.approx(-0.1)
+  assert d["identity_similarity_with_refs"]["mean"] == pytest.approx(-0.1)
+  assert d["dynamic_degree_with_refs"]["b"] == pytest.approx(0.25)  # b: the student
+  assert d["prompt_adherence_with_refs"]["mean"] == pytest.approx(0.0)
+  assert d["copy_paste_with_refs"]["mean"] is None  # a figure neither arm scored
   rows = {"teacher": {"forward_passes": 50, "dynamic_degree_with_refs": 0.2},
           "student": {"forward_passes": 4, "dynamic_degree_with_refs": 0.25}}
   c = few_step.checks(rows["student"], rows["teacher"], d)
   assert c["forward_pass_ratio"] == 12.5 and c["retrieval_within_teacher"] is True
-  assert c["dynamic_degree_with_refs_ratio"] == pytest.approx(1.25)
+  assert c["dynamic_degree_ratio"] == pytest.approx(1.25) and c["done"] is True
+  rows["student"]["dynamic_degree_with_refs"] = 0.17  # 15% below the teacher's
+  c = few_step.checks(rows["student"], rows["teacher"], d)
+  assert c["dynamic_degree_kept"] is False and c["done"] is False
+  del rows["student"]["dynamic_degree_with_refs"]  # not measured: not passed
+  assert few_step.checks(rows["student"], rows["teacher"], d)["done"] is False

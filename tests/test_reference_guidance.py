@@ -65,10 +65,12 @@ class _Text:
     return np.stack(states).astype(np.float32), np.ones((len(prompts), 5), bool)
 
 
-@pytest.mark.parametrize("aipa", [True, False])
-def test_batched_generation_is_each_clip_alone(aipa):
+@pytest.mark.parametrize("aipa, cfg, solver", [(True, 4.0, "unipc"), (False, 4.0, "unipc"),
+                                                (True, 1.0, "fewstep")])
+def test_batched_generation_is_each_clip_alone(aipa, cfg, solver):
   """The benchmark's batched sampler: every clip as `generate` makes it alone (its own prompt,
-  references, count of references, none included, and seed)."""
+  references, count of references, none included, and seed); guided, and unguided as a
+  few-step student samples (one conditional pass per step: each clip's own prompt)."""
   from wildactor_jax.models.pixel_autoencoder import PixelAutoencoder
   model = create_model(ModelConfig(**dict(BASE, in_channels=12, out_channels=12), aipa=aipa))
   nnx.update(model, jax.tree.map(lambda x: x + 0.05, nnx.state(model, nnx.LoRAParam)))
@@ -76,8 +78,8 @@ def test_batched_generation_is_each_clip_alone(aipa):
   rng = np.random.default_rng(1)
   img = lambda: rng.uniform(-1, 1, (8, 8, 3)).astype(np.float32)
   jobs = [("a walk", [img(), img()], [0, 1], 3), ("a wave", [], [], 4), ("a jump", [img()], [1], 3)]
-  s = inference.GenerationSettings(frames=5, height=8, width=8, steps=3, cfg=4.0, shift=3.0,
-                                   guide_references=True)
+  s = inference.GenerationSettings(frames=5, height=8, width=8, steps=3, cfg=cfg, shift=3.0,
+                                   solver=solver, guide_references=True)
   prompts, images, types, seeds = ([j[k] for j in jobs] for k in range(4))
   batch = inference.generate_batch(model, vae, text, prompts, images, types, s, seeds)
   for (prompt, images, types, seed), video in zip(jobs, batch):

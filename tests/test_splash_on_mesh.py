@@ -105,6 +105,28 @@ def test_run_setups_put_the_mesh_in_every_graph_definition(on_tpu, monkeypatch):
   assert rs.create_model().mesh is mesh
 
 
+def test_distillation_builds_all_three_models_on_the_run_mesh(on_tpu):
+  """A distillation step (wildactor_jax/distill) runs the teacher, the generator and the critic:
+  the teacher's graph definition carries the run's mesh as the student's (generator and critic
+  share it) does, so none of them reaches an unpartitioned Mosaic call."""
+  import ml_collections
+  from wildactor_jax.distill import setup as setup_lib
+  config = load_config_file("configs/wildactor_wan22_5b.py:tiny")
+  config.model.update(attention="splash", num_layers=1)
+  s = setup_lib.settings_from_config(config, planning=True)
+  run_config = ml_collections.ConfigDict(config.to_dict())
+  run_config.model = setup_lib.student_model_config(config.model.to_dict(), s)
+  mesh = sharding.create_mesh(LAYOUT, config.mesh.axes)
+  rules = tuple((n, tuple(a) if isinstance(a, list) else a) for n, a in config.mesh.rules)
+  parts = setup_lib.make_parts(run_config, s, mesh, rules)
+  teacher_cfg = dataclasses.replace(ModelConfig.from_mapping(run_config.model), video_lora_rank=0)
+  teacher = nnx.merge(parts.teacher_graph, nnx.state(abstract_model(teacher_cfg, s.seed)))
+  student = nnx.merge(parts.student_graph, parts.setup.abstract_frozen,
+                      parts.abstract_state["lora"])
+  for model in (teacher, student):
+    assert model.mesh is mesh and model.rules == rules
+
+
 def test_splash_without_a_mesh_on_many_tpu_devices_refuses(on_tpu):
   cfg, _ = tiny()
   model = create_model(cfg, seed=0)  # no mesh: nothing to shard the kernel over

@@ -2,16 +2,18 @@
 into a 4-step student, measured against its 25-step guided teacher (after `make demo`).
 
 1. distil the demo's run (`python -m wildactor_jax.distill --config configs/demo_tiny.py:distill`,
-   OUT/work/few_step_run) -> 2. `python -m wildactor_jax.evaluate` on both, the same held-out
-   actors and seeds (OUT/few_step/{teacher,student}.json and their clips; the shared identity
-   embedder OUT/embedder.npz) -> 3. wall time per clip, each arm on its own in this process
-   (after one clip of compilation) -> 4. the paired bootstrap difference student - teacher of
-   every per-clip figure evaluate reports, over identities -> OUT/few_step/few_step_cpu.jsonl,
-   one line per arm (--record: also that file, e.g. benchmarks/results/few_step_cpu.jsonl).
+   OUT/work/few_step_run) -> 2. `python -m wildactor_jax.evaluate` on both arms: the same held-out
+   actors, prompts and seeds, the same readers as the demo's own evaluation (its identity embedder
+   and prompt probes), both axes of the benchmark (OUT/few_step/{teacher,student}.json and their
+   clips) -> 3. wall time per clip, each arm on its own in this process (after one clip of
+   compilation) -> 4. the paired difference student - teacher of every per-clip figure
+   (eval/protocol.compare: retrieval, identity similarity, prompt adherence, copy-paste, dynamic
+   degree, ...; clips paired by condition, actor and seed, interval over identities) ->
+   OUT/few_step/few_step_cpu.jsonl, one line per arm (--record: also that file, e.g.
+   benchmarks/results/few_step_cpu.jsonl).
 
 Finished stages are reused (delete OUT/few_step or OUT/work/few_step_run to redo them). Every
-figure comes from the two evaluations: whatever `summary` keys evaluate.py writes are copied
-into each arm's line.
+figure comes from the two evaluations: each arm's line holds the `summary` evaluate.py writes.
 """
 from __future__ import annotations
 
@@ -19,12 +21,15 @@ import argparse
 import datetime
 import json
 import os
+import shlex
 import sys
 import time
 
 from wildactor_jax.demo import pipeline
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONDITIONS = ("with_refs", "without_refs", "swapped")
+DYNAMIC_DEGREE_FLOOR = 0.9  # the issue's bar: the student's not below the teacher's by > 10%
 
 
 def parse_args(argv):
@@ -34,6 +39,9 @@ def parse_args(argv):
   p.add_argument("--out", default="demo_out", help="a finished demo's output folder")
   p.add_argument("--teacher", help="the WildActor run to distil (default OUT/work/wildactor_run)")
   p.add_argument("--raw", help="the raw synthetic dataset (default OUT/work/raw)")
+  p.add_argument("--embedder", help="the identity embedder .npz (default: the demo's, see "
+                 "`readers`)")
+  p.add_argument("--probes", help="the prompt probes .npz (default: the demo's)")
   p.add_argument("--distill-steps", dest="distill_steps", type=int,
                  help="generator updates (default: configs/demo_tiny.py:distill)")
   p.add_argument("--timing-clips", dest="timing_clips", type=int, default=4,
@@ -43,25 +51,43 @@ def parse_args(argv):
   return p.parse_args(argv)
 
 
+def readers(out: str) -> dict:
+  """The benchmark's readers the demo evaluates with: the embedder and probes of its pretrained
+  parts (OUT/assets when --from-scratch re-created them, else the shipped ones) when their
+  assets.json lists them, else those the demo's evaluation trained into OUT (evaluate trains
+  and saves them there when missing). Both arms are scored by the same two."""
+  from wildactor_jax import fs
+  from wildactor_jax.demo import assets
+  for folder in (os.path.join(out, "assets"), assets.SHIPPED):
+    if fs.exists(fs.join(folder, assets.MANIFEST)):
+      files = assets.verify(folder)["files"]
+      if assets.EMBEDDER in files and assets.PROBES in files:
+        return {"embedder": os.path.join(folder, assets.EMBEDDER),
+                "probes": os.path.join(folder, assets.PROBES)}
+  return {"embedder": os.path.join(out, "embedder.npz"), "probes": os.path.join(out, "probes.npz")}
+
+
 def _paths(args) -> dict:
   out = os.path.abspath(args.out)
   paths = {"out": out, "work": os.path.join(out, "few_step"),
            "teacher": os.path.abspath(args.teacher or os.path.join(out, "work", "wildactor_run")),
            "raw": os.path.abspath(args.raw or os.path.join(out, "work", "raw")),
-           "student": os.path.join(out, "work", "few_step_run"),
-           "embedder": os.path.join(out, "embedder.npz")}
+           "student": os.path.join(out, "work", "few_step_run")}
   if not os.path.isfile(os.path.join(paths["teacher"], "config.json")):
     raise SystemExit(f"demo --few-step: {paths['teacher']} is not a finished run; run `make demo` "
                      "first (or pass --teacher)")
   if not os.path.isfile(os.path.join(paths["raw"], "manifest.jsonl")):
     raise SystemExit(f"demo --few-step: {paths['raw']}: no manifest.jsonl (pass --raw)")
+  found = readers(out)
+  paths["embedder"] = os.path.abspath(args.embedder) if args.embedder else found["embedder"]
+  paths["probes"] = os.path.abspath(args.probes) if args.probes else found["probes"]
   return paths
 
 
 def distil(py: str, paths: dict, logs: str, args) -> None:
   """Stage 1: the teacher's data and text encoder flags, from its own config.json."""
-  with open(os.path.join(paths["teacher"], "config.json")) as fh:
-    tc = json.load(fh)
+  from wildactor_jax import fs
+  tc = fs.read_json(os.path.join(paths["teacher"], "config.json"))
   flags = [f"--config.distill.teacher_workdir={paths['teacher']}",
            f"--config.data.records={tc['data']['records']}",
            f"--config.text_encoder.path={tc['text_encoder']['path']}",
@@ -72,7 +98,7 @@ def distil(py: str, paths: dict, logs: str, args) -> None:
   elif args.distill_steps:
     flags.append(f"--config.distill.train_steps={args.distill_steps}")
   from wildactor_jax.config_lib import load_config_file
-  cfg = load_config_file(os.path.join(pipeline.ROOT, "configs", "demo_tiny.py") + ":distill")
+  cfg = load_config_file(os.path.join(ROOT, "configs", "demo_tiny.py") + ":distill")
   steps = 4 if args.quick else (args.distill_steps or int(cfg.distill.train_steps))
   pipeline.sh([py, "-m", "wildactor_jax.distill", "--config", "configs/demo_tiny.py:distill",
                "--workdir", paths["student"], *flags], os.path.join(logs, "1_distill.log"), steps,
@@ -87,10 +113,11 @@ def evaluate(py: str, paths: dict, arm: str, logs: str, quick: bool) -> dict:
     pipeline.sh([py, "-m", "wildactor_jax.evaluate", "--workdir", workdir, "--raw", paths["raw"],
                  "--out", out, "--generated", os.path.join(paths["work"], f"{arm}_clips"),
                  "--seeds", "0,1", "--test-fraction", str(pipeline.TEST_FRACTION),
-                 "--embedder", paths["embedder"], *(["--steps", "2"] if quick else [])],
+                 "--embedder", paths["embedder"], "--probes", paths["probes"],
+                 *(["--steps", "2"] if quick else [])],
                 os.path.join(logs, f"2_evaluate_{arm}.log"))
-  with open(out) as fh:
-    return json.load(fh)
+  from wildactor_jax import fs
+  return fs.read_json(out)
 
 
 def time_clips(workdir: str, raw: str, count: int, quick: bool) -> dict:
@@ -107,14 +134,14 @@ def time_clips(workdir: str, raw: str, count: int, quick: bool) -> dict:
   ds = raw_lib.load(raw)
   actors = raw_lib.held_out(ds.actors, pipeline.TEST_FRACTION)[:count + 1]
   seconds, denoise = [], []
-  for actor in actors:
-    paths = generated.reference_paths(ds, actor, int(run.config.data.get("max_faces", 2)),
-                                      int(run.config.data.get("max_bodies", 2)))
-    images = [media.load_reference(p, s.height, s.width, "reference") for p, _ in paths]
+  for actor in actors:  # the references the benchmark gives (eval/generated.py)
+    chosen = generated.benchmark_references(ds, actor, int(run.config.data.get("max_faces", 2)),
+                                            int(run.config.data.get("max_bodies", 2)))
+    images = [media.load_reference(p, s.height, s.width, "reference") for p, _, _ in chosen]
     t0 = time.perf_counter()
     with run.sharding():
       _, timings = inference.generate(run.model, vae, text, ds.clips_of(actor)[0].prompt, images,
-                                      [k for _, k in paths], s)
+                                      [k for _, k, _ in chosen], s)
     seconds.append(time.perf_counter() - t0)
     denoise.append(timings["denoise_s"])
   return {"steps": s.steps, "cfg": s.cfg, "solver": s.solver,
@@ -124,57 +151,40 @@ def time_clips(workdir: str, raw: str, count: int, quick: bool) -> dict:
           "first_clip_seconds_with_compile": seconds[0], "timed_clips": len(seconds) - 1}
 
 
-def clip_figures(row: dict) -> dict[str, float]:
-  """A scored clip's numeric figures, whatever evaluate writes: retrieval (hit or not), each
-  number, and each number one level down (NAME_SUB)."""
-  out = {}
-  if "retrieved" in row and "target" in row:
-    out["retrieval_top1"] = float(row["retrieved"] == row["target"])
-  number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
-  for key, value in row.items():
-    if key == "seed":
-      continue
-    if number(value):
-      out[key] = float(value)
-    elif isinstance(value, dict):
-      out.update({f"{key}_{k}": float(v) for k, v in value.items() if number(v)})
-  return out
-
-
 def paired_differences(student: dict, teacher: dict, seed: int = 0) -> dict:
-  """student - teacher per clip, the clips paired by (condition, target actor, seed), and its
-  bootstrap 95% interval over identities, per figure and condition (FIGURE_CONDITION)."""
-  from wildactor_jax.eval import bootstrap
-  key = lambda r: (r["condition"], r["target"], int(r["seed"]))
-  rows = {arm: {key(r): clip_figures(r) for r in d["identity"]["clips"]
-                if r["condition"] in CONDITIONS}
-          for arm, d in (("student", student), ("teacher", teacher))}
-  shared = sorted(set(rows["student"]) & set(rows["teacher"]))
+  """student - teacher of every per-clip figure of the benchmark (eval/protocol.compare: clips
+  paired by condition, target actor and seed; bootstrap interval over identities), for each
+  condition both evaluations hold -> {FIGURE_CONDITION: {"mean", "ci95", "n", "groups", "a"
+  (teacher), "b" (student)}}."""
+  from wildactor_jax.eval import protocol
+  rows = {arm: d["identity"]["clips"] for arm, d in (("student", student), ("teacher", teacher))}
   out = {}
   for cond in CONDITIONS:
-    pairs = [k for k in shared if k[0] == cond]
-    names = sorted({n for k in pairs for arm in rows for n in rows[arm][k]})
-    for name in names:  # a figure one clip of a pair lacks (NaN, unscored) leaves that pair out
-      nan = float("nan")
-      diffs = [rows["student"][k].get(name, nan) - rows["teacher"][k].get(name, nan)
-               for k in pairs]
-      out[f"{name}_{cond}"] = bootstrap.mean_ci(diffs, [k[1] for k in pairs], seed=seed)
+    if not all(any(r["condition"] == cond for r in rows[arm]) for arm in rows):
+      continue
+    for name, d in protocol.compare(rows["teacher"], rows["student"], cond, seed).items():
+      out[f"{name}_{cond}"] = d
   return out
 
 
 def checks(student_row: dict, teacher_row: dict, diffs: dict) -> dict:
   """The issue's bar: retrieval's paired interval includes 0 or favours the student; dynamic
-  degree (where evaluate reports it) not more than 10% below the teacher's; >= 10x fewer
-  forward passes per clip."""
-  out = {"forward_pass_ratio": teacher_row["forward_passes"] / student_row["forward_passes"]}
+  degree with references not more than 10% below the teacher's; >= 10x fewer forward passes per
+  clip. A figure the evaluations lack leaves its check None (not passed)."""
+  ratio = teacher_row["forward_passes"] / student_row["forward_passes"]
+  out = {"forward_pass_ratio": ratio, "forward_passes_10x_fewer": ratio >= 10.0,
+         "retrieval_within_teacher": None, "dynamic_degree_ratio": None,
+         "dynamic_degree_kept": None}
   d = diffs.get("retrieval_top1_with_refs")
   if d and d["ci95"][1] is not None:
     out["retrieval_within_teacher"] = bool(d["ci95"][1] >= 0.0)
-  for key in sorted(k for k in teacher_row if "dynamic_degree" in k and "with_refs" in k
-                    and not k.endswith("_ci95")):
-    if isinstance(teacher_row.get(key), (int, float)) and isinstance(student_row.get(key),
-                                                                      (int, float)):
-      out[f"{key}_ratio"] = student_row[key] / teacher_row[key] if teacher_row[key] else None
+  key = "dynamic_degree_with_refs"
+  t, s = teacher_row.get(key), student_row.get(key)
+  if isinstance(t, (int, float)) and isinstance(s, (int, float)) and t > 0:
+    out["dynamic_degree_ratio"] = s / t
+    out["dynamic_degree_kept"] = bool(s >= DYNAMIC_DEGREE_FLOOR * t)
+  out["done"] = all(out[k] is True for k in ("forward_passes_10x_fewer",
+                                               "retrieval_within_teacher", "dynamic_degree_kept"))
   return out
 
 
@@ -200,8 +210,8 @@ def run(args) -> int:
     held_out = evals[arm].get("identity", {}).get("held_out_actors", [])
     rows[arm] = {"arm": arm, **timing[arm], **evals[arm].get("summary", {}),
                  "held_out_actors": len(held_out), "seeds": [0, 1],
-                 "command": "python -m wildactor_jax.demo --few-step --out demo_out",
-                 "date": date, "measured": True}
+                 "command": "python -m wildactor_jax.demo " + shlex.join(args.argv),
+                 "quick": bool(args.quick), "date": date, "measured": True}
   rows["student"]["paired_difference_vs_teacher"] = diffs
   rows["student"]["checks"] = checks(rows["student"], rows["teacher"], diffs)
   rows["student"]["total_s"] = time.time() - t_start
@@ -210,7 +220,8 @@ def run(args) -> int:
   if args.record:
     fs.atomic_write_text(args.record, text)
   keys = ("steps", "cfg", "forward_passes", "seconds_per_clip", "retrieval_top1_with_refs",
-          "retrieval_top1_with_refs_ci95")
+          "retrieval_top1_with_refs_ci95", "dynamic_degree_with_refs",
+          "prompt_adherence_with_refs", "copy_paste_with_refs")
   for arm in ("teacher", "student"):
     print(json.dumps({"arm": arm, **{k: rows[arm].get(k) for k in keys}}), flush=True)
   print(json.dumps({"paired_retrieval_top1_with_refs": diffs.get("retrieval_top1_with_refs"),
@@ -220,4 +231,7 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-  return run(parse_args(argv))
+  argv = sys.argv[1:] if argv is None else list(argv)
+  args = parse_args(argv)
+  args.argv = argv
+  return run(args)

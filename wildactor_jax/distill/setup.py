@@ -192,7 +192,9 @@ def make_parts(run_config, s: DistillSettings, mesh, rules) -> Parts:
   gs, cs = setup_g.train_shardings, setup_c.train_shardings
   shardings = {"step": gs["step"], "lora": gs["lora"], "critic": cs["lora"],
                "opt": {"generator": gs["opt"], "critic": cs["opt"]}, "rng": gs["rng"]}
-  teacher_graph = nnx.split(abstract_model(teacher_cfg))[0]
+  # Built for the mesh, as the student's graph (train_lib/state.py): both run on it, whoever
+  # calls them (the attention kernel under shard_map).
+  teacher_graph = nnx.split(abstract_model(teacher_cfg, s.seed, mesh, rules))[0]
   return Parts(teacher_graph, setup_g.graphdef, setup_g, abstract, shardings, tx_g, tx_c,
                schedule)
 
