@@ -40,13 +40,13 @@ def get_config(arg=None):
   config.text_encoder.update(path="", tokenizer_path="", max_length=64)  # describing prompts
   config.data.update(source="records", records="", height=64, width=64, frames=17,
                      global_batch_size=8, r_max=4, max_faces=2, max_bodies=2, text_len=64)
-  config.train.update(steps=600, warmup_steps=30, learning_rate=5e-3, log_every=25,
-                      eval_every=300, eval_batches=2, profile_steps=0, trainable="lora",
+  config.train.update(steps=300, warmup_steps=30, learning_rate=5e-3, log_every=25,
+                      eval_every=150, eval_batches=2, profile_steps=0, trainable="lora",
                       text_dropout=0.1)
   # 64 px clips are 320 tokens: Wan's shift 5 (tuned for 480p+) leaves too few training samples
   # at low noise, where a toy model must learn to clean the last of the noise; 3 for both.
   config.flow.shift = 3.0
-  config.checkpoint.update(every=300, keep=2)
+  config.checkpoint.update(every=150, keep=2)
   # Guidance works: training drops 10% of prompts to the empty prompt (train.text_dropout).
   # Wan's guidance scale 5; the unconditional branch drops the references too
   # (sample.guide_references), so guidance amplifies identity with the prompt.
