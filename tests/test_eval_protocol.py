@@ -140,9 +140,10 @@ def test_cli_scores_a_generated_folder(data, tmp_path):
   assert s["prompt_adherence_real"] > s["chance_prompt_adherence"] + 0.15
   assert s["copy_paste_ground_truth"] == pytest.approx(-1.0)
   assert s["dynamic_degree_ground_truth"] == pytest.approx(1.0)
-  # Swapped: B's real clip follows B's references and is no copy of them.
+  # Swapped: B's real clip follows B's references and is far from a copy of them (its "truth" is
+  # A's source clip, another scene, so its CP sits near 0 rather than at -1).
   assert s["retrieval_top1_swapped_follows_refs"] >= 2.5 * chance
-  assert s["copy_paste_swapped"] < 0.0
+  assert s["copy_paste_swapped"] < s["copy_paste_with_refs"] - 0.5
   # The frozen clip: no motion, no copy of the references.
   assert s["dynamic_degree_without_refs"] < 0.05 and s["copy_paste_without_refs"] < 0.0
   lo, hi = s["retrieval_top1_swapped_follows_refs_ci95"]
