@@ -12,10 +12,6 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-# Modules of the package that still import data/ (their rewrite is under way elsewhere); the
-# list may only shrink.
-STILL_IMPORTING_DATA = {"wildactor_jax/eval/attributes.py"}
-
 
 def imports_data(path: pathlib.Path) -> bool:
   for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -29,7 +25,7 @@ def imports_data(path: pathlib.Path) -> bool:
 def test_the_package_does_not_import_the_repositorys_data_folder():
   found = {str(p.relative_to(ROOT)) for p in sorted((ROOT / "wildactor_jax").rglob("*.py"))
            if imports_data(p)}
-  assert found <= STILL_IMPORTING_DATA, sorted(found - STILL_IMPORTING_DATA)
+  assert not found, sorted(found)
 
 
 def test_held_out_actors_without_the_data_folder(monkeypatch):
