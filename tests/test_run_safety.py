@@ -205,7 +205,8 @@ def test_typo_in_a_config_override_is_one_line_exit_2(tmp_path):
                      env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=300)
   assert one_line_error(r) == (f"error: --config.train.stpes: {CONFIG} has no field train.stpes "
                                "(closest: train.steps)")
-  said = [l for l in r.stderr.splitlines() if l.strip() and not l.startswith(("I0000", "WARNING: All"))]
+  said = [l for l in r.stderr.splitlines()
+          if l.strip() and not l.startswith(("I0000", "WARNING: All"))]
   assert len(said) == 1, said  # nothing but the line
   assert not (tmp_path / "w").exists()
 

@@ -34,7 +34,8 @@ def check_settings(s: GenerationSettings, given=()) -> None:
   """One-line ValueErrors for values no sampler can use. NaN or inf in cfg or shift would
   otherwise run the whole sampler and write an all-black video; a negative cfg pushes away
   from the prompt; shift <= 0 is no noise schedule; seeds past 32 bits alias smaller ones."""
-  name = lambda k: f"--{k.replace('_', '-')}" if k in given else _SOURCE.get(k, f"config.sample.{k}")
+  name = lambda k: (f"--{k.replace('_', '-')}" if k in given else
+                    _SOURCE.get(k, f"config.sample.{k}"))
 
   def number(k, low, *, above=False, integer=False, high=None):
     v = getattr(s, k)
