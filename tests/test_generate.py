@@ -162,7 +162,10 @@ def test_ctrl_c_during_restore_exits_130(run, tmp_path):
   workdir, face, _ = run
   out = tmp_path / "x.mp4"
   script = (
-      "import sys\n"
+      "import signal, sys\n"
+      # A shell's background job starts with SIGINT ignored, and Python keeps that: restore
+      # the handler an interactive terminal gives, so the signal means what Ctrl-C means.
+      "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
       "from wildactor_jax import cli, generate\n"
       "from wildactor_jax.infer import restore\n"
       "real = restore.load_run\n"
