@@ -9,6 +9,11 @@ Run as a script it is the trainer CLI with a slow source, for the SIGKILL tests 
 a multi-process job started with the launchers' JAX_* variables):
 
     python tests/faults.py --config C --workdir W --slow_from_step 4 --delay_s 1 [--config.x=v]
+
+and with slow checkpoint storage (`slow_checkpoint_reads`: read i of an array shard waits
+i x --slow_reads_s first, as reads from a bucket straggle), so that when one read of a damaged
+step fails, the others are still in flight, deterministically: what Orbax then leaves behind
+is what a user sees on slow storage.
 """
 from __future__ import annotations
 
@@ -49,6 +54,8 @@ class FaultySource:
 
   def set_state(self, state: bytes) -> None:
     state = json.loads(state)
+    if "inner" not in state:  # saved by a run of the plain source: counting starts here
+      state = {"inner": state, "taken": 0}
     self.inner.set_state(state["inner"])
     self.taken = state["taken"]
 
@@ -57,10 +64,26 @@ class FaultySource:
       self.inner.start_prefetch()
 
 
+def slow_checkpoint_reads(delay_s: float, cap_s: float = 0.5) -> None:
+  """Delays Orbax's reads of array shards: read i waits min(i x delay_s, cap_s) first."""
+  import asyncio
+  import itertools
+  from orbax.checkpoint._src.serialization import serialization
+  inner, count = serialization._read_shard, itertools.count()
+
+  async def slow_read_shard(*args, **kwargs):
+    await asyncio.sleep(min(next(count) * delay_s, cap_s))
+    return await inner(*args, **kwargs)
+
+  serialization._read_shard = slow_read_shard
+
+
 def _main(argv):
   from absl import flags
   from wildactor_jax import train
   from wildactor_jax.input import batches
+  if flags.FLAGS.slow_reads_s > 0:
+    slow_checkpoint_reads(flags.FLAGS.slow_reads_s)
   # The trainer's own main (multi-process set-up, exit statuses), with the slowed source.
   train.main(argv, make_train_source=lambda config: FaultySource(
       batches.create_source(config, "train"), slow_from_step=flags.FLAGS.slow_from_step,
@@ -68,8 +91,10 @@ def _main(argv):
 
 
 if __name__ == "__main__":
-  from absl import app, flags
+  from absl import flags
   flags.DEFINE_integer("slow_from_step", -1, "sleep before each batch from this step on")
   flags.DEFINE_float("delay_s", 0.0, "seconds to sleep per slowed batch")
+  flags.DEFINE_float("slow_reads_s", 0.0, "checkpoint read i waits i x this first")
   import wildactor_jax.train  # noqa: F401  (defines --config / --workdir)
-  app.run(_main)
+  from wildactor_jax import cli
+  cli.run_absl(_main)
