@@ -151,8 +151,12 @@ def test_cli_scores_a_generated_folder(data, tmp_path):
   assert result["identity"]["per_condition"]["with_refs"]["seeds"] == [0, 1]
   for name in ("fidelity_with_refs", "fidelity_real_split", "attribute_accuracy_with_refs",
                "temporal_consistency_with_refs", "identity_similarity_front_with_refs",
-               "yaw_error_with_refs", "yaw_to_reference_with_refs"):
+               "yaw_error_with_refs", "yaw_to_reference_with_refs",
+               "reference_effect_identity_similarity", "reference_effect_retrieval_top1"):
     assert name in s, name
+  lo, hi = s["reference_effect_copy_paste_ci95"]
+  # The pasted reference against the frozen real frame: references make the clip a copy.
+  assert 0.5 < lo <= s["reference_effect_copy_paste"] <= hi
   # Paired comparison of two results: a result against itself differs by exactly 0.
   clips = result["identity"]["clips"]
   same = protocol.compare(clips, clips, "swapped")
@@ -176,3 +180,33 @@ def test_cli_bad_input_exit_2_nothing_written(data, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert not out.exists()
+
+
+def _row(condition, target, seed, similarity, retrieved):
+  row = {name: 0.5 for name in protocol.FIGURES}
+  row.update(condition=condition, target=target, seed=seed, identity_similarity=similarity,
+             retrieved=retrieved)
+  return row
+
+
+def test_reference_effect_pairs_with_and_without_on_actor_and_seed():
+  # Two actors, two seeds: with references every clip is 0.3 more similar, and actor b's clips
+  # retrieve b only with references; a swapped clip and an unpaired clip are left out.
+  rows = []
+  for target in ("a", "b"):
+    for seed, base in ((0, 0.1), (1, 0.2)):
+      rows.append(_row("without_refs", target, seed, base, "a"))
+      rows.append(_row("with_refs", target, seed, base + 0.3, target))
+  rows.append(_row("swapped", "a", 0, 0.9, "a"))
+  rows.append(_row("with_refs", "c", 0, 0.9, "c"))
+  effect = protocol.reference_effect(rows)
+  assert effect["identity_similarity"]["mean"] == pytest.approx(0.3)
+  assert effect["identity_similarity"]["ci95"] == pytest.approx([0.3, 0.3])
+  assert effect["identity_similarity"]["n"] == 4 and effect["identity_similarity"]["groups"] == 2
+  assert effect["retrieval_top1"]["mean"] == pytest.approx(0.5)
+  assert effect["prompt_adherence"]["mean"] == 0.0
+  # Reversed, the effect changes sign; one arm missing, there is nothing to pair.
+  flipped = [dict(r, condition={"with_refs": "without_refs", "without_refs": "with_refs"}.get(
+      r["condition"], r["condition"])) for r in rows]
+  assert protocol.reference_effect(flipped)["identity_similarity"]["mean"] == pytest.approx(-0.3)
+  assert protocol.reference_effect([r for r in rows if r["condition"] != "without_refs"]) == {}

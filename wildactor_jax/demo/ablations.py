@@ -36,7 +36,9 @@ COLUMNS = (("retrieval_top1_with_refs", "retrieval_top1", "retrieval with refs")
            ("copy_paste_with_refs", "copy_paste", "copy-paste"),
            ("dynamic_degree_with_refs", "dynamic_degree", "dynamic degree"),
            ("yaw_error_with_refs", "yaw_error", "yaw error (deg)"),
-           ("identity_similarity_with_refs", "identity_similarity", "identity similarity"))
+           ("identity_similarity_with_refs", "identity_similarity", "identity similarity"),
+           ("reference_effect_identity_similarity", None,
+            "identity similarity gained from refs (paired, within the variant)"))
 
 
 def _cell(summary: dict, key: str) -> str:
@@ -96,6 +98,10 @@ def run(args) -> int:
       pipeline.evaluate(py, workdir, data, out, eval_name, logs, parts, args.quick)
     ev = fs.read_json(eval_json)
     clips = ev["identity"]["clips"]
+    # An evaluation written before the summary carried the references' paired effect.
+    for fig, d in protocol.reference_effect(clips).items():
+      ev["summary"].setdefault(f"reference_effect_{fig}", d["mean"])
+      ev["summary"].setdefault(f"reference_effect_{fig}_ci95", d["ci95"])
     if name == "method":
       method_clips = clips
     paired = {} if name == "method" else {
