@@ -72,7 +72,8 @@ def parse_args(argv):
                       "wildactor_jax/demo/from_scratch.py)")
   p.add_argument("--ablations", action="store_true",
                  help="train and evaluate the method and each ablation on one budget "
-                      "(wildactor_jax/demo/ablations.py; about an hour on 2 cores after the demo)")
+                      "(wildactor_jax/demo/ablations.py; about 40 minutes on 2 cores after the "
+                      "demo)")
   return p.parse_args(argv)
 
 
