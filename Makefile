@@ -18,7 +18,7 @@ install: $(STAMP)
 
 # 8 host devices so mesh/sharding tests run on CPU.
 test: $(STAMP)
-	XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu $(BIN)/python -m pytest -q tests
+	XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu $(BIN)/python -m pytest -q --durations=15 tests
 
 demo: $(STAMP)
 	JAX_PLATFORMS=cpu $(BIN)/python -m wildactor_jax.demo --out demo_out

@@ -60,7 +60,7 @@ setup(
     version="0.1.0",
     description="WildActor (identity-preserving human video generation) in JAX/Flax NNX",
     packages=find_packages(include=["wildactor_jax", "wildactor_jax.*"]),
-    # The CPU demo's pretrained parts (wildactor_jax/demo/assets/: about 4 MB, sha256-checked).
+    # The CPU demo's pretrained parts (wildactor_jax/demo/assets/: about 8 MB, sha256-checked).
     package_data={"wildactor_jax.demo": ["assets/*.npz", "assets/assets.json"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,

@@ -1,6 +1,6 @@
 """The CPU demo (`make demo`): a toy WildActor trained on the synthetic actors in minutes.
 
-arg "" (default): WildActor itself: reference-only LoRA (rank 16) with AIPA and I-RoPE on a
+arg "" (default): WildActor itself: reference-only LoRA (rank 32) with AIPA and I-RoPE on a
   frozen toy backbone given by --config.backbone_path (the demo installs the shipped one).
 arg "no_aipa" | "no_irope" | "uniform" | "describing": the ablations (see ABLATIONS below).
 arg "backbone": the toy backbone's own pre-training (every parameter trained, text-to-video,
@@ -35,18 +35,18 @@ def get_config(arg=None):
   # An 8 x 8 latent grid per frame, one token per latent pixel (patch 1): 5 x 64 video tokens and
   # 64 per reference. Tokens carry 32 latent values in 128 dims.
   config.model.update(dim=128, ffn_dim=512, num_heads=2, num_layers=6, text_dim=32,
-                      lora_rank=16, in_channels=32, out_channels=32, patch_size=(1, 1, 1))
+                      lora_rank=32, in_channels=32, out_channels=32, patch_size=(1, 1, 1))
   config.vae = ml_collections.ConfigDict(dict(kind="learned", path="", z_dim=32))
   config.text_encoder.update(path="", tokenizer_path="", max_length=64)  # describing prompts
   config.data.update(source="records", records="", height=64, width=64, frames=17,
                      global_batch_size=8, r_max=4, max_faces=2, max_bodies=2, text_len=64)
-  config.train.update(steps=600, warmup_steps=30, learning_rate=5e-3, log_every=25,
-                      eval_every=300, eval_batches=2, profile_steps=0, trainable="lora",
+  config.train.update(steps=600, warmup_steps=30, learning_rate=1e-2, log_every=25,
+                      eval_every=150, eval_batches=2, profile_steps=0, trainable="lora",
                       text_dropout=0.1)
   # 64 px clips are 320 tokens: Wan's shift 5 (tuned for 480p+) leaves too few training samples
   # at low noise, where a toy model must learn to clean the last of the noise; 3 for both.
   config.flow.shift = 3.0
-  config.checkpoint.update(every=300, keep=2)
+  config.checkpoint.update(every=150, keep=2)
   # Guidance works: training drops 10% of prompts to the empty prompt (train.text_dropout).
   # Wan's guidance scale 5; the unconditional branch drops the references too
   # (sample.guide_references), so guidance amplifies identity with the prompt.

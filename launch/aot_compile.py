@@ -63,7 +63,7 @@ from absl import app, flags  # noqa: E402
 from jax.experimental import mesh_utils, topologies  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from wildactor_jax import flops as flops_lib, fs, hlo_costs  # noqa: E402
+from wildactor_jax import cli, flops as flops_lib, fs, hlo_costs  # noqa: E402
 from wildactor_jax.roofline import (CALIBRATION_KIND, measured_config, mfu_figures,  # noqa: E402
                                     newest_calibration, read_measured, roofline)
 from wildactor_jax.sharding import create_mesh  # noqa: E402
@@ -406,4 +406,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run_absl(main)

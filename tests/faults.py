@@ -11,6 +11,11 @@ distillation CLI (python -m wildactor_jax.distill) instead:
 
     python tests/faults.py [--distill] --config C --workdir W --slow_from_step 4 --delay_s 1 \
         [--config.x=v]
+
+and with slow checkpoint storage (`slow_checkpoint_reads`: read i of an array shard waits
+i x --slow_reads_s first, as reads from a bucket straggle), so that when one read of a damaged
+step fails, the others are still in flight, deterministically: what Orbax then leaves behind
+is what a user sees on slow storage.
 """
 from __future__ import annotations
 
@@ -52,6 +57,8 @@ class FaultySource:
 
   def set_state(self, state: bytes) -> None:
     state = json.loads(state)
+    if "inner" not in state:  # saved by a run of the plain source: counting starts here
+      state = {"inner": state, "taken": 0}
     self.inner.set_state(state["inner"])
     self.taken = state["taken"]
 
@@ -60,10 +67,26 @@ class FaultySource:
       self.inner.start_prefetch()
 
 
+def slow_checkpoint_reads(delay_s: float, cap_s: float = 0.5) -> None:
+  """Delays Orbax's reads of array shards: read i waits min(i x delay_s, cap_s) first."""
+  import asyncio
+  import itertools
+  from orbax.checkpoint._src.serialization import serialization
+  inner, count = serialization._read_shard, itertools.count()
+
+  async def slow_read_shard(*args, **kwargs):
+    await asyncio.sleep(min(next(count) * delay_s, cap_s))
+    return await inner(*args, **kwargs)
+
+  serialization._read_shard = slow_read_shard
+
+
 def _main(argv):
   from absl import flags
   from wildactor_jax import train
   from wildactor_jax.input import batches
+  if flags.FLAGS.slow_reads_s > 0:
+    slow_checkpoint_reads(flags.FLAGS.slow_reads_s)
   # The trainer's own main (multi-process set-up, exit statuses), with the slowed source.
   train.main(argv, make_train_source=lambda config: FaultySource(
       batches.create_source(config, "train"), slow_from_step=flags.FLAGS.slow_from_step,
@@ -80,13 +103,15 @@ def _main_distill(argv):
 
 
 if __name__ == "__main__":
-  from absl import app, flags
+  from absl import flags
   flags.DEFINE_integer("slow_from_step", -1, "sleep before each batch from this step on")
   flags.DEFINE_float("delay_s", 0.0, "seconds to sleep per slowed batch")
+  flags.DEFINE_float("slow_reads_s", 0.0, "checkpoint read i waits i x this first")
+  from wildactor_jax import cli
   if "--distill" in sys.argv:
     sys.argv.remove("--distill")
     from wildactor_jax.distill import __main__ as distill_cli  # defines --config / --workdir
-    app.run(_main_distill, flags_parser=distill_cli.parse_flags)
+    cli.run_absl(_main_distill, flags_parser=distill_cli.parse_flags)
   else:
     import wildactor_jax.train  # noqa: F401  (defines --config / --workdir)
-    app.run(_main)
+    cli.run_absl(_main)

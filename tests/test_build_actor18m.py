@@ -137,3 +137,21 @@ def test_bad_arguments_fail_with_one_line(tmp_path):
   assert proc.returncode == 2
   assert proc.stderr.strip().count("\n") == 0 and "nope.jsonl" in proc.stderr
   assert not (tmp_path / "o").exists()
+
+
+def test_the_same_clip_spelled_two_ways_is_one_row(tmp_path):
+  """./clips/x.mp4 and clips/../clips/x.mp4 (and ./refs/.. for a reference) are one file:
+  the second row is a duplicate, not a second copy of the clip in the dataset."""
+  from data.actor18m import validate
+  ref = {"path": "refs/a/face_y0.png", "region": "face", "view": "front", "angle": 0.0}
+  row = {"video": "clips/x.mp4", "prompt": "a person waves", "actor_id": "a", "refs": [ref]}
+  spellings = [dict(row, video="./clips/x.mp4"),
+               dict(row, video="clips/../clips/x.mp4"),
+               dict(row, video="clips//x.mp4", refs=[dict(ref, path="./refs/a/../a/face_y0.png")]),
+               dict(row, video="clips/y.mp4")]                       # another clip: kept
+  manifest = tmp_path / "manifest.jsonl"
+  manifest.write_text("".join(json.dumps(r) + "\n" for r in spellings))
+  rows, bad = validate.read_manifest(str(manifest))
+  assert [line for line, _ in rows] == [1, 4]
+  assert [(b["line"], b["reason"], b["detail"]) for b in bad] == [
+      (2, "duplicate", "the same row as line 1"), (3, "duplicate", "the same row as line 1")]

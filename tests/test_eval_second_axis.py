@@ -27,11 +27,12 @@ def test_copy_paste_plus_one_for_a_pasted_reference_minus_one_for_the_truth():
   lay = lambda f: adherence.layout_embedding(f, mean)
   pasted = np.repeat(refs[:1], len(truth), axis=0)
   assert adherence.copy_paste(lay(truth), lay(truth), lay(refs)) == pytest.approx(-1.0)
-  # Pasting reference 0 is +1 against it; against both references it is the mean of +1 and the
-  # score of that frame against the other one (strictly between -1 and 1).
+  # Pasting reference 0 is +1 against it, and still +1 when another reference is given too:
+  # each frame is scored against the reference it is nearest to.
   assert adherence.copy_paste(lay(pasted), lay(truth), lay(refs[:1])) == pytest.approx(1.0)
-  both = adherence.copy_paste(lay(pasted), lay(truth), lay(refs))
-  assert 0.0 < both < 1.0
+  assert adherence.copy_paste(lay(pasted), lay(truth), lay(refs)) == pytest.approx(1.0)
+  other = np.repeat(refs[1:], len(truth), axis=0)
+  assert adherence.copy_paste(lay(other), lay(truth), lay(refs)) == pytest.approx(1.0)
   # Blending the truth toward the pasted reference moves the score monotonically from -1 to +1.
   blends = [((1 - w) * truth.astype(float) + w * pasted.astype(float)).astype(np.uint8)
             for w in (0.25, 0.5, 0.75)]

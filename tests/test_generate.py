@@ -1,8 +1,13 @@
 """Generation from a trained checkpoint: output files, determinism, device-count independence,
-and one clear error (exit 2, no output) per bad input."""
+and one clear error (exit 2, no output) per bad input, found before the model loads; Ctrl-C is
+one line and exit status 130."""
 import json
+import logging
 import os
 import shutil
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -85,6 +90,104 @@ def test_bad_input_exits_2_and_writes_nothing(run, capsys, extra, message):
   assert gen(workdir, out, *extra) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert message in err[-1] and err[-1].startswith("error: ")
+  assert not out.exists() and not out.with_suffix(".png").exists()
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--cfg", "nan"], "--cfg nan: expected a finite number >= 0"),
+    (["--cfg", "inf"], "--cfg inf: expected a finite number >= 0"),
+    (["--cfg", "-3"], "--cfg -3.0: expected a finite number >= 0"),
+    (["--shift", "nan"], "--shift nan: expected a finite number > 0"),
+    (["--shift", "0"], "--shift 0.0: expected a finite number > 0"),
+    (["--fps", "0"], "--fps 0: expected an integer >= 1"),
+    (["--steps", "0"], "--steps 0: expected an integer >= 1"),
+    (["--seed", str(2 ** 32)], "--seed 4294967296: expected an integer >= 0 and <= 4294967295"),
+    (["--mesh", "1,2"], "--mesh 1,2: expected 4 comma-separated sizes"),
+    (["--mesh", "1,-1,-1,1"], "--mesh 1,-1,-1,1: expected 4 comma-separated sizes"),
+    # 1 + 4 x 25000 frames: 25001 latent frames, far beyond the 1024 positions of the RoPE table.
+    (["--frames", "100001"], "beyond the model's table of 1024 (model.rope_max_seq_len); "
+                             "expected at most 3577 frames per window"),
+])
+def test_numeric_flags_are_checked_before_the_model_loads(run, capsys, monkeypatch, extra,
+                                                          message):
+  """NaN or inf in --cfg/--shift used to sample a whole clip and write it black, exit 0."""
+  from wildactor_jax.infer import restore
+  workdir, face, tmp = run
+  monkeypatch.setattr(restore, "load_run", lambda *a, **k: pytest.fail("the model was loaded"))
+  out = tmp / "flags" / "x.mp4"
+  assert gen(workdir, out, "--face", face, *extra) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err[-1].startswith("error: ") and message in err[-1], err[-1]
+  assert not out.exists() and not out.with_suffix(".png").exists()
+
+
+def test_non_finite_latents_write_nothing(run, capsys, monkeypatch):
+  """A checkpoint whose trained weights hold NaN samples NaN latents: refused, nothing written
+  (it used to be an all-black mp4 and exit 0)."""
+  import jax
+  from flax import nnx
+  from wildactor_jax.infer import restore
+  workdir, face, tmp = run
+  real = restore.load_run
+
+  def poisoned(*args, **kwargs):
+    loaded = real(*args, **kwargs)
+    lora = nnx.state(loaded.model, nnx.LoRAParam)
+    nnx.update(loaded.model, jax.tree.map(lambda x: x * float("nan"), lora))
+    return loaded
+
+  monkeypatch.setattr(restore, "load_run", poisoned)
+  out = tmp / "nan" / "x.mp4"
+  assert gen(workdir, out, "--face", face) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err[-1].startswith("error: sampling produced") and "non-finite" in err[-1], err[-1]
+  assert not out.parent.exists() or not os.listdir(out.parent)
+
+
+def test_a_truncated_prompt_is_said_on_the_console(run, caplog):
+  workdir, face, tmp = run
+  prompt = "waves " * 20000  # 120000 characters, 20000 tokens; the text encoder reads 16
+  with caplog.at_level(logging.WARNING):
+    assert generate.main(["--workdir", workdir, "--prompt", prompt, "--face", face,
+                          "--out", str(tmp / "long.mp4")]) == 0
+  said = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
+  assert len(said) == 1 and "16 tokens" in said[0] and "20000 tokens" in said[0], said
+  assert "120000 characters" in said[0]
+
+
+def test_ctrl_c_during_restore_exits_130(run, tmp_path):
+  """SIGINT while the checkpoint restores (and compiles) used to end in a traceback and a
+  SIGSEGV at interpreter exit. The restore is wrapped to say when it starts; the signal lands
+  inside the real restore."""
+  workdir, face, _ = run
+  out = tmp_path / "x.mp4"
+  script = (
+      "import signal, sys\n"
+      # A shell's background job starts with SIGINT ignored, and Python keeps that: restore
+      # the handler an interactive terminal gives, so the signal means what Ctrl-C means.
+      "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+      "from wildactor_jax import cli, generate\n"
+      "from wildactor_jax.infer import restore\n"
+      "real = restore.load_run\n"
+      "def announced(*a, **k):\n"
+      "  print('restoring', file=sys.stderr, flush=True)\n"
+      "  return real(*a, **k)\n"
+      "restore.load_run = announced\n"
+      "cli.script_exit(generate.main(sys.argv[1:]))\n")
+  cmd = [sys.executable, "-c", script, "--workdir", workdir, "--prompt", PROMPT, "--face", face,
+         "--out", str(out)]
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  lines = []
+  for line in proc.stderr:
+    lines.append(line)
+    if line.strip() == "restoring":
+      proc.send_signal(signal.SIGINT)
+      break
+  _, rest = proc.communicate(timeout=120)
+  err = "".join(lines) + rest
+  assert proc.returncode == 130, err[-3000:]
+  assert err.strip().splitlines()[-1] == "error: interrupted" and "Traceback" not in err
   assert not out.exists() and not out.with_suffix(".png").exists()
 
 

@@ -213,8 +213,8 @@ def test_remote_storage_train_resumes_in_the_bucket(bucket, world, tmp_path):
   workdir = f"{bucket}/runs/r1"
   config.train.steps = 2
   train_and_evaluate(config, workdir)
-  config.train.steps = 4
-  train_and_evaluate(config, workdir)  # resumes from step 2
+  config.train.steps = 4  # a longer schedule: a config change, resumed as allowed
+  train_and_evaluate(config, workdir, allow_config_change=True)  # resumes from step 2
   files = listing(workdir)
   for step in (2, 4):
     assert any(f.startswith(f"checkpoints/{step}/params/") for f in files), files

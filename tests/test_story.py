@@ -207,6 +207,31 @@ def test_bad_story_file_is_one_line_and_writes_nothing(film, run, capsys, case):
   assert not out.exists() and not out.with_suffix(".png").exists()
 
 
+@pytest.mark.parametrize("frames,extra,message", [
+    # 1 + 4 x 25000 frames at 32x32 need ~5 GiB to render and hold; this machine has 2.
+    (100001, [], "100001 frames at 32x32 need about 4.9 GiB of memory to render and hold, and "
+                 "this machine has 2.0 GiB available (the longest is shot 1: frames 100001)"),
+    # A window (--frames) beyond the RoPE table, whatever the story.
+    (9, ["--frames", "100001"], "--frames 100001: a window of 25001 latent frames with 1 "
+                                "reference reaches RoPE position 25129"),
+])
+def test_too_long_is_refused_before_the_model_loads(run, capsys, tmp_path, monkeypatch, frames,
+                                                    extra, message):
+  """A story of 100000 frames used to load the model and denoise for hours."""
+  from wildactor_jax.infer import restore, story as story_lib
+  workdir, face, _ = run
+  Image.open(face).save(tmp_path / "face.png")
+  path = write_story(tmp_path, f"references: {{face: [face.png]}}\n"
+                               f"shots:\n  - {{prompt: a person waves, frames: {frames}}}\n")
+  monkeypatch.setattr(restore, "load_run", lambda *a, **k: pytest.fail("the model was loaded"))
+  monkeypatch.setattr(story_lib, "available_host_bytes", lambda: 2 * 2 ** 30)
+  out = tmp_path / "film.mp4"
+  assert story.main(["--workdir", workdir, "--story", path, "--out", str(out), *extra]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err[-1].startswith("error: ") and message in err[-1], err[-1]
+  assert not out.exists() and not out.with_suffix(".png").exists()
+
+
 def test_coherence_figures_on_known_embeddings():
   rng = np.random.default_rng(0)
   unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)

@@ -27,10 +27,10 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from wildactor_jax import flops
+from wildactor_jax import cli, flops
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config", lock_config=False)
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "generate"], "what to time")
@@ -225,4 +225,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  cli.run_absl(main)

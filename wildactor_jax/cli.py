@@ -1,8 +1,15 @@
-"""The command-line contract shared by the generation CLIs: a user-facing problem (any
-ValueError, e.g. GenerateError, MediaError, RunError, or a missing file) is one line on stderr
-and exit status 2, with nothing written; success prints the result as one JSON line."""
+"""The command-line contract shared by the CLIs: a user-facing problem (any ValueError, e.g.
+GenerateError, MediaError, RunError, or a missing file; a bad flag or config override) is one
+line on stderr and exit status 2, with nothing written; Ctrl-C is one line and exit status 130;
+success of a generation CLI prints the result as one JSON line.
+
+The argparse CLIs (generate, story, evaluate) run through `json_main`; the absl ones (train,
+encode, params, bench, launch/aot_compile.py) through `run_absl`, whose flag parser turns a bad
+`--config.a.b=v` override or a missing config file into one line naming the key (and the
+closest key the config has)."""
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import sys
@@ -11,6 +18,8 @@ from typing import Callable, NoReturn
 from absl import logging
 
 from wildactor_jax import fs
+
+INTERRUPTED = 130  # the shell's status for a process ended by SIGINT (128 + 2)
 
 
 class GenerateError(ValueError):
@@ -33,6 +42,24 @@ def add_sampling_arguments(p) -> None:
   p.add_argument("--cfg", type=float)
   p.add_argument("--shift", type=float)
   p.add_argument("--solver", choices=["euler", "unipc", "fewstep"])
+
+
+def parse_mesh(text: str, flag: str = "--mesh") -> list[int]:
+  """"data,fsdp,context,tensor" -> 4 ints, each >= 1 or -1 (the remaining devices, once)."""
+  try:
+    shape = [int(v) for v in str(text).split(",")]
+  except ValueError:
+    shape = []
+  if len(shape) != 4 or any(v == 0 or v < -1 for v in shape) or shape.count(-1) > 1:
+    raise GenerateError(f"{flag} {text}: expected 4 comma-separated sizes data,fsdp,context,"
+                        "tensor, each >= 1 or one of them -1 (the remaining devices)")
+  return shape
+
+
+def check_positive(flag: str, value) -> None:
+  """An integer flag that must be >= 1 (argparse has already made it an int)."""
+  if value is not None and value < 1:
+    raise GenerateError(f"{flag} {value}: expected an integer >= 1")
 
 
 def check_outputs(args) -> dict[str, str]:
@@ -77,41 +104,28 @@ def check_references(args, config) -> list[tuple[str, str, int]]:
 
 
 def json_main(parse_args: Callable, run: Callable[..., dict], argv=None) -> int:
-  quiet_closed_loop_noise()
   args = parse_args(argv)
   try:
     result = run(args)
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except KeyboardInterrupt:
+    print("error: interrupted", file=sys.stderr)
+    return INTERRUPTED
   print(json.dumps(result), flush=True)
   return 0
-
-
-def quiet_closed_loop_noise() -> None:
-  """A failed tensorstore/Orbax read (a damaged checkpoint being skipped) may later fire a
-  callback into its closed asyncio loop; Python prints that as an "Exception ignored" traceback
-  in the middle of the user's output. Such RuntimeErrors go to the debug log instead; every
-  other unraisable exception is printed as before."""
-  default = sys.unraisablehook
-
-  def hook(unraisable):
-    e = unraisable.exc_value
-    if isinstance(e, RuntimeError) and "Event loop is closed" in str(e):
-      logging.debug("ignored after a failed read: %r", e)
-      return
-    default(unraisable)
-
-  sys.unraisablehook = hook
 
 
 def exit_now(code: int) -> NoReturn:
   """Ends the process at once, logs and output flushed, without Python's exit handlers.
 
-  Used after a user-facing error has been printed: tensorstore and Orbax finish failed reads on
-  background threads whose callbacks then find the asyncio loop closed, and print tracebacks
-  at interpreter exit, after (and burying) the one-line error. Nothing is in flight by then
-  (checkpointers are closed on the error path) and nothing was written."""
+  Used after a user-facing error or an interrupt has been reported: tensorstore and Orbax finish
+  failed reads on background threads whose callbacks then find the asyncio loop closed, and
+  print tracebacks at interpreter exit, after (and burying) the one-line error; and a SIGINT
+  that lands while XLA compiles or Orbax restores leaves their threads running, which the
+  interpreter's shutdown then crashes into (SIGSEGV). Nothing of the user's is left half
+  written: outputs are written atomically, and checkpointers are closed on the error path."""
   logging.flush()
   sys.stdout.flush()
   sys.stderr.flush()
@@ -123,3 +137,112 @@ def script_exit(code: int) -> NoReturn:
   if code:
     exit_now(code)
   sys.exit(code)
+
+
+def run_absl(main: Callable, flags_parser: Callable | None = None) -> None:
+  """`absl.app.run(main)` under this module's contract: flags are parsed by `flags_parser`
+  (default `parse_absl_flags`: one line, exit 2, for a bad flag, override or config file), and
+  Ctrl-C is one line, exit 130."""
+  from absl import app
+
+  def guarded(argv):
+    try:
+      return main(argv)
+    except KeyboardInterrupt:
+      print("error: interrupted", file=sys.stderr)
+      exit_now(INTERRUPTED)
+
+  app.run(guarded, flags_parser=flags_parser or parse_absl_flags)
+
+
+def parse_absl_flags(argv: list[str], values=None) -> list[str]:
+  """absl's flag parsing (of `values`, default absl's FLAGS), with every problem as one line
+  and exit status 2 (absl prints a traceback for an unknown config key, and reads a config
+  file only when it is first used: a missing one would fail mid-run)."""
+  from absl import flags
+  from ml_collections.config_flags import config_flags  # is_config_flag is not re-exported
+  values = flags.FLAGS if values is None else values
+  try:
+    rest = values(argv)
+    for name in list(values):
+      flag = values[name]
+      if config_flags.is_config_flag(flag) and flag.value is not None:
+        flag.value.keys()  # a config that failed to load raises here
+  except SystemExit:  # --help
+    raise
+  except Exception as e:  # absl, ml_collections and the config's own code raise assorted types
+    line = _config_problem(values, argv) or _last_line(e)
+    print(f"error: {line}", file=sys.stderr, flush=True)
+    sys.exit(2)
+  return rest
+
+
+def _last_line(error: BaseException) -> str:
+  lines = [l.strip() for l in str(error).strip().splitlines() if l.strip()]
+  return (lines[0] if lines and lines[0].startswith("flag --") else
+          lines[-1] if lines else type(error).__name__)
+
+
+def _config_problem(values, argv: list[str]) -> str | None:
+  """What is wrong with a config flag on this command line: its file missing or failing to
+  load, or an override naming no field (with the closest field); None if nothing is."""
+  from ml_collections.config_flags import config_flags
+  from wildactor_jax.config_lib import load_config_file
+  for name in list(values):
+    flag = values[name]
+    if not config_flags.is_config_flag(flag):
+      continue
+    spec = _flag_argument(argv, name)
+    if spec is None:
+      continue
+    path = spec.split(":", 1)[0]
+    if not os.path.isfile(path):
+      return f"--{name} {spec}: no such config file {path}"
+    try:
+      config = load_config_file(spec)
+    except Exception as e:  # the config's own code
+      return f"--{name} {spec}: the config failed to load ({type(e).__name__}: {_last_line(e)})"
+    for key in _overrides(argv, name):
+      problem = unknown_config_key(config, key)
+      if problem:
+        return f"--{name}.{key}: {spec} {problem}"
+  return None
+
+
+def unknown_config_key(config, key: str) -> str | None:
+  """None if `key` ("train.steps") names a field of `config`, else why not, with the closest
+  field there is ("has no field train.stpes (closest: train.steps)")."""
+  node, done = config, []
+  for part in key.split("."):
+    fields = list(node.keys()) if hasattr(node, "keys") else []
+    if part not in fields:
+      where = ".".join(done + [part])
+      if not fields:
+        return f"has no field {where} ({'.'.join(done)} is a value, not a section)"
+      close = difflib.get_close_matches(part, fields, n=1, cutoff=0.5)
+      hint = (f"closest: {'.'.join(done + close)}" if close else
+              f"{'.'.join(done) or 'the config'} has {', '.join(sorted(fields)[:12])}")
+      return f"has no field {where} ({hint})"
+    node = node[part]
+    done.append(part)
+  return None
+
+
+def _flag_argument(argv: list[str], name: str) -> str | None:
+  for i, arg in enumerate(argv):
+    if arg in (f"--{name}", f"-{name}") and i + 1 < len(argv):
+      return argv[i + 1]
+    for prefix in (f"--{name}=", f"-{name}="):
+      if arg.startswith(prefix):
+        return arg[len(prefix):]
+  return None
+
+
+def _overrides(argv: list[str], name: str) -> list[str]:
+  """The field paths of --NAME.a.b=v / --NAME.a.b v / --[no]NAME.a.b arguments."""
+  keys = []
+  for arg in argv:
+    for prefix in (f"--{name}.", f"--no{name}.", f"-{name}."):
+      if arg.startswith(prefix):
+        keys.append(arg[len(prefix):].split("=", 1)[0])
+  return keys

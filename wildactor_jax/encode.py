@@ -302,4 +302,5 @@ if __name__ == "__main__":
   flags.DEFINE_integer("batch_size", 0, "clips per encoder call per process (0: local devices)")
   flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float16", "float32"], "stored dtype")
   flags.mark_flags_as_required(["config", "records", "out"])
-  app.run(main)
+  from wildactor_jax import cli
+  cli.run_absl(main)

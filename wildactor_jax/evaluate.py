@@ -58,8 +58,15 @@ class UsageError(ValueError):
 def check(args) -> None:
   """Every input problem we can see before any work: one line each."""
   from wildactor_jax import fs
+  from wildactor_jax.input.splits import SPLITS
   if not args.out.endswith(".json") or fs.isdir(args.out):
     raise UsageError(f"--out {args.out}: expected a .json file path")
+  if args.split not in SPLITS:
+    raise UsageError(f"--split {args.split}: expected one of {', '.join(SPLITS)} (the dataset's "
+                     "identity-disjoint splits)")
+  for flag, value in (("--steps", args.steps), ("--batches", args.batches)):
+    if value is not None and value < 1:
+      raise UsageError(f"{flag} {value}: expected an integer >= 1")
   if not args.raw and not (args.workdir and args.records):
     raise UsageError("nothing to evaluate: pass --workdir and --records (diagnostics) and/or "
                      "--raw (identity metrics)")
@@ -90,6 +97,9 @@ def check(args) -> None:
     raise UsageError(f"--seeds {args.seeds}: expected at least 2 distinct seeds")
   if args.batch < 1:
     raise UsageError(f"--batch {args.batch}: expected a positive number of clips")
+  from wildactor_jax.infer.settings import MAX_SEED
+  if not all(0 <= s <= MAX_SEED for s in seeds):
+    raise UsageError(f"--seeds {args.seeds}: expected seeds in 0 .. {MAX_SEED}")
 
 
 def identity_part(args, log) -> dict:
@@ -167,6 +177,9 @@ def main(argv=None) -> int:
   except (UsageError, RawDataError, MediaError, FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except KeyboardInterrupt:
+    print("error: interrupted", file=sys.stderr)
+    return cli.INTERRUPTED
   result = json_safe(result)
   fs.atomic_write_json(args.out, result, allow_nan=False)
   print(json.dumps(result.get("summary", {})), flush=True)

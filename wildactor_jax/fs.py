@@ -8,10 +8,16 @@ into place, so a crash never leaves a half-written file under the final name. Lo
 user's normal permissions (0666 & ~umask), not the 0600 of a temp-file default, because results
 are shared on clusters. On object stores a rename is a copy + delete of one object; the final
 object still appears whole or not at all.
+
+A bucket that cannot be reached (no network, no credentials, no permission) is a one-line
+FsError naming the bucket and the storage client's own reason, never a traceback, and never a
+silent "no such folder": the storage clients answer `is_dir` with False on any error, so for a
+remote path a False is confirmed by `exists`, which raises.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -33,6 +39,35 @@ def is_remote(path) -> bool:
   return str(path).startswith(REMOTE_SCHEMES)
 
 
+def bucket_of(p) -> str:
+  """gs://bucket/a/b -> gs://bucket"""
+  scheme, _, rest = os.fspath(p).partition("://")
+  return f"{scheme}://{rest.split('/', 1)[0]}"
+
+
+def _storage_errors(fn):
+  """For a remote path (the first argument), an error of the storage client becomes a one-line
+  FsError naming the bucket and the client's reason; a missing object stays FileNotFoundError."""
+
+  @functools.wraps(fn)
+  def guarded(p, *args, **kwargs):
+    try:
+      return fn(p, *args, **kwargs)
+    except (FsError, FileNotFoundError, IsADirectoryError, NotADirectoryError):
+      raise
+    except Exception as e:  # TensorFlow's and gcsfs' GCS clients raise assorted types
+      if not is_remote(p):
+        raise
+      if type(e).__name__ == "NotFoundError":  # TensorFlow's, not an OSError
+        raise FileNotFoundError(f"{p}: no such file") from None
+      lines = [l.strip() for l in str(e).strip().splitlines() if l.strip()]
+      raise FsError(f"{bucket_of(p)}: cannot reach the bucket for {p} ({type(e).__name__}: "
+                    f"{lines[0][:300] if lines else ''}); check the network, the credentials "
+                    "and the bucket's name") from None
+
+  return guarded
+
+
 def path(p) -> epath.Path:
   """A user path as an epath.Path; local paths are made absolute, remote ones kept verbatim."""
   if isinstance(p, epath.Path):
@@ -48,33 +83,47 @@ def join(base, *parts) -> str:
   return os.fspath(path(base).joinpath(*parts))
 
 
+@_storage_errors
 def exists(p) -> bool:
   return path(p).exists()
 
 
+def _is_dir(q: epath.Path) -> bool:
+  if q.is_dir():
+    return True
+  if is_remote(q):
+    q.exists()  # the storage client's is_dir says False for "unreachable" too; exists raises
+  return False
+
+
+@_storage_errors
 def isdir(p) -> bool:
-  return path(p).is_dir()
+  return _is_dir(path(p))
 
 
+@_storage_errors
 def isfile(p) -> bool:
   q = path(p)
   return q.exists() and not q.is_dir()
 
 
+@_storage_errors
 def makedirs(p) -> epath.Path:
   q = path(p)
   q.mkdir(parents=True, exist_ok=True)
   return q
 
 
+@_storage_errors
 def listdir(p) -> list[str]:
   """Names (not paths) in a folder, sorted; [] for a missing folder."""
   q = path(p)
-  if not q.is_dir():
+  if not _is_dir(q):
     return []
   return sorted(c.name for c in q.iterdir())
 
 
+@_storage_errors
 def glob(pattern) -> list[str]:
   """Sorted paths matching a glob whose wildcards are in the last parts (`gs://b/x/*.json`); a
   local pattern's matches are absolute (a bare `*.json` matches in the current folder)."""
@@ -90,11 +139,12 @@ def glob(pattern) -> list[str]:
   if not tail:
     return [s] if exists(s) else []
   base = path(head)
-  if not base.is_dir():
+  if not _is_dir(base):
     return []
   return sorted(os.fspath(m) for m in base.glob(tail))
 
 
+@_storage_errors
 def read_bytes(p) -> bytes:
   return path(p).read_bytes()
 
@@ -105,6 +155,7 @@ def sha256(p, length: int = 16) -> str:
   return hashlib.sha256(read_bytes(p)).hexdigest()[:length]
 
 
+@_storage_errors
 def read_text(p) -> str:
   return path(p).read_text()
 
@@ -131,7 +182,7 @@ def atomic_write(p, write: Callable[[str], None]) -> str:
   local temp file, copied to a staging object beside the target, then renamed.
   """
   target = path(p)
-  target.parent.mkdir(parents=True, exist_ok=True)
+  makedirs(target.parent)
   suffix = target.suffix
   if not is_remote(target):
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.partial-", suffix=suffix,
@@ -148,11 +199,12 @@ def atomic_write(p, write: Callable[[str], None]) -> str:
   with tempfile.TemporaryDirectory() as local:
     tmp = os.path.join(local, "payload" + suffix)
     write(tmp)
-    _upload(tmp, target)
+    _upload(target, tmp)
   return os.fspath(target)
 
 
-def _upload(local: str, target: epath.Path) -> None:
+@_storage_errors
+def _upload(target: epath.Path, local: str) -> None:
   """Streams a local file to a staging object beside the remote `target`, then renames it."""
   staging = _staging_name(target)
   try:
@@ -190,6 +242,7 @@ def local_path(p, what: str) -> str:
   return os.fspath(path(p))
 
 
+@_storage_errors
 def walk_files(p) -> list[str]:
   """Every file below folder `p` (recursively), as '/'-separated paths relative to `p`, folder by
   folder (folders sorted by path, files sorted within: the order of `sorted(os.walk(p))`);
@@ -206,11 +259,12 @@ def walk_files(p) -> list[str]:
         found.append((rel, child.name))
 
   base = path(p)
-  if base.is_dir():
+  if _is_dir(base):
     visit(base, "")
   return [f"{rel}/{name}" if rel else name for rel, name in sorted(found)]
 
 
+@_storage_errors
 def copy_to_local(p, local: str) -> str:
   """Streams file `p` (local or remote) to the local file name `local`; returns `local`."""
   with path(p).open("rb") as src, open(local, "wb") as dst:

@@ -6,9 +6,12 @@
 Restores a trained WildActor (`wildactor_jax.infer.load_run`: the trained parameters of a
 checkpoint, plus the frozen backbone it records) onto whatever devices exist, with shardings
 built from the config, not the saving run's layout; a damaged newest checkpoint of --workdir is
-skipped with a warning. Output paths are checked before any work. Writes OUT (mp4), OUT's stem + .png (contact sheet: references, then
-frames across the clip) and optionally a gif; ends with one JSON line of timings and paths.
-Every bad input is a one-line error, exit status 2, and no output file.
+skipped with a warning. Output paths, references and every numeric flag (a NaN or negative
+--cfg, --shift <= 0, --fps 0, a window beyond the model's RoPE table) are checked before any
+work. Writes OUT (mp4), OUT's stem + .png (contact sheet: references, then frames across the
+clip) and optionally a gif; ends with one JSON line of timings and paths. Every bad input is a
+one-line error, exit status 2, and no output file; sampled latents that are not finite are
+refused the same way before anything is written. Ctrl-C: one line, exit status 130.
 
 --continue-from extends a clip (`wildactor_jax.infer.continuation`): its last 1 + 4 (K - 1)
 frames, re-encoded as K latent frames (--context-frames, default 1), lead a window of --frames
@@ -63,9 +66,11 @@ def run(args) -> dict:
   s = settings_from_config(config, frames=args.frames, height=args.height, width=args.width,
                            steps=args.steps, cfg=args.cfg, shift=args.shift, solver=args.solver,
                            seed=args.seed)
+  cli.check_positive("--fps", args.fps)
+  mesh = cli.parse_mesh(args.mesh)
   refs = cli.check_references(args, config)
   vae = encoders.vae_from_config(config)
-  inference.check_geometry(s, vae, tuple(config.model.patch_size))
+  inference.check_window(s, vae, config.model, len(refs))
   images = [media.load_reference(path, s.height, s.width, flag) for flag, path, _ in refs]
   previous = None
   if args.continue_from:
@@ -77,13 +82,14 @@ def run(args) -> dict:
                               "latent frames)")
     previous = continuation.load_context(args.continue_from, vae, s.height, s.width)
   t0 = time.perf_counter()
-  loaded = restore.load_run(source, [int(v) for v in args.mesh.split(",")], config=config)
+  loaded = restore.load_run(source, mesh, config=config)
   restore_s = time.perf_counter() - t0
   text_encoder = encoders.text_encoder_from_config(config)
   from tqdm import tqdm
-  bar = tqdm(total=s.steps, desc="denoising", unit="step", file=sys.stderr)
-  on_step = lambda i, dt: bar.update(1)
-  with loaded.sharding():
+  # Closed on the way out of an error too: a bar left open prints after (below) the error line.
+  with tqdm(total=s.steps, desc="denoising", unit="step", file=sys.stderr) as bar, \
+      loaded.sharding():
+    on_step = lambda i, dt: bar.update(1)
     if previous is None:
       video, timings, latents = inference.generate(
           loaded.model, vae, text_encoder, args.prompt, images, [t for _, _, t in refs], s,
@@ -91,7 +97,6 @@ def run(args) -> dict:
     else:
       video, timings, latents = continue_clip(loaded.model, vae, text_encoder, args, images,
                                               [t for _, _, t in refs], s, previous, on_step)
-  bar.close()
   frames = media.to_uint8(video)
   written = {"video": media.write_mp4(outputs["video"], frames, args.fps)}
   sheet = media.contact_sheet([media.to_uint8(im) for im in images], frames)

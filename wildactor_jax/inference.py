@@ -29,6 +29,10 @@ from wildactor_jax.models.transformer import References, WanTransformer
 from wildactor_jax.train_lib import flow
 
 
+class NonFiniteLatentsError(ValueError):
+  """The sampler's output holds NaN or inf: decoding it would write a black (or garbage) video."""
+
+
 @dataclasses.dataclass(frozen=True)
 class GenerationSettings:
   frames: int
@@ -61,6 +65,39 @@ def check_geometry(s: GenerationSettings, vae, patch: tuple[int, int, int]) -> t
     raise ValueError(f"--height/--width {s.height}x{s.width}: each must be a positive multiple of "
                      f"{step} (VAE factor {sf} x patch {patch[1]})")
   return 1 + (s.frames - 1) // tf, s.height // sf, s.width // sf
+
+
+def check_window(s: GenerationSettings, vae, model_cfg, references: int) -> None:
+  """Before any weights load: every position id of a window (its video tokens, and `references`
+  references placed by I-RoPE) must index the model's RoPE table. The model checks the same
+  when it is traced, but only after the checkpoint has been restored; a window too long for the
+  table would otherwise also try to denoise 25000 latent frames at once. model_cfg: config.model
+  or a ModelConfig."""
+  from wildactor_jax.models import irope
+  grid = check_geometry(s, vae, tuple(model_cfg.patch_size))
+  tokens = tuple(g // p for g, p in zip(grid, model_cfg.patch_size))
+  farthest = [tuple(g - 1 for g in tokens)]
+  if references:
+    farthest.append(irope.farthest_positions(
+        tokens, tokens[1:], references, irope=bool(model_cfg.irope),
+        face_offset=int(model_cfg.face_temporal_offset),
+        body_offset=int(model_cfg.body_temporal_offset),
+        stride=int(model_cfg.reference_frame_stride)))
+  table = int(model_cfg.rope_max_seq_len)
+  t_max, h_max, w_max = (max(f[i] for f in farthest) for i in range(3))
+  with_refs = f" with {references} reference{'s' * (references != 1)}" if references else ""
+  if t_max >= table:
+    fit = tokens[0] - (t_max - table + 1)  # temporal positions grow one per latent token
+    most = (f"at most {1 + int(vae.temporal_factor) * (fit * model_cfg.patch_size[0] - 1)} "
+            "frames per window" if fit >= 1 else "fewer references")
+    raise ValueError(f"--frames {s.frames}: a window of {grid[0]} latent frames{with_refs} "
+                     f"reaches RoPE position {t_max}, beyond the model's table of {table} "
+                     f"(model.rope_max_seq_len); expected {most} (a longer clip grows window by "
+                     "window: --continue-from, or a story's shots)")
+  if max(h_max, w_max) >= table:
+    raise ValueError(f"--height/--width {s.height}x{s.width}: {tokens[1]}x{tokens[2]} tokens"
+                     f"{with_refs} reach RoPE position {max(h_max, w_max)}, beyond the model's "
+                     f"table of {table} (model.rope_max_seq_len)")
 
 
 def encode_references(vae, images: Sequence[np.ndarray], types: Sequence[int]) -> References | None:
@@ -258,8 +295,13 @@ def sample_latents(model: WanTransformer, text: jax.Array, cache, s: GenerationS
     if on_step is not None:
       on_step(i, dt)
 
-  latents = denoise(model, text, cache, noise, s, record, context)
-  return np.asarray(latents, np.float32), step_times
+  latents = np.asarray(denoise(model, text, cache, noise, s, record, context), np.float32)
+  if not np.isfinite(latents).all():
+    raise NonFiniteLatentsError(
+        f"sampling produced {int(np.size(latents) - np.isfinite(latents).sum())} non-finite "
+        f"latent values (NaN/inf) with cfg {s.cfg}, shift {s.shift}, {s.steps} {s.solver} steps; "
+        "nothing was written (the checkpoint's trained weights may hold NaN or inf)")
+  return latents, step_times
 
 
 def generate_batch(model: WanTransformer, vae, text_encoder, prompts: Sequence[str],

@@ -9,10 +9,11 @@ import json
 import math
 
 import jax
-from absl import app, flags
+from absl import flags
 from flax import nnx
 from ml_collections import config_flags
 
+from wildactor_jax import cli
 from wildactor_jax.models.config import ModelConfig
 from wildactor_jax.models.loading import FROZEN, abstract_model
 
@@ -37,4 +38,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  cli.run_absl(main)

@@ -8,9 +8,10 @@ previous one. --frames is the window the model denoises at once (default: the tr
 length); a shot longer than a window is extended window by window. --seed overrides the story's.
 
 Writes OUT (one mp4), OUT's stem + .png (contact sheet: the references, then a row per shot) and
-ends with one JSON line of timings. The story file, references and output paths are all checked
-before the model loads; a bad story file is a one-line error naming the shot and field, exit
-status 2, and nothing is written.
+ends with one JSON line of timings. The story file, references, output paths, sampler flags, the
+window (it must fit the model's RoPE table) and the film's size (it must fit this machine's
+memory) are all checked before the model loads; a bad story file is a one-line error naming
+the shot and field, exit status 2, and nothing is written.
 """
 from __future__ import annotations
 
@@ -63,17 +64,18 @@ def run(args) -> dict:
     raise story_lib.StoryError(f"{args.story}: references: {e}") from None
   images = [media.load_reference(path, s.height, s.width, f"{args.story}: references: {flag[2:]}")
             for flag, path, _ in refs]
+  inference.check_window(s, vae, config.model, len(refs))
+  story_lib.check_film_fits(story, s)
+  mesh = cli.parse_mesh(args.mesh)
   t0 = time.perf_counter()
-  loaded = restore.load_run(args.checkpoint or args.workdir,
-                            [int(v) for v in args.mesh.split(",")], config=config)
+  loaded = restore.load_run(args.checkpoint or args.workdir, mesh, config=config)
   restore_s = time.perf_counter() - t0
   text_encoder = encoders.text_encoder_from_config(config)
   from tqdm import tqdm
-  bar = tqdm(desc="denoising", unit="step", file=sys.stderr)
-  with loaded.sharding():
+  # Closed on the way out of an error too: a bar left open prints after (below) the error line.
+  with tqdm(desc="denoising", unit="step", file=sys.stderr) as bar, loaded.sharding():
     film = story_lib.render(loaded.model, vae, text_encoder, story, images,
                             [t for *_, t in refs], s, grid, lambda i, dt: bar.update(1))
-  bar.close()
   frames = media.to_uint8(film.video)
   written = {"video": media.write_mp4(outputs["video"], frames, story.fps)}
   sheet = story_lib.story_sheet([media.to_uint8(im) for im in images], frames, film.shot_frames)

@@ -58,15 +58,16 @@ def _shapes(tree) -> list:
 
 
 def check_resumable(config, workdir: str, rs, allow_config_change: bool) -> None:
-  """Before anything is written: a workdir with checkpoints must be resumed with the model config
-  it was trained with (config.json's), or, with --allow_config_change, one whose trained state
-  has the same shapes (e.g. aipa or irope switched; not lora_rank)."""
+  """Before anything is written: a workdir with checkpoints must be resumed with the config it
+  was trained with (config.json's, up to workdir_lib.RESUME_FREE fields), or, with
+  --allow_config_change, one whose trained state has the same shapes (e.g. another learning
+  rate, aipa or irope switched; not lora_rank)."""
   ckpts = fs.join(workdir, "checkpoints")
   saved = workdir_lib.read_config(workdir)
   if saved is None or not any(n.isdigit() for n in fs.listdir(ckpts)):
     return
   where = fs.join(workdir, workdir_lib.CONFIG)
-  workdir_lib.check_model_config(config, saved.model.to_dict(), where, allow_config_change)
+  workdir_lib.check_config(config, saved.to_dict(), where, allow_config_change)
   old = state_lib.make_setup(ModelConfig.from_mapping(saved.model), rs.tx, rs.mesh, rs.rules,
                              rs.seed, rs.trainable)
   if _shapes(old.abstract_train) != _shapes(rs.setup.abstract_train):
@@ -138,7 +139,8 @@ def _train(config, workdir: str, allow_config_change: bool, train_source) -> dic
     logging.info("resuming from %s/%d", checkpointer.directory, found[0])
     state = found[1]
   del fresh_lora
-  workdir_lib.save_config(config, workdir)  # checked above: same model, or allowed
+  writer = writers_lib.create_writer(workdir)
+  workdir_lib.save_config(config, workdir, writer)  # checked above: the same, or allowed
   start = int(state["step"])
 
   abstract_batch = batches.abstract_batch(config, mesh, rules)
@@ -152,10 +154,6 @@ def _train(config, workdir: str, allow_config_change: bool, train_source) -> dic
   eval_step = (step_lib.make_eval_step(setup, config.train.eval_timesteps, seed + 1, mesh, rules,
                                        abstract_batch) if eval_every > 0 else None)
 
-  writer = writers_lib.create_writer(workdir)
-  if start == 0:
-    writer.write_hparams({k: str(v) if isinstance(v, (tuple, list)) else v
-                          for k, v in workdir_lib.flatten(config.to_dict()).items()})
   cadence = loop_lib.Cadence(total_steps, every, log_every, eval_every,
                              int(config.train.get("profile_steps", 5)))
   return loop_lib.run_steps(
@@ -173,7 +171,6 @@ def main(argv, make_train_source=None):
   wraps the configured one); called after the multi-process set-up, which it may need."""
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  cli.quiet_closed_loop_noise()
   distributed.maybe_initialize()
   with distributed.fail_fast():  # a dead peer must not leave this process waiting for it
     try:
@@ -188,4 +185,4 @@ def main(argv, make_train_source=None):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  cli.run_absl(main)

@@ -38,11 +38,11 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from wildactor_jax import fs
+from wildactor_jax.input.splits import SPLITS
 
 from . import validate
 
 REPORT_NAME = "actor18m_build_report.jsonl"
-SPLITS = ("train", "test")
 
 
 def example(row: validate.Row) -> tuple[str, dict]:

@@ -4,8 +4,9 @@ A row is kept only if all of these hold, checked in this order; the first failur
   malformed_json     the line is not a JSON object
   schema             a field is missing or has the wrong type / value (docs/method.md s.3)
   no_references      "refs" is an empty list
-  duplicate          the same row as an earlier line (same JSON object, key order ignored); the
-                     earliest line is the one checked further and kept
+  duplicate          the same row as an earlier line (same JSON object, key order ignored, media
+                     paths compared normalised); the earliest line is the one checked further
+                     and kept
   path_escapes_root  a media path is absolute or resolves (symlinks included) outside the root
   missing_file       a media file does not exist
   undecodable_video  the clip does not decode to at least one frame
@@ -18,9 +19,12 @@ import hashlib
 import json
 import math
 import os
+import posixpath
 from typing import Any, Iterable, Iterator
 
 from wildactor_jax import fs
+# The split rule is the package's (evaluation uses it too); re-exported for the builders.
+from wildactor_jax.input.splits import actor_hash, held_out_actors  # noqa: F401
 
 REASONS = ("malformed_json", "schema", "no_references", "duplicate", "path_escapes_root",
            "missing_file", "undecodable_video", "undecodable_image")
@@ -124,7 +128,13 @@ def parse_row(text: str) -> dict[str, Any]:
 
 
 def row_digest(data: dict[str, Any]) -> str:
-  """Identifies a row by content (key order ignored): two lines with one digest are duplicates."""
+  """Identifies a row by content (key order ignored, media paths normalised: ./clips/x.mp4 and
+  clips/../clips/x.mp4 are one file): two lines with one digest are duplicates."""
+  norm = lambda p: posixpath.normpath(p) if isinstance(p, str) and p else p
+  data = dict(data, video=norm(data.get("video")))
+  if isinstance(data.get("refs"), list):
+    data["refs"] = [dict(r, path=norm(r.get("path"))) if isinstance(r, dict) else r
+                    for r in data["refs"]]
   return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -191,22 +201,6 @@ def count_reasons(bad: Iterable[dict]) -> dict[str, int]:
 def write_report(path: str, bad: list[dict]) -> None:
   """JSON lines, one per skipped row in line order; written whole or not at all."""
   fs.atomic_write_text(path, "".join(json.dumps(b) + "\n" for b in sorted(bad, key=lambda b: b["line"])))
-
-
-def actor_hash(actor_id: str) -> float:
-  """A stable number in [0, 1) per identity (sha256, not Python's salted hash)."""
-  return int(hashlib.sha256(actor_id.encode()).hexdigest()[:12], 16) / 16 ** 12
-
-
-def held_out_actors(actor_ids: Iterable[str], test_fraction: float) -> set[str]:
-  """The identities of the test split: those whose hash is below test_fraction; if that leaves
-  none while there are >= 2 identities and the fraction is positive, the one with the smallest
-  hash (so tiny datasets still get a test set)."""
-  actors = sorted(set(actor_ids), key=actor_hash)
-  test = {a for a in actors if actor_hash(a) < test_fraction}
-  if not test and len(actors) >= 2 and test_fraction > 0:
-    test = {actors[0]}
-  return test
 
 
 def split_by_actor(rows: list[Row], test: set[str]) -> dict[str, list[Row]]:

@@ -20,7 +20,7 @@ import os
 import sys
 import time
 
-from wildactor_jax.demo import pipeline
+from wildactor_jax.demo import pipeline, stages
 
 VARIANTS = (  # (name, configs/demo_tiny.py arg, what changes)
     ("method", "", "WildActor: AIPA, I-RoPE, viewpoint-adaptive sampling, motion-only prompts"),
@@ -36,7 +36,9 @@ COLUMNS = (("retrieval_top1_with_refs", "retrieval_top1", "retrieval with refs")
            ("copy_paste_with_refs", "copy_paste", "copy-paste"),
            ("dynamic_degree_with_refs", "dynamic_degree", "dynamic degree"),
            ("yaw_error_with_refs", "yaw_error", "yaw error (deg)"),
-           ("identity_similarity_with_refs", "identity_similarity", "identity similarity"))
+           ("identity_similarity_with_refs", "identity_similarity", "identity similarity"),
+           ("reference_effect_identity_similarity", None,
+            "identity similarity gained from refs (paired, within the variant)"))
 
 
 def _cell(summary: dict, key: str) -> str:
@@ -73,29 +75,33 @@ def run(args) -> int:
   logs = os.path.join(out, "logs")
   os.makedirs(logs, exist_ok=True)
   lora_flags = pipeline.stage_flags(args)
-  embedder = os.path.join(out, "embedder.npz")
-  autoencoder, backbone_npz = pipeline.backbone_and_autoencoder(py, args, out, logs)
+  parts = pipeline.pretrained(py, args, out, logs)
   t_start = time.time()
   rows, method_clips = [], None
   for name, arg, what in VARIANTS:
     t0 = time.time()
     print(f"[ablations] {name}: {what}", flush=True)
     work = os.path.join(out, "work" if name != "describing" else "work_describing")
-    data = pipeline.prepare_data(py, work, logs, args.actors, args.clips_per_actor, autoencoder,
-                                 describe=name == "describing",
-                                 tag="" if name != "describing" else "_describing")
-    backbone = assets.install_backbone(backbone_npz, os.path.join(work, "backbone"))
+    data = stages.prepare_data(py, work, logs, args.actors, args.clips_per_actor,
+                               parts["autoencoder"],
+                               describe=name == "describing",
+                               tag="" if name != "describing" else "_describing")
+    backbone = assets.install_backbone(parts["backbone"], os.path.join(work, "backbone"))
     workdir = os.path.join(work, "wildactor_run" if name == "method" else f"ablation_{name}")
     config = "configs/demo_tiny.py" + (f":{arg}" if arg else "")
-    pipeline.train(py, config, workdir,
-                   [*data["common"], f"--config.backbone_path={backbone}", *lora_flags],
-                   os.path.join(logs, f"6_{name}.log"), name)
+    stages.train(py, config, workdir,
+                 [*data["common"], f"--config.backbone_path={backbone}", *lora_flags],
+                 os.path.join(logs, f"6_{name}.log"), name)
     eval_name = "eval" if name == "method" else f"eval_{name}"
     eval_json = os.path.join(out, f"{eval_name}.json")
     if not fs.exists(eval_json):  # the demo's own run of the method, or an earlier ablation run
-      pipeline.evaluate(py, workdir, data, out, eval_name, logs, embedder, args.quick)
+      pipeline.evaluate(py, workdir, data, out, eval_name, logs, parts, args.quick)
     ev = fs.read_json(eval_json)
     clips = ev["identity"]["clips"]
+    # An evaluation written before the summary carried the references' paired effect.
+    for fig, d in protocol.reference_effect(clips).items():
+      ev["summary"].setdefault(f"reference_effect_{fig}", d["mean"])
+      ev["summary"].setdefault(f"reference_effect_{fig}_ci95", d["ci95"])
     if name == "method":
       method_clips = clips
     paired = {} if name == "method" else {

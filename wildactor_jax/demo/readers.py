@@ -27,24 +27,26 @@ def main(argv=None) -> int:
   p.add_argument("--embedder", help="output .npz of the identity embedder")
   p.add_argument("--probes", help="output .npz of the prompt probes")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--quick", action="store_true", help="a few steps (smoke test)")
   args = p.parse_args(argv)
   ds = raw.load(args.raw)
   out, losses = {}, {}
-  log = lambda name: lambda i, loss: (losses.__setitem__(name, loss),
-                                      print(f"{name} step {i} loss {loss:.4f}", file=sys.stderr,
-                                            flush=True))
-  if args.embedder:
+  jobs = (("embedder", args.embedder, EMBEDDER, protocol.fit_embedder, embedder.save),
+          ("probes", args.probes, PROBES, protocol.fit_probes, probes.save))
+  for name, path, cfg, fit, save in jobs:
+    if not path:
+      continue
     t0 = time.time()
-    net = protocol.fit_embedder(ds, ds.actors, EMBEDDER, args.seed, log("embedder"))
-    embedder.save(net, args.embedder)
-    out["embedder"] = {"steps": EMBEDDER.steps, "seconds": round(time.time() - t0, 1),
-                       "actors": len(ds.actors), "loss": losses.get("embedder")}
-  if args.probes:
-    t0 = time.time()
-    probe = protocol.fit_probes(ds, ds.actors, PROBES, args.seed, log("probes"))
-    probes.save(probe, args.probes)
-    out["probes"] = {"steps": PROBES.steps, "seconds": round(time.time() - t0, 1),
-                     "clips": len(ds.clips), "loss": losses.get("probes")}
+
+    def log(i, loss, name=name):
+      losses[name] = loss
+      print(f"{name} step {i} loss {loss:.4f}", file=sys.stderr, flush=True)
+
+    if args.quick:
+      cfg = dataclasses.replace(cfg, steps=3)
+    save(fit(ds, ds.actors, cfg, args.seed, log), path)
+    out[name] = {"steps": cfg.steps, "seconds": round(time.time() - t0, 1),
+                 "actors": len(ds.actors), "clips": len(ds.clips), "loss": losses.get(name)}
   print(json.dumps(out), flush=True)
   return 0
 

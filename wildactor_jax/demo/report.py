@@ -148,6 +148,17 @@ def write_report(out: str, raw: str, wildactor_run: str, build: dict, evaluation
       "from it; the embedder and the probes were trained on the training actors' real renders "
       "only (`wildactor_jax/eval/`).", "", "### Identity", "", *table(identity_rows), "",
       "### Prompt and motion", "", *table(prompt_rows), ""]
+  effect = [(name, f"reference_effect_{key}") for name, key in (
+      ("identity retrieval top-1", "retrieval_top1"), ("identity similarity", "identity_similarity"),
+      ("prompt adherence", "prompt_adherence"), ("copy-paste", "copy_paste"),
+      ("dynamic degree", "dynamic_degree")) if f"reference_effect_{key}" in bench]
+  if effect:
+    lines += ["### What the references change (paired)", "",
+              "With references minus without, clip by clip on the same actor, prompt, seed and "
+              "noise; mean [paired bootstrap 95% interval over identities]. An interval that "
+              "excludes 0 is an effect of the references.", "",
+              "| figure | with - without |", "| --- | --- |",
+              *[f"| {name} | {_ci(bench, key)} |" for name, key in effect], ""]
   fid = {k: bench.get(f"fidelity_{k}") for k in ("real_split",) + CONDITIONS}
   lines += ["Sample fidelity (Fréchet distance on the embedder's features to real held-out "
             "frames; lower is closer): " + ", ".join(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from wildactor_jax import cli, fs
@@ -24,32 +24,14 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config fil
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory (checkpoints, metrics, logs)")
 
 
-def _config_file(argv) -> str | None:
-  for i, arg in enumerate(argv):
-    if arg.startswith("--config="):
-      return arg.split("=", 1)[1]
-    if arg == "--config" and i + 1 < len(argv):
-      return argv[i + 1]
-  return None
-
-
 def parse_flags(argv):
-  """absl's flag parsing, with a bad flag (unknown, mistyped, a config file that is missing or
-  lacks a field given) reported as one line and exit status 2."""
-  spec = _config_file(argv)
-  try:
-    if spec is not None and not fs.isfile(spec.partition(":")[0]):
-      raise flags.Error(f"--config {spec}: no such file {spec.partition(':')[0]}")
-    rest = flags.FLAGS(argv)
-    for name in ("config", "workdir"):
-      if flags.FLAGS[name].value is None:
-        raise flags.Error(f"--{name} is required")
-  except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as e:
-    message = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
-    if isinstance(e, AttributeError):  # ml_collections: an override of a field the config lacks
-      message = f"a --config.* flag names a field the config does not have: {message}"
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    cli.exit_now(2)
+  """`cli.parse_absl_flags` (a bad flag, override or config file: one line, exit status 2), and
+  --config and --workdir required, in the same way."""
+  rest = cli.parse_absl_flags(argv)
+  for name in ("config", "workdir"):
+    if flags.FLAGS[name].value is None:
+      print(f"error: --{name} is required", file=sys.stderr, flush=True)
+      sys.exit(2)
   return rest
 
 
@@ -58,7 +40,6 @@ def main(argv, make_train_source=None):
   if len(argv) > 1:
     print(f"error: unexpected arguments: {argv[1:]}", file=sys.stderr, flush=True)
     cli.exit_now(2)
-  cli.quiet_closed_loop_noise()
   distributed.maybe_initialize()
   from wildactor_jax.distill import run
   with distributed.fail_fast():
@@ -71,4 +52,4 @@ def main(argv, make_train_source=None):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  cli.run_absl(main, flags_parser=parse_flags)

@@ -97,8 +97,8 @@ def _distill(config, workdir: str, make_train_source) -> dict:
   teacher = setup_lib.restore_teacher(resumed_from or s.teacher, mesh)
   run_config = setup_lib.student_run_config(config, teacher, s)
   if resumed_from is not None:
-    workdir_lib.check_model_config(run_config, workdir_lib.read_config(workdir).model.to_dict(),
-                                   fs.join(workdir, workdir_lib.CONFIG), False)
+    workdir_lib.check_config(run_config, workdir_lib.read_config(workdir).to_dict(),
+                             fs.join(workdir, workdir_lib.CONFIG), False)
   parts = setup_lib.make_parts(run_config, s, mesh, rules)
   frozen = setup_lib.frozen_from_teacher(teacher.model, parts)
   teacher_config = teacher.config
@@ -127,7 +127,8 @@ def _distill(config, workdir: str, make_train_source) -> dict:
   else:
     logging.info("resuming from %s/%d", checkpointer.directory, found[0])
     state = found[1]
-  workdir_lib.save_config(run_config, workdir)
+  writer = writers_lib.create_writer(workdir)
+  workdir_lib.save_config(run_config, workdir, writer)
   start = int(state["step"])
 
   recipe = make_recipe(run_config, teacher_config, s)
@@ -147,10 +148,6 @@ def _distill(config, workdir: str, make_train_source) -> dict:
     host_step[0] += 1
     return jitted_step(mode)(frozen, state, batches.to_global(batch, mesh, rules))
 
-  writer = writers_lib.create_writer(workdir)
-  if start == 0:
-    writer.write_hparams({k: str(v) if isinstance(v, (tuple, list)) else v
-                          for k, v in workdir_lib.flatten(run_config.to_dict()).items()})
   cadence = loop_lib.Cadence(s.train_steps, every, s.log_every, 0,
                              int(config.distill.get("profile_steps", 0)))
   meta = lambda step: dict(ckpt_lib.metadata(run_config, step, mesh.shape), teacher=record)

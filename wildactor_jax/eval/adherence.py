@@ -5,9 +5,9 @@ the prompt says, and is it a copy of the references?
   yaw read against the clip's intended yaw (correct within YAW_TOLERANCE degrees); the mean of
   the three. Chance is CHANCE (motion 1/4, camera 1/3, yaw 90/360).
 - copy-paste (after WithAnyone's geodesic score): with theta(a, b) = arccos(cos(e_a, e_b)),
-  CP = (theta(gen, truth) - theta(gen, ref)) / theta(truth, ref), per frame and per reference
-  given, averaged: +1 is a copy of the reference, -1 the ground-truth frame. The embedding is the
-  frame's LAYOUT (`layout_embedding`: colours pooled on a coarse grid, centred on the real frames'
+  CP = (theta(gen, truth) - theta(gen, ref)) / theta(truth, ref), per frame against the given
+  reference it is nearest to, averaged over frames: +1 is a copy of a reference, -1 the
+  ground-truth frame. The embedding is the frame's LAYOUT (`layout_embedding`: colours pooled on a coarse grid, centred on the real frames'
   mean), not identity: an identity embedding is by design blind to what a copy copies (pose,
   view, place, scale) and would call every frame of the right actor a copy.
 - pose-locking: the mean yaw error of the frames against the intended yaw, and the distance of
@@ -81,16 +81,21 @@ def _theta(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def copy_paste(generated: np.ndarray, truth: np.ndarray, references: np.ndarray) -> float:
   """generated, truth (T, D) embeddings of paired frames, references (R, D) -> the mean CP over
-  frames and references (NaN where a reference equals the truth frame: no scale)."""
+  frames, each frame scored against the reference it is nearest to: pasting any one of several
+  references is a copy (+1), the real frame is -1. NaN where that reference equals the truth
+  frame (no scale)."""
   generated, truth = np.asarray(generated, np.float64), np.asarray(truth, np.float64)
   refs = np.asarray(references, np.float64)
   if generated.shape != truth.shape or refs.ndim != 2 or not len(refs):
     raise ValueError(f"generated {generated.shape}, truth {truth.shape}, references {refs.shape}:"
                      " expected equal (T, D) pairs and at least one (D,) reference")
   g, t, r = generated[:, None], truth[:, None], refs[None]
-  scale = _theta(t, r)
+  to_ref = _theta(g, r)                                   # (T, R)
+  nearest = np.argmin(to_ref, axis=1)[:, None]
+  pick = lambda a: np.take_along_axis(a, nearest, axis=1)[:, 0]
+  scale = pick(_theta(t, r))
   with np.errstate(invalid="ignore", divide="ignore"):
-    cp = (_theta(g, t) - _theta(g, r)) / np.where(scale > 1e-6, scale, np.nan)
+    cp = (_theta(generated, truth) - pick(to_ref)) / np.where(scale > 1e-6, scale, np.nan)
   return float(np.nanmean(cp)) if np.any(np.isfinite(cp)) else float("nan")
 
 

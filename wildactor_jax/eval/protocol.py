@@ -244,10 +244,15 @@ def score(ds, net, probe, generated_rows, held_out, seed: int = 0, max_faces: in
   per_condition = aggregate(rows, seed)
   fidelity_result = fidelity(ds, net, generated_rows, held_out, seed) if generated_rows else None
   chance = 1.0 / len(held_out)
+  effect = reference_effect(rows, seed)
+  out_summary = summary(per_condition, chance, fidelity_result)
+  for name, d in effect.items():
+    out_summary[f"reference_effect_{name}"] = d["mean"]
+    out_summary[f"reference_effect_{name}_ci95"] = d["ci95"]
   return {"held_out_actors": list(held_out), "chance": chance,
           "chance_second_axis": adherence.CHANCE, "per_condition": per_condition,
-          "fidelity": fidelity_result, "clips": rows,
-          "summary": summary(per_condition, chance, fidelity_result)}
+          "reference_effect": effect, "fidelity": fidelity_result, "clips": rows,
+          "summary": out_summary}
 
 
 def paired_keys(row: dict) -> tuple:
@@ -255,15 +260,16 @@ def paired_keys(row: dict) -> tuple:
 
 
 def compare(rows_a: list[dict], rows_b: list[dict], condition: str = "with_refs",
-            seed: int = 0) -> dict:
-  """Paired differences B - A per figure over the clips both results share (same condition,
-  actor and seed), with a paired bootstrap interval over identities."""
-  a = {paired_keys(r): r for r in rows_a if r["condition"] == condition}
-  b = {paired_keys(r): r for r in rows_b if r["condition"] == condition}
+            seed: int = 0, condition_b: str | None = None) -> dict:
+  """Paired differences B - A per figure over the clips both results share (same actor and seed;
+  A's clips of `condition`, B's of `condition_b`, default the same), with a paired bootstrap
+  interval over identities."""
+  a = {paired_keys(r)[1:]: r for r in rows_a if r["condition"] == condition}
+  b = {paired_keys(r)[1:]: r for r in rows_b if r["condition"] == (condition_b or condition)}
   keys = sorted(set(a) & set(b))
   if not keys:
     raise ValueError(f"no {condition} clips in common (same actor and seed) to compare")
-  groups = [k[1] for k in keys]
+  groups = [k[0] for k in keys]
   value = lambda r, name: (float(r["retrieved"] == r["target"]) if name == "retrieval_top1"
                            else _nan(r.get(name)))
   out = {}
@@ -271,3 +277,19 @@ def compare(rows_a: list[dict], rows_b: list[dict], condition: str = "with_refs"
     out[name] = bootstrap.paired_difference([value(a[k], name) for k in keys],
                                             [value(b[k], name) for k in keys], groups, seed=seed)
   return out
+
+
+# What the references change, within one result: with_refs - without_refs on the same actor,
+# prompt, seed and noise (eval/generated.py samples both from one row), so the noise of the
+# prompt and the seed cancels and a small identity effect is not lost in two wide intervals.
+REFERENCE_EFFECT = ("retrieval_top1", "identity_similarity", "prompt_adherence", "copy_paste",
+                    "dynamic_degree")
+
+
+def reference_effect(rows: list[dict], seed: int = 0) -> dict:
+  """{figure: {"mean", "ci95", ...}}: paired with_refs - without_refs; {} without both arms."""
+  conds = {r["condition"] for r in rows}
+  if not {"with_refs", "without_refs"} <= conds:
+    return {}
+  diff = compare(rows, rows, "without_refs", seed, condition_b="with_refs")
+  return {k: diff[k] for k in REFERENCE_EFFECT}

@@ -12,7 +12,7 @@ renders in the neutral pose under refs/<actor>/, what the benchmark conditions o
 GALLERY (`gallery`: renders in other poses, views, scales and places, what identity is scored
 against), so a generator that pastes a reference never meets that image in the gallery.
 Held-out actors come from the dataset builder's split rule
-(data.actor18m.validate.held_out_actors), so evaluation and training agree on who is unseen.
+(wildactor_jax.input.splits.held_out_actors), so evaluation and training agree on who is unseen.
 """
 from __future__ import annotations
 
@@ -145,7 +145,7 @@ def load(root: str) -> RawDataset:
 
 def held_out(actors, test_fraction: float) -> list[str]:
   """The test identities under the dataset builder's own rule, sorted."""
-  from data.actor18m.validate import held_out_actors
+  from wildactor_jax.input.splits import held_out_actors
   return sorted(held_out_actors(actors, test_fraction))
 
 

@@ -62,7 +62,7 @@ def checkpoint_location(source: str) -> tuple[str, int | None]:
   training workdir (its newest good checkpoint)."""
   src = fs.path(str(source).rstrip("/"))
   if src.name.isdigit():
-    if not src.is_dir():
+    if not fs.isdir(src):
       raise RunError(f"{source}: no such checkpoint folder (expected e.g. WORKDIR/checkpoints/200)")
     return str(src.parent.parent), int(src.name)
   if not _has_steps(str(src)):

@@ -26,6 +26,19 @@ def farthest_temporal_position(t: int, r: int, face_offset: int, body_offset: in
   return t + max(face_offset, body_offset) + stride * (r - 1)
 
 
+def farthest_positions(video_grid: tuple[int, int, int], ref_grid: tuple[int, int], r: int, *,
+                       irope: bool = True, face_offset: int = 4, body_offset: int = 128,
+                       stride: int = 4) -> tuple[int, int, int]:
+  """The largest (t, h, w) position ids `reference_positions` can give r references of a video
+  of token grid (T, H, W); each must index the RoPE table."""
+  t, hv, wv = video_grid
+  hr, wr = ref_grid
+  if not irope:
+    return t - 1, hr - 1, wr - 1
+  return (farthest_temporal_position(t, r, face_offset, body_offset, stride),
+          hv + hr - 1, wv + wr - 1)
+
+
 def reference_positions(ref_types: jax.Array, ref_mask: jax.Array, video_grid: tuple[int, int, int],
                         ref_grid: tuple[int, int], *, irope: bool = True, face_offset: int = 4,
                         body_offset: int = 128, stride: int = 4,
@@ -39,13 +52,14 @@ def reference_positions(ref_types: jax.Array, ref_mask: jax.Array, video_grid: t
   hr, wr = ref_grid
   b, r = ref_types.shape
   rows, cols = np.meshgrid(np.arange(hr), np.arange(wr), indexing="ij")
+  check_positions_fit(
+      farthest_positions(video_grid, ref_grid, r, irope=irope, face_offset=face_offset,
+                         body_offset=body_offset, stride=stride),
+      max_len, "references (I-RoPE)" if irope else "references (irope=False)")
   if not irope:
-    check_positions_fit((t - 1, hr - 1, wr - 1), max_len, "references (irope=False)")
     temporal = jnp.zeros((b, r), jnp.int32)
     spatial = np.stack([rows, cols], -1).reshape(-1, 2)
   else:
-    worst = farthest_temporal_position(t, r, face_offset, body_offset, stride)
-    check_positions_fit((worst, hv + hr - 1, wv + wr - 1), max_len, "references (I-RoPE)")
     is_face = (ref_types == FACE) & ref_mask
     is_body = (ref_types != FACE) & ref_mask
     rank = jnp.where(is_face, jnp.cumsum(is_face, axis=1) - 1, jnp.cumsum(is_body, axis=1) - 1)

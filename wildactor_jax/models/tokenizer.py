@@ -15,6 +15,7 @@ import re
 from typing import Sequence
 
 import numpy as np
+from absl import logging
 
 from wildactor_jax import fs
 
@@ -127,6 +128,14 @@ class Tokenizer:
     if max_length < 1:
       raise ValueError(f"max_length {max_length} must be >= 1")
     pieces = self.tokenize(prompts)
+    long = [(len(row), p) for row, p in zip(pieces, prompts) if len(row) > max_length - 1]
+    if long:
+      tokens, prompt = max(long, key=lambda x: x[0])
+      logging.warning(
+          "%s truncated to the text encoder's %d tokens (text_encoder.max_length): the longest "
+          "has %d tokens (%d characters, %r...); the model reads only their beginning",
+          "a prompt was" if len(long) == 1 else f"{len(long)} prompts were", max_length,
+          tokens, len(prompt), prompt[:40])
     ids = np.full((len(pieces), max_length), self.pad_id, np.int32)
     mask = np.zeros((len(pieces), max_length), np.bool_)
     for i, row in enumerate(pieces):

@@ -21,6 +21,9 @@ from a bucket): `restore_newest_good` then falls back to the newest step that re
 """
 from __future__ import annotations
 
+import logging as py_logging
+import os
+import sys
 from typing import Callable
 
 import grain
@@ -76,6 +79,68 @@ def metadata(config, step: int, mesh_shape: dict) -> dict:
 def _first_line(error: BaseException) -> str:
   text = str(error).strip().splitlines()
   return f"{type(error).__name__}: {text[0][:200] if text else ''}"
+
+
+class _FailedReadNoise:
+  """Keeps what Orbax and tensorstore print after a failed read off the user's console.
+
+  When one array of a step fails to read, Orbax abandons its other reads: their coroutines are
+  closed or cancelled mid-read, and Orbax's `except BaseException` in each turns that into a new
+  exception that nobody awaits ("Exception ignored in: <coroutine ...>", "Task exception was
+  never retrieved"), and tensorstore reads still in flight call back into Orbax's event loop
+  after it closed ("Event loop is closed"). Python prints each with a traceback, at a moment of
+  the garbage collector's choosing: one damaged step gave 3 to 99 of them (up to thousands of
+  lines) around the one-line warning that names it. Once a read has failed in this process
+  (`arm`), such reports go to the debug log; nothing is filtered before that, and every other
+  unraisable exception or asyncio error is printed as before."""
+
+  armed = False
+  installed = False
+
+  @classmethod
+  def arm(cls) -> None:
+    cls.armed = True
+    if cls.installed:
+      return
+    cls.installed = True
+    default = sys.unraisablehook
+
+    def hook(unraisable):
+      if cls.is_noise(unraisable.exc_value, unraisable.object):
+        logging.debug("ignored after a failed checkpoint read: %r", unraisable.exc_value)
+        return
+      default(unraisable)
+
+    sys.unraisablehook = hook
+    py_logging.getLogger("asyncio").addFilter(cls._asyncio_filter)
+
+  @classmethod
+  def _asyncio_filter(cls, record) -> bool:
+    error = record.exc_info[1] if record.exc_info else None
+    if error is not None and cls.is_noise(error, None):
+      logging.debug("ignored after a failed checkpoint read: %s: %r",
+                    record.getMessage().splitlines()[0], error)
+      return False
+    return True
+
+  @classmethod
+  def is_noise(cls, error, obj) -> bool:
+    if not cls.armed or error is None:
+      return False
+    if isinstance(error, RuntimeError) and "Event loop is closed" in str(error):
+      return True
+    code = getattr(obj, "cr_code", None)
+    files = [code.co_filename] if code is not None else []
+    tb = error.__traceback__
+    while tb is not None:
+      files.append(tb.tb_frame.f_code.co_filename)
+      tb = tb.tb_next
+    return any(f.startswith(_checkpoint_libraries()) for f in files)
+
+
+def _checkpoint_libraries() -> tuple[str, ...]:
+  import tensorstore
+  return tuple(os.path.dirname(m.__file__) + os.sep for m in (ocp, tensorstore))
 
 
 class Checkpointer:
@@ -170,6 +235,7 @@ class Checkpointer:
       except RunError:
         raise
       except Exception as e:  # tensorstore/Orbax/Grain report damage with assorted types
+        _FailedReadNoise.arm()
         logging.warning("checkpoint %s is damaged (%s); trying an older one",
                         self.step_dir(step), _first_line(e))
         damaged.append((step, e))

@@ -7,10 +7,15 @@ taken over. Object stores (gs://) have no atomic create through this layer: ther
 advisory (two trainers started within the same second can both pass the check), and the log
 says so.
 
-config.json is what `generate` restores a run with. A restart compares its model config with the
-saved one BEFORE anything is written: a different model would silently resume (or crash on)
-weights trained for another architecture, so it is refused with a one-line diff unless the user
-passes --allow_config_change.
+config.json is what `generate` restores a run with, and hparams.json its flat copy for
+TensorBoard. A restart compares its whole config with the saved one BEFORE anything is written:
+a different model would silently resume (or crash on) weights trained for another architecture,
+and another learning rate, schedule length or data would silently make the run something its
+records do not say. Any difference is refused with a one-line diff unless the user passes
+--allow_config_change; then both files are rewritten together. Fields that only say how the run
+is watched and where it runs (RESUME_FREE: logging and evaluation cadence, checkpoint cadence
+and retention, the mesh) may change freely, and the backbone's path too: a moved backbone is
+checked by its content hash (`checkpoint.check_backbone`).
 """
 from __future__ import annotations
 
@@ -116,6 +121,27 @@ def flatten(d: dict, prefix: str = "") -> dict:
   return out
 
 
+# Config fields a restart may change without --allow_config_change (a name ending in "." is a
+# whole section): they change how a run is logged, evaluated, checkpointed and laid out on the
+# devices, not what it trains.
+RESUME_FREE = ("train.log_every", "train.eval_every", "train.eval_batches",
+               "train.profile_steps", "checkpoint.", "mesh.", "backbone_path")
+
+
+def _resume_free(key: str) -> bool:
+  return any(key == f or (f.endswith(".") and key.startswith(f)) for f in RESUME_FREE)
+
+
+def config_diff(saved: dict, current: dict) -> list[str]:
+  """['train.learning_rate: 0.001 -> 0.002', ...] between two whole configs (JSON-normalised),
+  leaving out the RESUME_FREE fields."""
+  norm = lambda d: flatten(json.loads(json.dumps(d, default=str)))
+  a, b = norm(saved), norm(current)
+  missing = object()
+  return [f"{k}: {a.get(k, '(unset)')} -> {b.get(k, '(unset)')}" for k in sorted(set(a) | set(b))
+          if not _resume_free(k) and a.get(k, missing) != b.get(k, missing)]
+
+
 def model_config_diff(saved: dict, current: dict) -> list[str]:
   """['model.lora_rank: 16 -> 32', ...] between two config.model mappings (JSON-normalised, so a
   tuple and the list it was saved as compare equal). A field one side lacks counts as its
@@ -136,20 +162,30 @@ def read_config(workdir: str):
   return ConfigDict(fs.read_json(path)) if fs.exists(path) else None
 
 
-def check_model_config(config, saved_model: dict, where: str, allow_change: bool) -> None:
-  """Refuses to resume a run with a different model config (one-line diff) unless allowed."""
-  diff = model_config_diff(saved_model, config.model.to_dict())
+def config_json(config) -> dict:
+  """The config as config.json holds it (tuples as lists, what JSON cannot hold as strings)."""
+  return json.loads(config.to_json_best_effort(sort_keys=True))
+
+
+def check_config(config, saved: dict, where: str, allow_change: bool) -> list[str]:
+  """Refuses to resume a run with a config other than its saved one (a one-line diff) unless
+  allowed; returns the differences."""
+  diff = config_diff(saved, config_json(config))
   if not diff:
-    return
+    return diff
   shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
   if not allow_change:
-    raise RunError(f"{where}: this run's model config differs from the saved one ({shown}); "
-                   "use a new workdir, or pass --allow_config_change to resume anyway")
-  logging.warning("%s: resuming with a changed model config (%s), as allowed", where, shown)
+    raise RunError(f"{where}: this run's config differs from the saved one ({shown}); "
+                   "use a new workdir, or pass --allow_config_change to resume with it")
+  logging.warning("%s: resuming with a changed config (%s), as allowed", where, shown)
+  return diff
 
 
-def save_config(config, workdir: str) -> None:
-  """workdir/config.json (process 0, atomically)."""
+def save_config(config, workdir: str, writer) -> None:
+  """workdir/config.json and, through `writer`, hparams.json (its flat copy): both written at
+  every start, so that after an allowed change they still agree (process 0, atomically)."""
   if jax.process_index() == 0:
     fs.atomic_write_text(fs.join(workdir, CONFIG),
                          config.to_json_best_effort(indent=2, sort_keys=True))
+  writer.write_hparams({k: str(v) if isinstance(v, (tuple, list)) else v
+                        for k, v in flatten(config.to_dict()).items()})
