@@ -196,7 +196,9 @@ def run(args) -> int:
   os.makedirs(logs, exist_ok=True)
   t_start = time.time()
   print("[few-step] 1/4 distilling the demo's run into a 4-step step LoRA", flush=True)
+  t0 = time.time()
   distil(py, paths, logs, args)
+  distill_s = time.time() - t0  # ~0 when an earlier run's student is reused
   print("[few-step] 2/4 Actor-Bench on held-out actors: the teacher, then the student", flush=True)
   evals = {arm: evaluate(py, paths, arm, logs, args.quick) for arm in ("teacher", "student")}
   print("[few-step] 3/4 wall time per clip", flush=True)
@@ -205,15 +207,20 @@ def run(args) -> int:
   print("[few-step] 4/4 paired differences over identities", flush=True)
   diffs = paired_differences(evals["student"], evals["teacher"])
   date = datetime.date.today().isoformat()
+  import flax
+  import jax
+  device = f"{jax.devices()[0].platform} ({os.cpu_count()} cores)"
   rows = {}
   for arm in ("teacher", "student"):
     held_out = evals[arm].get("identity", {}).get("held_out_actors", [])
     rows[arm] = {"arm": arm, **timing[arm], **evals[arm].get("summary", {}),
                  "held_out_actors": len(held_out), "seeds": [0, 1],
                  "command": "python -m wildactor_jax.demo " + shlex.join(args.argv),
-                 "quick": bool(args.quick), "date": date, "measured": True}
+                 "quick": bool(args.quick), "date": date, "measured": True,
+                 "device": device, "jax": jax.__version__, "flax": flax.__version__}
   rows["student"]["paired_difference_vs_teacher"] = diffs
   rows["student"]["checks"] = checks(rows["student"], rows["teacher"], diffs)
+  rows["student"]["distill_s"] = distill_s
   rows["student"]["total_s"] = time.time() - t_start
   text = "".join(json.dumps(rows[a]) + "\n" for a in ("teacher", "student"))
   fs.atomic_write_text(os.path.join(paths["work"], "few_step_cpu.jsonl"), text)
