@@ -95,3 +95,17 @@ def test_shipped_probes_read_unseen_actors(tmp_path):
   yaw = np.mean([adherence.yaw_accuracy(y, probes.resample_yaws(c.yaws, probe.cfg.frames))
                  for y, c in zip(read["yaw"], ds.clips)])
   assert motion > 0.55 and camera > 0.75 and yaw > 0.4, (motion, camera, yaw)
+
+
+def test_ablation_variants_flag_picks_a_subset_and_refuses_unknown_names(capsys):
+  from wildactor_jax.demo import pipeline
+  assert pipeline.parse_args(["--ablations", "--variants", "no_irope,no_aipa"]).variants == (
+      "no_irope", "no_aipa")
+  assert pipeline.parse_args(["--ablations"]).variants is None
+  for argv in (["--ablations", "--variants", "no_rope"], ["--variants", "no_aipa"]):
+    with pytest.raises(SystemExit) as e:
+      pipeline.parse_args(argv)
+    assert e.value.code == 2
+  err = capsys.readouterr().err
+  assert "'no_rope': expected a comma-separated subset of no_aipa" in err
+  assert "--variants: only with --ablations" in err

@@ -11,7 +11,8 @@ PAIRED bootstrap over identities (the same actors, prompts and seeds in both arm
 OUT/ablations.md and OUT/ablations.jsonl gives each figure, its difference from the method and
 that difference's 95% interval. Finished stages are reused (a training workdir resumes at its
 end, an evaluation's JSON is read back), so running this after `make demo` with the same --out
-reuses its data, run and evaluation.
+reuses its data, run and evaluation. `--variants no_aipa,no_irope` runs a subset (the method,
+their paired baseline, always runs).
 """
 from __future__ import annotations
 
@@ -78,7 +79,9 @@ def run(args) -> int:
   parts = pipeline.pretrained(py, args, out, logs)
   t_start = time.time()
   rows, method_clips = [], None
-  for name, arg, what in VARIANTS:
+  chosen = [v for v in VARIANTS if v[0] == "method" or args.variants is None
+            or v[0] in args.variants]
+  for name, arg, what in chosen:
     t0 = time.time()
     print(f"[ablations] {name}: {what}", flush=True)
     work = os.path.join(out, "work" if name != "describing" else "work_describing")

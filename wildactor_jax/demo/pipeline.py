@@ -74,7 +74,26 @@ def parse_args(argv):
                  help="train and evaluate the method and each ablation on one budget "
                       "(wildactor_jax/demo/ablations.py; about 40 minutes on 2 cores after the "
                       "demo)")
-  return p.parse_args(argv)
+  p.add_argument("--variants", type=_variant_list, default=None,
+                 help="with --ablations: a comma-separated subset of the ablations to run "
+                      "(e.g. no_aipa,no_irope); the method, their paired baseline, always runs")
+  args = p.parse_args(argv)
+  if args.variants is not None and not args.ablations:
+    p.error("--variants: only with --ablations")
+  return args
+
+
+def _variant_list(text: str) -> tuple[str, ...]:
+  """'no_aipa,no_irope' -> ('no_aipa', 'no_irope'), each an ablation of demo/ablations.py
+  (argparse turns the error into a one-line usage error, exit 2)."""
+  from wildactor_jax.demo.ablations import VARIANTS  # it imports this module
+  known = [name for name, _, _ in VARIANTS if name != "method"]
+  names = tuple(n.strip() for n in text.split(",") if n.strip())
+  bad = [n for n in names if n not in known]
+  if not names or bad:
+    raise argparse.ArgumentTypeError(f"{text!r}: expected a comma-separated subset of "
+                                     f"{', '.join(known)}")
+  return names
 
 
 def stage_flags(args) -> list[str]:
