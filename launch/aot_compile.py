@@ -10,7 +10,9 @@ from XLA's memory analysis and whether it fits the chip's HBM, the analytic mode
 a roofline step time and the MFU it implies, versions, and the compile time. Nothing is
 allocated: inputs are sharded ShapeDtypeStructs. --append also adds the line to a JSONL file.
 --program distill compiles one few-step distillation step instead (python -m wildactor_jax.distill
-with config.distill; no teacher is read) and reports its memory and compile time.
+with config.distill; no teacher is read) and reports its memory and compile time; --program
+generate one denoising step of config.sample (a guided teacher's, or with --config.sample.cfg=1
+a distilled student's) with its memory, roofline and the clip's denoising time.
 
 Topology names follow Cloud TPU: v5p-N and v4-N count TensorCores (2 per chip, one jax device
 per chip), v5e-N / v6e-N count chips. One compile of the real step gives every term, per device
@@ -86,10 +88,13 @@ _CALIBRATION = flags.DEFINE_string("calibration", "benchmarks/results/aot_tpu.js
 CALIBRATION_TOPOLOGY = "v6e-4"
 
 _PROGRAM = flags.DEFINE_enum(
-    "program", "train", ["train", "distill"],
-    "the step to compile: WildActor's train step (memory + roofline), or one few-step "
+    "program", "train", ["train", "distill", "generate"],
+    "the step to compile: WildActor's train step (memory + roofline); one few-step "
     "distillation step (wildactor_jax/distill; memory and compile time only: its student "
-    "rollout is a loop of data-dependent length, which the roofline cannot weight)")
+    "rollout is a loop of data-dependent length, which the roofline cannot weight); or one "
+    "denoising step of config.sample on config.data's clip (memory + roofline, and the clip's "
+    "denoising time from it: --config.sample.cfg=1 --config.sample.solver=fewstep "
+    "--config.sample.steps=4 for a distilled student)")
 
 # Chips -> physical topology: 3D tori (v4, v5p) and 2D (v5e, v6e).
 SHAPES_3D = {4: "2x2x1", 8: "2x2x2", 16: "2x2x4", 32: "2x4x4", 64: "4x4x4", 128: "4x4x8",
@@ -325,6 +330,56 @@ def plan_distill(config, topology: str, num_slices: int) -> dict:
           "compile_s": compile_s, **_versions()}
 
 
+def plan_generate(config, topology: str, num_slices: int) -> dict:
+  """One denoising step of config.sample (wildactor_jax/infer/denoise_program.py) on a slice:
+  memory (the step's, and the once-per-clip reference encoding's), the roofline of the step,
+  and the clip's denoising time at that roofline (steps x step). No calibration: the measured
+  row it would scale by is a training step."""
+  from wildactor_jax.infer.denoise_program import denoise_program
+  from wildactor_jax.models.config import ModelConfig
+  name = topology_name(topology)
+  devices = topologies.get_topology_desc(platform="tpu", topology_name=name,
+                                         num_slices=num_slices).devices
+  kind = devices[0].device_kind
+  if flops_lib.chip_spec(kind) is None:
+    raise ValueError(f"device kind {kind!r}: no peak/HBM figures in wildactor_jax/flops.CHIPS")
+  mesh = make_mesh(config, devices, num_slices)
+  start = time.perf_counter()
+  program = denoise_program(config, mesh)
+  compiled = program.step.lower(*program.args).compile()
+  compile_s = time.perf_counter() - start
+  info, cfg = program.info, ModelConfig.from_mapping(config.model)
+  hlo = hlo_costs.analyze(compiled.as_text())
+  kernel = flops_lib.KernelCost() if cfg.attention != "splash" else flops_lib.splash_step_cost(
+      cfg, info["video_tokens"], info["reference_tokens_cached"], info["text_tokens"],
+      batch=info["cfg_batch"], train=False, ref_cached=True,
+      mesh_shape=dict(zip(mesh.axis_names, mesh.devices.shape)), rules=tuple(config.mesh.rules))
+  ici = collective_seconds(hlo.collectives, mesh, kind)
+  r = roofline(hlo.flops + kernel.flops, hlo.bytes + kernel.hbm_bytes, ici["ici_s"], kind)
+  hbm = flops_lib.chip_spec(kind)[1] * 2**30
+  peak = lambda m: (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+                    + m.temp_size_in_bytes)
+  mem, encode_mem = compiled.memory_analysis(), program.encode.memory_analysis()
+  n, steps = len(devices), info["steps_per_clip"]
+  model_flops = info.pop("model_flops_per_step")
+  return {"program": "generate", "topology": topology, "topology_name": name,
+          "num_slices": num_slices, "devices": n, "device_kind": kind,
+          "mesh": {k: int(v) for k, v in mesh.shape.items()}, "model": config.model.get("name", "?"),
+          "frames": program.settings.frames, "height": program.settings.height,
+          "width": program.settings.width, "attention": cfg.attention, **info,
+          "argument_bytes": int(mem.argument_size_in_bytes), "temp_bytes": int(mem.temp_size_in_bytes),
+          "peak_bytes": int(peak(mem)), "encode_peak_bytes": int(peak(encode_mem)),
+          "hbm_bytes": int(hbm), "fits": bool(max(peak(mem), peak(encode_mem)) <= hbm),
+          "model_flops_per_step": model_flops, "hlo_flops_per_device": hlo.flops,
+          "kernel_flops_per_device": kernel.flops, "hlo_bytes_per_device": hlo.bytes,
+          "kernel_bytes_per_device": kernel.hbm_bytes, "ici_bytes_per_device": ici["ici_bytes"],
+          "compute_s": r["terms"]["compute"], "memory_s": r["terms"]["hbm"], "ici_s": ici["ici_s"],
+          "step_time_s": r["step_s"], "bound": r["bound"], "serial_step_s": r["serial_s"],
+          "clip_denoise_s": steps * r["step_s"], "clip_denoise_serial_s": steps * r["serial_s"],
+          **mfu_figures(model_flops / n, r["peak_tflops"], r["step_s"], r["serial_s"], None),
+          "compile_s": compile_s, **_versions()}
+
+
 def breakdown(row: dict) -> str:
   """The roofline's terms, one line each, for people (the JSON line is for tools)."""
   g = lambda b: f"{b / 1e12:.3f} TB"
@@ -384,7 +439,16 @@ def main(argv):
     return
   row = {"kind": "AOT projection (deviceless compile)", "command": command,
          "date": datetime.date.today().isoformat()}
-  if _PROGRAM.value == "distill":  # memory and compile time only: no roofline to calibrate
+  if _PROGRAM.value == "generate":
+    row.update(plan_generate(_CONFIG.value, _TOPOLOGY.value, _NUM_SLICES.value))
+    print(f"# denoising step on {row['topology']} ({row['cfg_batch']} x {row['video_tokens']} "
+          f"video tokens, {row['solver']}, cfg {row['cfg']}): {row['step_time_s']:.4f} s "
+          f"({row['bound']}-bound; no overlap {row['serial_step_s']:.4f} s), MFU upper bound "
+          f"{row['mfu_upper_bound']:.1%}; {row['steps_per_clip']} steps = "
+          f"{row['clip_denoise_s']:.3f} s per clip ({row['forward_passes_per_clip']} passes); "
+          f"memory {row['peak_bytes'] / 2**30:.1f} / {row['hbm_bytes'] / 2**30:.0f} GiB: "
+          f"{'fits' if row['fits'] else 'DOES NOT FIT'}", flush=True)
+  elif _PROGRAM.value == "distill":  # memory and compile time only: no roofline to calibrate
     row.update(plan_distill(_CONFIG.value, _TOPOLOGY.value, _NUM_SLICES.value))
     print(f"# distillation step on {row['topology']}: memory {row['peak_bytes'] / 2**30:.1f} / "
           f"{row['hbm_bytes'] / 2**30:.0f} GiB per device: "

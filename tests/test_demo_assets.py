@@ -98,14 +98,14 @@ def test_shipped_probes_read_unseen_actors(tmp_path):
 
 
 def test_ablation_variants_flag_picks_a_subset_and_refuses_unknown_names(capsys):
-  from wildactor_jax.demo import pipeline
-  assert pipeline.parse_args(["--ablations", "--variants", "no_irope,no_aipa"]).variants == (
-      "no_irope", "no_aipa")
-  assert pipeline.parse_args(["--ablations"]).variants is None
-  for argv in (["--ablations", "--variants", "no_rope"], ["--variants", "no_aipa"]):
-    with pytest.raises(SystemExit) as e:
-      pipeline.parse_args(argv)
-    assert e.value.code == 2
-  err = capsys.readouterr().err
-  assert "'no_rope': expected a comma-separated subset of no_aipa" in err
-  assert "--variants: only with --ablations" in err
+  from wildactor_jax.demo import ablations, pipeline
+  args = pipeline.parse_args(["--ablations", "--variants", "no_irope,no_aipa"])
+  assert [v[0] for v in ablations.chosen_variants(args.variants)] == [
+      "method", "no_aipa", "no_irope"]
+  assert len(ablations.chosen_variants(pipeline.parse_args(["--ablations"]).variants)) == 5
+  for names in (("no_rope",), ()):
+    with pytest.raises(SystemExit, match="expected a comma-separated subset of no_aipa"):
+      ablations.chosen_variants(names)
+  with pytest.raises(SystemExit) as e:
+    pipeline.parse_args(["--variants", "no_aipa"])
+  assert e.value.code == 2 and "--variants: only with --ablations" in capsys.readouterr().err

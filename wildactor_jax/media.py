@@ -7,11 +7,20 @@ name beside the target and renamed, so a failure never leaves a half-written fil
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 from PIL import Image
 
 from wildactor_jax import fs
+
+# imageio-ffmpeg starts ffmpeg with preexec_fn=os.setpgrp (to keep Ctrl-C from reaching it),
+# which forces a full fork() of this process before the exec: in a process holding JAX's buffers
+# and executables each fork copies its page tables (tens of ms; an evaluation reads hundreds of
+# clips, 4x its decode time in the test suite) and JAX warns about the fork. Without preexec_fn
+# Python spawns with vfork. Ctrl-C then reaches ffmpeg too, which is harmless: every output is
+# written to a temporary name and renamed. A user's own setting of the variable wins.
+os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
 
 
 class MediaError(ValueError):

@@ -67,7 +67,19 @@ def table(rows: list[dict]) -> list[str]:
   return lines
 
 
+def chosen_variants(names: tuple[str, ...] | None) -> list[tuple[str, str, str]]:
+  """The method (every ablation's paired baseline) and the named ablations (None: all); an
+  unknown or empty list stops the demo with one line before any work."""
+  known = [name for name, _, _ in VARIANTS if name != "method"]
+  bad = [n for n in names or () if n not in known]
+  if names is not None and (not names or bad):
+    raise SystemExit(f"demo --ablations --variants {','.join(names)}: expected a comma-separated "
+                     f"subset of {', '.join(known)}")
+  return [v for v in VARIANTS if v[0] == "method" or names is None or v[0] in names]
+
+
 def run(args) -> int:
+  chosen = chosen_variants(args.variants)
   from wildactor_jax import fs
   from wildactor_jax.demo import assets
   from wildactor_jax.eval import protocol
@@ -79,8 +91,6 @@ def run(args) -> int:
   parts = pipeline.pretrained(py, args, out, logs)
   t_start = time.time()
   rows, method_clips = [], None
-  chosen = [v for v in VARIANTS if v[0] == "method" or args.variants is None
-            or v[0] in args.variants]
   for name, arg, what in chosen:
     t0 = time.time()
     print(f"[ablations] {name}: {what}", flush=True)
