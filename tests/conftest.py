@@ -21,3 +21,23 @@ def require_test_extra(name: str):
   except ImportError as e:
     raise ImportError(f"{name} is missing ({e}): the parity tests need setup.py's `test` extra "
                       "(pip install -e '.[test]'; make test installs it)") from None
+
+
+# Subprocess runs of the CLIs (train, distill, the fault-injection and multi-process tests)
+# compile the same tiny programs again and again: they share one persistent compilation cache
+# for the session. Set after `import jax`, so this process keeps its own in-memory caches only.
+_COMPILE_CACHE = None
+
+
+def pytest_configure(config):
+  global _COMPILE_CACHE
+  import tempfile
+  if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _COMPILE_CACHE = tempfile.mkdtemp(prefix="wildactor_test_xla_cache_")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _COMPILE_CACHE
+
+
+def pytest_unconfigure(config):
+  if _COMPILE_CACHE is not None:
+    import shutil
+    shutil.rmtree(_COMPILE_CACHE, ignore_errors=True)

@@ -26,6 +26,8 @@ from wildactor_jax.train_lib import state as state_lib
 def test_planned_step_is_the_generation_step(sample):
   config = load_config_file("configs/wildactor_wan22_5b.py:tiny")
   config.sample.update(**sample)
+  if sample:  # a distilled student: a step LoRA on the video tokens, as its config.json says
+    config.model.video_lora_rank = 4
   mesh = create_mesh((1, 4, 2, 1), tuple(config.mesh.axes))
   program = denoise_program(config, mesh)
   compiled = program.step.lower(*program.args).compile()
@@ -33,6 +35,8 @@ def test_planned_step_is_the_generation_step(sample):
   assert program.info["cfg_batch"] == (2 if guided else 1)
   assert program.info["forward_passes_per_clip"] == program.settings.steps * (2 if guided else 1)
 
+  if sample:
+    config.train.trainable = "video_lora"  # what a distilled run's config.json holds
   rs = state_lib.setup_from_config(config, mesh, optimizer=False)
   model = rs.create_model()
   _, frozen, lora = state_lib.split_model(model, rs.trainable)

@@ -187,9 +187,9 @@ def distill_cli(teacher, workdir, cache, *faults_flags, wait=True):
          "--config.checkpoint.every=4", *flags]
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(cache),
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-  if not wait:
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+  if not wait:  # its log to a file: a pipe nobody reads would block the run once full
+    with open(f"{workdir}.log", "w") as log:
+      return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
   r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
   assert r.returncode == 0, r.stderr[-3000:]
   return r
@@ -199,11 +199,12 @@ def distill_cli(teacher, workdir, cache, *faults_flags, wait=True):
 def distilled(teacher, tmp_path_factory):
   """8 generator updates (regression warm start for 4, then DMD), checkpoints every 4: a run
   killed (SIGKILL, from outside) once step 5 is logged, while batch 7 is read (steps 5-6 done,
-  only step 4 saved), then restarted; and an uninterrupted run.
+  only step 4 saved), then restarted; and an uninterrupted run, alongside the killed one (2
+  cores: each mostly compiles or waits).
   -> (config, uninterrupted workdir, killed workdir)."""
   tmp = tmp_path_factory.mktemp("distilled")
   cache, clean, killed = tmp / "xla_cache", tmp / "clean", tmp / "killed"
-  distill_cli(teacher, clean, cache)
+  uninterrupted = distill_cli(teacher, clean, cache, wait=False)
   proc = distill_cli(teacher, killed, cache, "--slow_from_step=7", "--delay_s=5", wait=False)
   log = killed / metrics_lib.LOSS_LOG
   deadline = time.time() + 1200
@@ -212,8 +213,8 @@ def distilled(teacher, tmp_path_factory):
       break
     time.sleep(0.05)
   proc.send_signal(signal.SIGKILL)
-  proc.communicate(timeout=60)
-  assert proc.returncode == -9
+  assert proc.wait(timeout=60) == -9
+  assert uninterrupted.wait(timeout=1200) == 0, open(f"{clean}.log").read()[-3000:]
   assert [e["step"] for e in metrics_lib.read_loss_log(str(killed))] == [1, 2, 3, 4, 5]
   r = distill_cli(teacher, killed, cache)
   assert "stale lock" in r.stderr
@@ -254,6 +255,21 @@ def test_student_restores_on_its_teacher(distilled, teacher):
   assert (s.steps, s.cfg, s.solver, inference.forward_passes(s)) == (4, 1.0, "fewstep", 4)
 
 
+def test_a_moved_teacher_is_named_in_one_error(distilled, tmp_path):
+  """A student whose teacher was moved or deleted: the error says it is the teacher's checkpoint
+  (and which config field names it) that cannot be restored."""
+  import shutil
+  _, clean, _ = distilled
+  student = tmp_path / "student"
+  shutil.copytree(clean, student)
+  config = json.loads((student / "config.json").read_text())
+  config["distill"]["teacher_checkpoint"] = str(tmp_path / "moved" / "checkpoints" / "2")
+  (student / "config.json").write_text(json.dumps(config))
+  with pytest.raises(ckpt_lib.RunError, match=r"few-step student of the teacher .*moved.*"
+                     r"config\.distill\.teacher_checkpoint.*no such checkpoint folder"):
+    load_run(str(student))
+
+
 def test_generate_samples_the_student_in_four_unguided_steps(distilled, tmp_path, capsys):
   from PIL import Image
   from wildactor_jax import generate
@@ -277,12 +293,8 @@ def _cli(*args):
 
 
 @pytest.mark.parametrize("flags, message", [
-    ([], "config.distill.teacher_workdir is empty"),
-    (["--config.distill.teacher_workdir=/nonexistent/run"], "/nonexistent/run"),
     (["--config.distill.teacher_workdir=T", "--config.distill.critic_updates=0"],
      "config.distill.critic_updates = 0"),
-    (["--config.distill.teacher_workdir=T", "--config.distill.dmd_time_range=(0.9,0.1)"],
-     "config.distill.dmd_time_range"),
     (["--config.distill.no_such_field=1"], "no_such_field"),
     (["--config.distill.steps=four"], "steps"),
 ])
@@ -291,6 +303,23 @@ def test_bad_flags_are_one_line_errors(tmp_path, flags, message):
   assert r.returncode == 2, r.stderr[-2000:]
   lines = [l for l in r.stderr.strip().splitlines() if l.startswith("error:")]
   assert len(lines) == 1 and message in lines[0], r.stderr[-2000:]
+  assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("distill, message", [
+    ({}, "config.distill.teacher_workdir is empty"),
+    ({"teacher_workdir": "/nonexistent/run"}, "/nonexistent/run"),
+    ({"teacher_workdir": "T", "dmd_time_range": (0.9, 0.1)}, "config.distill.dmd_time_range"),
+])
+def test_bad_settings_are_refused_before_anything_is_written(tmp_path, distill, message):
+  """The same checks in process (the CLI turns these errors into one line, exit status 2, as
+  the subprocess cases above show)."""
+  from wildactor_jax.distill import run
+  from wildactor_jax.train_lib.checkpoint import RunError
+  config = config_lib.load_config_file(TINY)
+  config.distill.update(**distill)
+  with pytest.raises((RunError, ValueError), match=message.replace(".", r"\.")):
+    run.distill_and_save(config, str(tmp_path / "w"))
   assert not (tmp_path / "w" / "checkpoints").exists()
 
 

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -40,6 +41,11 @@ class DenoiseProgram(NamedTuple):
 
 
 def denoise_program(config, mesh) -> DenoiseProgram:
+  if int(config.model.get("video_lora_rank", 0)) > 0:
+    # A few-step student (a distilled run's config.json has this): its step LoRA is the trained
+    # part, restored as load_run restores it; the identity LoRA is frozen with the backbone.
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.train.trainable = "video_lora"
   rs = state_lib.setup_from_config(config, mesh, optimizer=False)
   cfg, setup = rs.model_cfg, rs.setup
   s = settings_from_config(config)

@@ -98,7 +98,12 @@ def load_run(source: str, mesh=None, *, config=None) -> Run:
     mesh = mesh_for(config, [1, -1, 1, 1] if mesh is None else mesh)
   teacher = None
   if is_distilled(config):
-    teacher = load_run(config.distill.teacher_checkpoint, mesh)
+    try:
+      teacher = load_run(config.distill.teacher_checkpoint, mesh)
+    except (RunError, FileNotFoundError) as e:  # a moved or deleted teacher: say whose it is
+      raise RunError(f"{source} is a few-step student of the teacher "
+                     f"{config.distill.teacher_checkpoint} (config.distill.teacher_checkpoint in "
+                     f"its config.json), which cannot be restored: {e}") from None
     if is_distilled(teacher.config):
       raise RunError(f"{config.distill.teacher_checkpoint}: the teacher of {source} is itself a "
                      "distilled run")
