@@ -67,6 +67,20 @@ class FaultySource:
       self.inner.start_prefetch()
 
 
+def wait_for_logged_step(proc, workdir, step: int, timeout: float = 180) -> None:
+  """Returns once the run `proc` writes to `workdir` has logged `step` steps (its per-step loss
+  log); an AssertionError, with the run's stderr when it is a pipe, if it ends or stalls first."""
+  from wildactor_jax.train_lib import metrics as metrics_lib
+  log = os.path.join(str(workdir), metrics_lib.LOSS_LOG)
+  deadline = time.time() + timeout
+  while time.time() < deadline and proc.poll() is None:
+    if os.path.exists(log) and len(open(log).read().splitlines()) >= step:
+      return
+    time.sleep(0.05)
+  err = proc.stderr.read()[-3000:] if proc.stderr is not None else ""
+  raise AssertionError(f"the run ended or stalled before step {step}: {err}")
+
+
 def slow_checkpoint_reads(delay_s: float, cap_s: float = 0.5) -> None:
   """Delays Orbax's reads of array shards: read i waits min(i x delay_s, cap_s) first."""
   import asyncio

@@ -12,13 +12,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+
+import faults
 
 from wildactor_jax import config_lib, inference
 from wildactor_jax.distill import dmd, setup as setup_lib
@@ -206,12 +207,7 @@ def distilled(teacher, tmp_path_factory):
   cache, clean, killed = tmp / "xla_cache", tmp / "clean", tmp / "killed"
   uninterrupted = distill_cli(teacher, clean, cache, wait=False)
   proc = distill_cli(teacher, killed, cache, "--slow_from_step=7", "--delay_s=5", wait=False)
-  log = killed / metrics_lib.LOSS_LOG
-  deadline = time.time() + 1200
-  while time.time() < deadline and proc.poll() is None:
-    if log.exists() and len(log.read_text().splitlines()) >= 5:
-      break
-    time.sleep(0.05)
+  faults.wait_for_logged_step(proc, killed, 5, timeout=1200)
   proc.send_signal(signal.SIGKILL)
   assert proc.wait(timeout=60) == -9
   assert uninterrupted.wait(timeout=1200) == 0, open(f"{clean}.log").read()[-3000:]

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -146,16 +145,6 @@ def _run_cli(workdir, *overrides, cache=None, faults: list[str] | None = None, w
   return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
-def _wait_for_step(proc, workdir, step: int, timeout: float = 180) -> None:
-  log = workdir / metrics_lib.LOSS_LOG
-  deadline = time.time() + timeout
-  while time.time() < deadline and proc.poll() is None:
-    if log.exists() and len(log.read_text().splitlines()) >= step:
-      return
-    time.sleep(0.05)
-  raise AssertionError(f"trainer ended or stalled before step {step}: {proc.stderr.read()[-3000:]}")
-
-
 def test_resume_after_sigkill_is_bit_identical(tmp_path):
   """SIGKILL from outside, mid-run, with steps logged past the last checkpoint: checkpoints every
   4 steps and the source slows down at step 7, so once step 5 is logged the kill lands while
@@ -165,7 +154,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
   every4 = "--config.checkpoint.every=4"
   proc = _run_cli(killed, every4, cache=cache, faults=["--slow_from_step=7", "--delay_s=3"],
                   wait=False)
-  _wait_for_step(proc, killed, 5)
+  faults.wait_for_logged_step(proc, killed, 5)
   proc.send_signal(signal.SIGKILL)
   proc.communicate(timeout=60)
   assert proc.returncode == -9
@@ -195,12 +184,7 @@ def test_sigterm_saves_and_stops(tmp_path):
          "--config.train.eval_every=0"]
   proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"),
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-  log = workdir / metrics_lib.LOSS_LOG
-  deadline = time.time() + 180
-  while time.time() < deadline and proc.poll() is None:
-    if log.exists() and len(log.read_text().splitlines()) >= 3:
-      break
-    time.sleep(0.2)
+  faults.wait_for_logged_step(proc, workdir, 3)
   proc.send_signal(signal.SIGTERM)
   _, stderr = proc.communicate(timeout=120)
   assert proc.returncode == 0, stderr[-3000:]
