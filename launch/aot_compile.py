@@ -193,6 +193,24 @@ def _versions() -> dict:
   return {"jax": jax.__version__, "jaxlib": version("jaxlib"), "libtpu": version("libtpu")}
 
 
+def slice_devices(topology: str, num_slices: int) -> tuple[str, list]:
+  """(physical topology name, its compile-only devices) for a slice whose chip has peak/HBM
+  figures in wildactor_jax/flops.CHIPS (a one-line ValueError otherwise)."""
+  name = topology_name(topology)
+  devices = topologies.get_topology_desc(platform="tpu", topology_name=name,
+                                         num_slices=num_slices).devices
+  if flops_lib.chip_spec(devices[0].device_kind) is None:
+    raise ValueError(f"device kind {devices[0].device_kind!r}: no peak/HBM figures in "
+                     "wildactor_jax/flops.CHIPS")
+  return name, devices
+
+
+def peak_bytes(mem) -> int:
+  """A compiled program's per-device peak from XLA's memory analysis (donated inputs once)."""
+  return int(mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
+             + mem.temp_size_in_bytes)
+
+
 def step_costs(config, devices, num_slices: int = 1, dump_hlo: str | None = None) -> dict:
   """Compiles the train step of `config` for `devices` (deviceless TPU) and reads its per-device
   costs: FLOPs and HBM bytes (optimized HLO + the kernel's analytic cost), ICI traffic and time,
@@ -203,8 +221,6 @@ def step_costs(config, devices, num_slices: int = 1, dump_hlo: str | None = None
   compiled, rules = compile_step(config, mesh)
   compile_s = time.perf_counter() - start
   mem = compiled.memory_analysis()
-  peak_bytes = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
-                + mem.temp_size_in_bytes)
   xla = compiled.cost_analysis()
   xla = xla[0] if isinstance(xla, (list, tuple)) else xla
   text = compiled.as_text()
@@ -214,18 +230,13 @@ def step_costs(config, devices, num_slices: int = 1, dump_hlo: str | None = None
   kernel = kernel_cost(config, mesh, rules)
   ici = collective_seconds(hlo.collectives, mesh, kind)
   return {"mesh": mesh, "device_kind": kind, "compile_s": compile_s, "memory": mem,
-          "peak_bytes": peak_bytes, "xla": xla, "hlo": hlo, "kernel": kernel, "ici": ici,
+          "peak_bytes": peak_bytes(mem), "xla": xla, "hlo": hlo, "kernel": kernel, "ici": ici,
           "flops": hlo.flops + kernel.flops, "bytes": hlo.bytes + kernel.hbm_bytes}
 
 
 def plan(config, topology: str, num_slices: int, dump_hlo: str | None = None,
          calibration: dict | None = None) -> dict:
-  name = topology_name(topology)
-  devices = topologies.get_topology_desc(platform="tpu", topology_name=name,
-                                         num_slices=num_slices).devices
-  if flops_lib.chip_spec(devices[0].device_kind) is None:
-    raise ValueError(f"device kind {devices[0].device_kind!r}: no peak/HBM figures in "
-                     "wildactor_jax/flops.CHIPS")
+  name, devices = slice_devices(topology, num_slices)
   c = step_costs(config, devices, num_slices, dump_hlo)
   mesh, kind, mem, hlo, kernel, ici, xla = (c[k] for k in ("mesh", "device_kind", "memory", "hlo",
                                                            "kernel", "ici", "xla"))
@@ -300,21 +311,16 @@ def calibrate(measured: str, dump_hlo: str | None = None) -> dict:
 def plan_distill(config, topology: str, num_slices: int) -> dict:
   """Memory of one distillation step (config.distill, a teacher of config's model) on a slice."""
   from wildactor_jax.distill import run as distill_run
-  name = topology_name(topology)
-  devices = topologies.get_topology_desc(platform="tpu", topology_name=name,
-                                         num_slices=num_slices).devices
+  name, devices = slice_devices(topology, num_slices)
   mesh = make_mesh(config, devices, num_slices)
   kind = devices[0].device_kind
-  spec = flops_lib.chip_spec(kind)
-  if spec is None:
-    raise ValueError(f"device kind {kind!r}: no peak/HBM figures in wildactor_jax/flops.CHIPS")
+  hbm = flops_lib.chip_spec(kind)[1] * 2**30
   start = time.perf_counter()
   step, args = distill_run.planning_step(config, mesh)
   compiled = step.lower(*args).compile()
   compile_s = time.perf_counter() - start
   mem = compiled.memory_analysis()
-  peak_bytes = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
-                + mem.temp_size_in_bytes)
+  peak = peak_bytes(mem)
   d = config.distill
   return {"program": "distill", "topology": topology, "topology_name": name,
           "num_slices": num_slices, "devices": len(devices), "device_kind": kind,
@@ -325,8 +331,8 @@ def plan_distill(config, topology: str, num_slices: int) -> dict:
           "critic_updates": int(d.critic_updates),
           "argument_bytes": int(mem.argument_size_in_bytes),
           "output_bytes": int(mem.output_size_in_bytes), "alias_bytes": int(mem.alias_size_in_bytes),
-          "temp_bytes": int(mem.temp_size_in_bytes), "peak_bytes": int(peak_bytes),
-          "hbm_bytes": int(spec[1] * 2**30), "fits": bool(peak_bytes <= spec[1] * 2**30),
+          "temp_bytes": int(mem.temp_size_in_bytes), "peak_bytes": peak,
+          "hbm_bytes": int(hbm), "fits": bool(peak <= hbm),
           "compile_s": compile_s, **_versions()}
 
 
@@ -337,12 +343,8 @@ def plan_generate(config, topology: str, num_slices: int) -> dict:
   row it would scale by is a training step."""
   from wildactor_jax.infer.denoise_program import denoise_program
   from wildactor_jax.models.config import ModelConfig
-  name = topology_name(topology)
-  devices = topologies.get_topology_desc(platform="tpu", topology_name=name,
-                                         num_slices=num_slices).devices
+  name, devices = slice_devices(topology, num_slices)
   kind = devices[0].device_kind
-  if flops_lib.chip_spec(kind) is None:
-    raise ValueError(f"device kind {kind!r}: no peak/HBM figures in wildactor_jax/flops.CHIPS")
   mesh = make_mesh(config, devices, num_slices)
   start = time.perf_counter()
   program = denoise_program(config, mesh)
@@ -357,8 +359,6 @@ def plan_generate(config, topology: str, num_slices: int) -> dict:
   ici = collective_seconds(hlo.collectives, mesh, kind)
   r = roofline(hlo.flops + kernel.flops, hlo.bytes + kernel.hbm_bytes, ici["ici_s"], kind)
   hbm = flops_lib.chip_spec(kind)[1] * 2**30
-  peak = lambda m: (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
-                    + m.temp_size_in_bytes)
   mem, encode_mem = compiled.memory_analysis(), program.encode.memory_analysis()
   n, steps = len(devices), info["steps_per_clip"]
   model_flops = info.pop("model_flops_per_step")
@@ -368,8 +368,8 @@ def plan_generate(config, topology: str, num_slices: int) -> dict:
           "frames": program.settings.frames, "height": program.settings.height,
           "width": program.settings.width, "attention": cfg.attention, **info,
           "argument_bytes": int(mem.argument_size_in_bytes), "temp_bytes": int(mem.temp_size_in_bytes),
-          "peak_bytes": int(peak(mem)), "encode_peak_bytes": int(peak(encode_mem)),
-          "hbm_bytes": int(hbm), "fits": bool(max(peak(mem), peak(encode_mem)) <= hbm),
+          "peak_bytes": peak_bytes(mem), "encode_peak_bytes": peak_bytes(encode_mem),
+          "hbm_bytes": int(hbm), "fits": bool(max(peak_bytes(mem), peak_bytes(encode_mem)) <= hbm),
           "model_flops_per_step": model_flops, "hlo_flops_per_device": hlo.flops,
           "kernel_flops_per_device": kernel.flops, "hlo_bytes_per_device": hlo.bytes,
           "kernel_bytes_per_device": kernel.hbm_bytes, "ici_bytes_per_device": ici["ici_bytes"],

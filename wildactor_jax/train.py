@@ -13,7 +13,7 @@ import sys
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from wildactor_jax import cli, fs
@@ -128,16 +128,8 @@ def _train(config, workdir: str, allow_config_change: bool, train_source) -> dic
     ckpt_lib.check_backbone(meta, record, checkpointer.directory)
     return state
 
-  try:
-    found = checkpointer.restore_newest_good(restore, move_damaged=True)
-  except BaseException:
-    checkpointer.close()
-    raise
-  if found is None:
-    state = state_lib.init_train_state(fresh_lora, rs.tx, setup, seed)
-  else:
-    logging.info("resuming from %s/%d", checkpointer.directory, found[0])
-    state = found[1]
+  state = loop_lib.resume_or_start(
+      checkpointer, restore, lambda: state_lib.init_train_state(fresh_lora, rs.tx, setup, seed))
   del fresh_lora
   writer = writers_lib.create_writer(workdir)
   workdir_lib.save_config(config, workdir, writer)  # checked above: the same, or allowed

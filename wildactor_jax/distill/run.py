@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 
-from absl import logging
 
 from wildactor_jax import fs, inference, sampling
 from wildactor_jax.distill import setup as setup_lib, step as step_lib
@@ -117,16 +116,8 @@ def _distill(config, workdir: str, make_train_source) -> dict:
                      f"{meta.get('teacher')}, this run's is {record['checkpoint']}")
     return state
 
-  try:
-    found = checkpointer.restore_newest_good(restore, move_damaged=True)
-  except BaseException:
-    checkpointer.close()
-    raise
-  if found is None:
-    state = setup_lib.init_state(run_config, s, parts)
-  else:
-    logging.info("resuming from %s/%d", checkpointer.directory, found[0])
-    state = found[1]
+  state = loop_lib.resume_or_start(checkpointer, restore,
+                                   lambda: setup_lib.init_state(run_config, s, parts))
   writer = writers_lib.create_writer(workdir)
   workdir_lib.save_config(run_config, workdir, writer)
   start = int(state["step"])

@@ -33,6 +33,22 @@ class Cadence(NamedTuple):
   profile_steps: int = 5
 
 
+def resume_or_start(checkpointer, restore: Callable[[int], dict],
+                    fresh: Callable[[], dict]) -> dict:
+  """The state of the workdir's newest good checkpoint (restore(step) -> state; a damaged one
+  is moved aside and the next newest tried), or fresh() when there is none. The checkpointer is
+  closed if restoring fails, so a refused run leaves no save in flight."""
+  try:
+    found = checkpointer.restore_newest_good(restore, move_damaged=True)
+  except BaseException:
+    checkpointer.close()
+    raise
+  if found is None:
+    return fresh()
+  logging.info("resuming from %s/%d", checkpointer.directory, found[0])
+  return found[1]
+
+
 def window_summary(step: int, window: list[dict]) -> dict:
   """{"step": step, metric: mean over the window} ("finite" left out; a learning rate is the
   window's last value)."""
