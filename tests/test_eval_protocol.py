@@ -163,6 +163,53 @@ def test_cli_scores_a_generated_folder(data, tmp_path):
   assert same["retrieval_top1"]["mean"] == 0.0 and same["copy_paste"]["ci95"] == [0.0, 0.0]
 
 
+def test_autoencoded_condition_is_the_latent_space_ceiling(data):
+  """Real clips through a lossless autoencoder score exactly as the real clips; through one that
+  keeps only each frame's mean colour, identity is lost (retrieval at chance level) and the
+  frames are far from real ones (Fréchet)."""
+  ds, held_out, net, probe = data
+
+  class Lossless:  # the autoencoder interface, latents = pixels
+    temporal_factor, spatial_factor = 4, 4
+    encode = decode = staticmethod(lambda x: x)
+
+  lossless = generated.roundtrip(Lossless())
+  clip = raw.read_video(ds.clips_of(held_out[0])[0].video)
+  np.testing.assert_array_equal(lossless(clip), clip)
+  np.testing.assert_array_equal(lossless(clip[:6]), clip[:6])  # padded to 1 + 4k and cut back
+  flat = lambda pixels: np.broadcast_to(pixels.mean(axis=(1, 2), keepdims=True).round(),
+                                        pixels.shape).astype(np.uint8)
+  same = protocol.score(ds, net, probe, [], held_out, roundtrip=lossless)["summary"]
+  lost = protocol.score(ds, net, probe, [], held_out, roundtrip=flat)["summary"]
+  for key in ("retrieval_top1", "identity_similarity", "prompt_adherence", "copy_paste"):
+    gt, ae = (f"{key}_ground_truth", f"{key}_autoencoded") if key != "retrieval_top1" else (
+        "retrieval_top1_ground_truth", "retrieval_top1_autoencoded")
+    assert same[ae] == pytest.approx(same[gt], abs=1e-6), key
+  assert same["retrieval_top1_autoencoded"] > 0.5
+  assert lost["retrieval_top1_autoencoded"] < same["retrieval_top1_autoencoded"] - 0.3
+  assert lost["identity_similarity_autoencoded"] < same["identity_similarity_autoencoded"] - 0.3
+  assert lost["fidelity_autoencoded"] > 5 * same["fidelity_autoencoded"]
+
+
+def test_cli_autoencoder_flag(data, tmp_path):
+  """--autoencoder FILE scores the real clips through that learned autoencoder."""
+  from wildactor_jax import evaluate
+  from wildactor_jax.models import video_autoencoder
+  ds, held_out, net, probe = data
+  fake_generated(ds, held_out, tmp_path / "gen")
+  ae = video_autoencoder.save(video_autoencoder.init(video_autoencoder.AutoencoderConfig(
+      stem=8, width=8, latent_width=8, z_dim=4)), str(tmp_path / "ae.npz"))
+  emb = embedder.save(net, str(tmp_path / "embedder.npz"))
+  prb = probes.save(probe, str(tmp_path / "probes.npz"))
+  out = tmp_path / "eval.json"
+  assert evaluate.main(["--raw", ds.root, "--generated", str(tmp_path / "gen"), "--embedder",
+                        emb, "--probes", prb, "--test-fraction", str(FRACTION),
+                        "--autoencoder", ae, "--out", str(out)]) == 0
+  s = json.loads(out.read_text())["summary"]
+  assert 0.0 <= s["retrieval_top1_autoencoded"] <= 1.0 and "fidelity_autoencoded" in s
+  assert "prompt_adherence_autoencoded_ci95" in s
+
+
 def test_cli_bad_input_exit_2_nothing_written(data, tmp_path, capsys):
   from wildactor_jax import evaluate
   ds, held_out, _, _ = data
@@ -174,6 +221,8 @@ def test_cli_bad_input_exit_2_nothing_written(data, tmp_path, capsys):
   shutil.copytree(tmp_path / "gen", bad)
   (bad / "generated.jsonl").write_text('{"video": "clips/x.mp4", "condition": "odd"}\n')
   cases.append(["--raw", ds.root, "--generated", str(bad)])
+  cases.append(["--raw", ds.root, "--generated", str(tmp_path / "gen"), "--autoencoder",
+                str(tmp_path / "missing.npz")])
   for extra in cases:
     out = tmp_path / "eval.json"
     assert evaluate.main(["--out", str(out), *extra]) == 2, extra

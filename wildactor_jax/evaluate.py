@@ -16,7 +16,9 @@ Actor-Bench at our scale (wildactor_jax/eval/), following the WildActor paper's 
   generated vs real frames next to that of two real splits.
   Generated clips come from --generated DIR when DIR/generated.jsonl exists; otherwise the
   workdir's newest checkpoint generates them into DIR (default: OUT's stem + "_clips") for
-  every held-out actor, condition and seed.
+  every held-out actor, condition and seed. The real clips encoded and decoded by the run's
+  autoencoder (--autoencoder, default the workdir's config.vae) are scored too, as the
+  "autoencoded" condition: the most a generator in that latent space can reach.
 Bad input: a one-line error, exit status 2, nothing written.
 """
 from __future__ import annotations
@@ -48,6 +50,10 @@ def parse_args(argv):
   p.add_argument("--batch", type=int, default=4,
                  help="clips sampled together when generating (each as it would come out alone)")
   p.add_argument("--seed", type=int, default=0, help="embedder, bootstrap and noise seed")
+  p.add_argument("--autoencoder", default="run",
+                 help="'run' (the workdir's config.vae; none without --workdir), 'none', or a "
+                      "learned autoencoder .npz: real clips through it are the 'autoencoded' "
+                      "condition")
   return p.parse_args(argv)
 
 
@@ -97,9 +103,26 @@ def check(args) -> None:
     raise UsageError(f"--seeds {args.seeds}: expected at least 2 distinct seeds")
   if args.batch < 1:
     raise UsageError(f"--batch {args.batch}: expected a positive number of clips")
+  if args.autoencoder not in ("run", "none") and not (args.autoencoder.endswith(".npz")
+                                                      and fs.exists(args.autoencoder)):
+    raise UsageError(f"--autoencoder {args.autoencoder}: expected 'run', 'none' or an existing "
+                     "learned autoencoder .npz")
   from wildactor_jax.infer.settings import MAX_SEED
   if not all(0 <= s <= MAX_SEED for s in seeds):
     raise UsageError(f"--seeds {args.seeds}: expected seeds in 0 .. {MAX_SEED}")
+
+
+def autoencoder_roundtrip(args):
+  """The roundtrip of the autoencoder --autoencoder names, or None."""
+  from wildactor_jax.eval import generated
+  if args.autoencoder == "none" or (args.autoencoder == "run" and not args.workdir):
+    return None
+  if args.autoencoder == "run":
+    from wildactor_jax.infer import encoders
+    from wildactor_jax.infer.restore import run_config
+    return generated.roundtrip(encoders.vae_from_config(run_config(args.workdir)))
+  from wildactor_jax.models import video_autoencoder
+  return generated.roundtrip(video_autoencoder.load(args.autoencoder))
 
 
 def identity_part(args, log) -> dict:
@@ -129,7 +152,8 @@ def identity_part(args, log) -> dict:
     rows = generated.generate(args.workdir, ds, held_out,
                               [int(s) for s in args.seeds.split(",")], folder, args.steps, log,
                               args.batch)
-  result = protocol.score(ds, net, probe, rows, held_out, args.seed)
+  result = protocol.score(ds, net, probe, rows, held_out, args.seed,
+                          roundtrip=autoencoder_roundtrip(args))
   if args.embedder and not fs.exists(args.embedder):
     embedder.save(net, args.embedder)
   if args.probes and not fs.exists(args.probes):

@@ -58,6 +58,26 @@ def load(folder: str) -> list[dict]:
   return rows
 
 
+def roundtrip(vae):
+  """pixels uint8 (T, H, W, 3) -> the same clip encoded and decoded by VAE (any of the project's
+  autoencoders), uint8, T frames: a clip of other than 1 + 4k frames is padded with its last frame
+  for the causal temporal groups and cut back after decoding."""
+  import jax
+  import numpy as np
+  from wildactor_jax import media
+  t_factor, s_factor = int(vae.temporal_factor), int(vae.spatial_factor)
+
+  def run(pixels: np.ndarray) -> np.ndarray:
+    t, h, w = pixels.shape[:3]
+    if h % s_factor or w % s_factor:
+      raise RawDataError(f"a {h}x{w} clip: the autoencoder needs sides divisible by {s_factor}")
+    pad = (-(t - 1)) % t_factor
+    x = np.concatenate([pixels, np.repeat(pixels[-1:], pad, axis=0)]).astype(np.float32)
+    y = vae.decode(vae.encode(jax.numpy.asarray(x / 127.5 - 1.0)[None]))
+    return media.to_uint8(np.asarray(y, np.float32)[0, :t])
+  return run
+
+
 def benchmark_references(ds: RawDataset, actor: str, max_faces: int,
                          max_bodies: int) -> list[tuple[str, int, float]]:
   """The actor's neutral-pose view renders closest to 0, 90, 180, 45 degrees (spread over views),

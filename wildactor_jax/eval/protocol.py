@@ -18,7 +18,10 @@ the wrong motion, camera and views.
 Every figure is a mean over clips with a bootstrap 95% interval over identities (clips of all
 seeds pooled per identity). Ground-truth clips of the held-out actors go through the same scoring
 as the "ground_truth" condition: the ceiling each figure can reach with these readers (its prompt
-adherence is `prompt_adherence_real`). `summary` flattens the figures under stable names (NAME and
+adherence is `prompt_adherence_real`). Given the run's autoencoder, the same clips encoded and
+decoded are the "autoencoded" condition: the ceiling a generator working in that latent space can
+reach (a perfect one would produce exactly those clips), so a gap splits into what the
+autoencoder loses and what the generator does. `summary` flattens the figures under stable names (NAME and
 NAME_ci95); `compare` gives paired differences between two results (ablations).
 """
 from __future__ import annotations
@@ -31,10 +34,12 @@ from wildactor_jax.eval import (adherence, attributes, bootstrap, embedder, fide
 from wildactor_jax.eval.generated import CONDITIONS, benchmark_references, target_actor
 
 GROUND_TRUTH = "ground_truth"
+AUTOENCODED = "autoencoded"
 RETRIEVAL_NAMES = {"with_refs": "retrieval_top1_with_refs",
                    "without_refs": "retrieval_top1_without_refs",
                    "swapped": "retrieval_top1_swapped_follows_refs",
-                   GROUND_TRUTH: "retrieval_top1_ground_truth"}
+                   GROUND_TRUTH: "retrieval_top1_ground_truth",
+                   AUTOENCODED: "retrieval_top1_autoencoded"}
 # Per-clip figures (row key -> figure name); each gets a mean and an interval per condition.
 FIGURES = ("identity_similarity", "temporal_consistency", "prompt_adherence", "motion_accuracy",
            "camera_accuracy", "yaw_accuracy", "copy_paste", "dynamic_degree", "yaw_error",
@@ -83,6 +88,11 @@ class Scorer:
     if path not in self._videos:
       self._videos[path] = raw.read_video(path)
     return self._videos[path]
+
+  def add_video(self, key: str, pixels: np.ndarray) -> str:
+    """A clip made in memory (an autoencoded real clip), scored by KEY like a file."""
+    self._videos[key] = pixels
+    return key
 
   def reference_images(self, paths, size) -> np.ndarray:
     from PIL import Image
@@ -192,10 +202,11 @@ def clip_list(ds, generated_rows, held_out, max_faces: int = 2, max_bodies: int 
   return clips
 
 
-def fidelity(ds, net, generated_rows, held_out, seed: int = 0) -> dict:
-  """Fréchet distance on embedder features: each generated condition vs half A of the real
-  held-out frames, and half B vs half A (the reference value; halves split by clip). Too few
-  held-out clips (< 4): the real frames of every actor are used."""
+def fidelity(ds, net, videos: dict, held_out, seed: int = 0) -> dict:
+  """Fréchet distance on embedder features: each condition's clips (videos: {condition: [uint8
+  (T, H, W, 3)]}) vs half A of the real held-out frames, and half B vs half A (the reference
+  value; halves split by clip). Too few held-out clips (< 4): the real frames of every actor are
+  used."""
   real = [c for a in held_out for c in ds.clips_of(a)]
   if len(real) < 4:
     real = ds.clips
@@ -207,11 +218,9 @@ def fidelity(ds, net, generated_rows, held_out, seed: int = 0) -> dict:
   feats = np.concatenate(feats)
   split, half_a = fid.real_split_distance(feats, groups, seed)
   out = {"real_split": split, "real_frames": int(len(feats)), "real_clips": int(len(real))}
-  for cond in CONDITIONS:
-    rows = [r for r in generated_rows if r["condition"] == cond]
-    if rows:
-      g = np.concatenate([embedder.embed_and_features(net, raw.read_video(r["video"]))[1]
-                          for r in rows])
+  for cond, clips in videos.items():
+    if clips:
+      g = np.concatenate([embedder.embed_and_features(net, v)[1] for v in clips])
       out[cond] = fid.frechet_distance(g, feats[half_a])
   return out
 
@@ -231,18 +240,37 @@ def summary(per_condition: dict, chance: float, fidelity_result: dict | None) ->
     out["prompt_adherence_real"] = out[f"prompt_adherence_{GROUND_TRUTH}"]
     out["prompt_adherence_real_ci95"] = out[f"prompt_adherence_{GROUND_TRUTH}_ci95"]
   for k, v in (fidelity_result or {}).items():
-    if k in CONDITIONS or k == "real_split":
+    if k in CONDITIONS or k in ("real_split", AUTOENCODED):
       out[f"fidelity_{k}"] = v
   return out
 
 
+def autoencoded_clips(scorer: Scorer, clips: list[dict], roundtrip) -> list[dict]:
+  """The ground-truth entries again as the AUTOENCODED condition: each real clip through
+  roundtrip (uint8 (T, H, W, 3) -> the same, encoded and decoded), scored against the same
+  source, references and gallery."""
+  out = []
+  for c in clips:
+    if c["condition"] == GROUND_TRUTH:
+      key = scorer.add_video(f"{c['video']}#{AUTOENCODED}", roundtrip(scorer.video(c["video"])))
+      out.append(dict(c, condition=AUTOENCODED, video=key))
+  return out
+
+
 def score(ds, net, probe, generated_rows, held_out, seed: int = 0, max_faces: int = 2,
-          max_bodies: int = 2) -> dict:
-  """Both axes of the benchmark over ground-truth and generated clips."""
+          max_bodies: int = 2, roundtrip=None) -> dict:
+  """Both axes of the benchmark over ground-truth and generated clips (and, with roundtrip, the
+  ground truth encoded and decoded by the run's autoencoder: see autoencoded_clips)."""
   scorer = Scorer(ds, net, probe, held_out)
-  rows = [scorer.score(c) for c in clip_list(ds, generated_rows, held_out, max_faces, max_bodies)]
+  clips = clip_list(ds, generated_rows, held_out, max_faces, max_bodies)
+  if roundtrip is not None:
+    clips += autoencoded_clips(scorer, clips, roundtrip)
+  rows = [scorer.score(c) for c in clips]
   per_condition = aggregate(rows, seed)
-  fidelity_result = fidelity(ds, net, generated_rows, held_out, seed) if generated_rows else None
+  videos = {cond: [scorer.video(c["video"]) for c in clips if c["condition"] == cond]
+            for cond in CONDITIONS + (AUTOENCODED,)}
+  fidelity_result = (fidelity(ds, net, videos, held_out, seed)
+                     if generated_rows or roundtrip is not None else None)
   chance = 1.0 / len(held_out)
   effect = reference_effect(rows, seed)
   out_summary = summary(per_condition, chance, fidelity_result)
