@@ -182,12 +182,19 @@ def latent_stats(model: vae_lib.VideoAutoencoder, clips: np.ndarray, batch: int 
   return mu.mean(axis=0), np.maximum(mu.std(axis=0), 1e-3)
 
 
+def round_to_storage(model: vae_lib.VideoAutoencoder, dtype: str) -> vae_lib.VideoAutoencoder:
+  """The weights rounded to the storage dtype in place: the model is then the one the file
+  holds."""
+  state = nnx.state(model, nnx.Param)
+  nnx.update(model, jax.tree.map(lambda v: jnp.asarray(v, dtype).astype(jnp.float32), state))
+  return model
+
+
 def finalise(model: vae_lib.VideoAutoencoder, clips: np.ndarray,
              dtype: str = "float16") -> vae_lib.VideoAutoencoder:
   """Rounds the weights to the storage dtype FIRST, then measures the latent statistics with the
   rounded weights: the file then holds exactly the model the statistics describe."""
-  state = nnx.state(model, nnx.Param)
-  nnx.update(model, jax.tree.map(lambda v: jnp.asarray(v, dtype).astype(jnp.float32), state))
+  model = round_to_storage(model, dtype)
   return vae_lib.with_stats(model, *latent_stats(model, clips))
 
 
@@ -233,9 +240,7 @@ def main(argv=None) -> int:
                              detail_weight=args.detail_weight,
                              log=lambda i, l: print(f"step {i} weighted loss {l:.4f}",
                                                     file=sys.stderr, flush=True))
-    state = nnx.state(model, nnx.Param)  # the storage dtype; the statistics stay the encoder's
-    nnx.update(model, jax.tree.map(lambda v: jnp.asarray(v, STORAGE_DTYPE).astype(jnp.float32),
-                                   state))
+    model = round_to_storage(model, STORAGE_DTYPE)  # the statistics stay the encoder's
   else:
     model = train(clips[:-64], images, steps=args.steps, batch=args.batch, seed=args.seed,
                   log=log)

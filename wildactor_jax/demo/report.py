@@ -101,24 +101,24 @@ def write_report(out: str, raw: str, wildactor_run: str, build: dict, evaluation
   summary = dict(bench, quick=quick, total_s=round(total_s, 1), stages_s=stage_s, build=build,
                  loss_first20_last20=first_last,
                  held_out_actors=len(evaluation.get("held_out_actors", [])), story=story)
-  four = lambda name, key: (name, key.format("ground_truth"), key.format("autoencoded"),
+  per_condition = lambda name, key: (name, key.format("ground_truth"), key.format("autoencoded"),
                             key.format("with_refs"), key.format("without_refs"),
                             key.format("swapped"))
   identity_rows = [("identity retrieval top-1", "retrieval_top1_ground_truth",
                     "retrieval_top1_autoencoded", "retrieval_top1_with_refs",
                     "retrieval_top1_without_refs", "retrieval_top1_swapped_follows_refs")]
-  identity_rows += [four(f"identity similarity ({b})", f"identity_similarity_{b}_{{}}")
+  identity_rows += [per_condition(f"identity similarity ({b})", f"identity_similarity_{b}_{{}}")
                     for b in ("front", "side", "back")]
-  identity_rows += [four("attribute accuracy", "attribute_accuracy_{}"),
-                    four("temporal consistency", "temporal_consistency_{}")]
-  prompt_rows = [four("prompt adherence", "prompt_adherence_{}"),
-                 four("  motion read right", "motion_accuracy_{}"),
-                 four("  camera move read right", "camera_accuracy_{}"),
-                 four("  frames at the intended view (+-45 deg)", "yaw_accuracy_{}"),
-                 four("copy-paste (+1 copy of a reference, -1 the real frame)", "copy_paste_{}"),
-                 four("dynamic degree (motion / the real clip's)", "dynamic_degree_{}"),
-                 four("yaw error (deg)", "yaw_error_{}"),
-                 four("yaw to nearest reference view (deg)", "yaw_to_reference_{}")]
+  identity_rows += [per_condition("attribute accuracy", "attribute_accuracy_{}"),
+                    per_condition("temporal consistency", "temporal_consistency_{}")]
+  prompt_rows = [per_condition("prompt adherence", "prompt_adherence_{}"),
+                 per_condition("  motion read right", "motion_accuracy_{}"),
+                 per_condition("  camera move read right", "camera_accuracy_{}"),
+                 per_condition("  frames at the intended view (+-45 deg)", "yaw_accuracy_{}"),
+                 per_condition("copy-paste (+1 copy of a reference, -1 the real frame)", "copy_paste_{}"),
+                 per_condition("dynamic degree (motion / the real clip's)", "dynamic_degree_{}"),
+                 per_condition("yaw error (deg)", "yaw_error_{}"),
+                 per_condition("yaw to nearest reference view (deg)", "yaw_to_reference_{}")]
   table = lambda rows: [
       "| figure | real clips | real clips through the autoencoder | with refs | without refs "
       "| swapped |", "| --- | --- | --- | --- | --- | --- |"] + [
