@@ -87,3 +87,31 @@ def test_batched_generation_is_each_clip_alone(aipa, cfg, solver):
                                   inference.GenerationSettings(**{**s.__dict__, "seed": seed}))
     np.testing.assert_allclose(video, alone, atol=2e-4)
   assert not np.allclose(batch[0], batch[2], atol=1e-2)  # same seed, other prompt and refs
+
+
+@pytest.mark.parametrize("aipa", [True, False])
+def test_batched_continuation_is_each_clip_alone(aipa):
+  """The benchmark's first-frame condition: each clip of a batch continues from its OWN clean
+  leading latent frame, exactly as `generate(..., context=)` continues it alone (the symmetric
+  model also splits the batch by references: each part keeps its rows' frames)."""
+  from wildactor_jax.models.pixel_autoencoder import PixelAutoencoder
+  model = create_model(ModelConfig(**dict(BASE, in_channels=12, out_channels=12), aipa=aipa))
+  nnx.update(model, jax.tree.map(lambda x: x + 0.05, nnx.state(model, nnx.LoRAParam)))
+  vae, text = PixelAutoencoder(2), _Text()
+  rng = np.random.default_rng(2)
+  img = lambda: rng.uniform(-1, 1, (8, 8, 3)).astype(np.float32)
+  jobs = [("a walk", [img()], [1], 3), ("a wave", [], [], 3), ("a jump", [img(), img()], [0, 1], 5)]
+  context = rng.standard_normal((len(jobs), 1, 4, 4, 12)).astype(np.float32)
+  s = inference.GenerationSettings(frames=5, height=8, width=8, steps=3, cfg=4.0, shift=3.0,
+                                   guide_references=True)
+  prompts, images, types, seeds = ([j[k] for j in jobs] for k in range(4))
+  batch = inference.generate_batch(model, vae, text, prompts, images, types, s, seeds, context)
+  for i, (prompt, imgs, kinds, seed) in enumerate(jobs):
+    alone, _ = inference.generate(model, vae, text, prompt, imgs, kinds,
+                                  inference.GenerationSettings(**{**s.__dict__, "seed": seed}),
+                                  context=context[i:i + 1])
+    np.testing.assert_allclose(batch[i], alone, atol=2e-4)
+  plain = inference.generate_batch(model, vae, text, prompts, images, types, s, seeds)
+  assert not np.allclose(batch[0], plain[0], atol=1e-2)  # the frame is used
+  with pytest.raises(ValueError, match="one row per clip"):
+    inference.generate_batch(model, vae, text, prompts, images, types, s, seeds, context[:2])

@@ -257,3 +257,37 @@ def test_coherence_figures_on_known_embeddings():
   summary = coherence.summarise([{"actor": "a", "figures": figs}, {"actor": "b", "figures": figs}])
   assert summary["shot_to_references"]["mean"]["mean"] == pytest.approx(1.0)
   assert summary["drift"]["slope_per_100_frames"]["ci95"] == pytest.approx([0.0, 0.0], abs=1e-9)
+
+
+def test_benchmark_first_frame_condition_continues_the_source_clip(run, loaded, tmp_path):
+  """evaluate --first-frame: each held-out actor's with-references clip again, sampled as a
+  continuation of its source clip's own first frame (encoded alone, kept clean): the clip opens
+  on that frame, the with-references clip of the same prompt and seed does not, and the rows
+  name the condition, the actor and the source clip."""
+  import subprocess
+  import sys
+  from wildactor_jax.eval import generated, raw
+  r, vae, _, s = loaded
+  root = tmp_path / "raw"
+  subprocess.run([sys.executable, "data/synthetic_actors.py", "--out", str(root), "--actors", "3",
+                  "--clips-per-actor", "1", "--size", str(s.width), "--frames", str(s.frames)],
+                 cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), check=True,
+                 capture_output=True)
+  ds = raw.load(str(root))
+  actors = ds.actors[:2]
+  rows = generated.generate(run[0], ds, actors, [0, 1], str(tmp_path / "gen"), steps=2,
+                            log=lambda m: None, batch=4, first_frame=True)
+  by = {(x["condition"], x["actor_id"], x["seed"]): x for x in rows}
+  assert sorted({x["condition"] for x in rows}) == sorted(generated.ALL_CONDITIONS)
+  assert len(rows) == 2 * 2 * len(generated.ALL_CONDITIONS)
+  for a in actors:
+    for seed in (0, 1):
+      row = by[(generated.FIRST_FRAME, a, seed)]
+      assert generated.target_actor(row) == a and row["refs"]
+      assert row["source_video"] == by[("with_refs", a, seed)]["source_video"]
+      truth = raw.read_video(os.path.join(ds.root, row["source_video"]))[0].astype(float)
+      want = media.to_uint8(vae.decode(vae.encode(truth[None, None] / 127.5 - 1.0))[0])[0]
+      opened = media.read_mp4(row["video"])[0].astype(float)
+      plain = media.read_mp4(by[("with_refs", a, seed)]["video"])[0].astype(float)
+      assert np.abs(opened - want).mean() < 6.0  # the given frame, up to H.264
+      assert np.abs(plain - want).mean() > 3 * np.abs(opened - want).mean()

@@ -1,6 +1,7 @@
 """python -m wildactor_jax.evaluate --workdir W --records R --split test --out eval.json
     [--raw RAW] [--generated DIR] [--seeds 0,1] [--embedder E.npz] [--probes P.npz]
-    [--test-fraction 0.2] [--steps N] [--batches 8]
+    [--test-fraction 0.2] [--steps N] [--batches 8] [--autoencoder run|none|AE.npz]
+    [--first-frame]
 
 Actor-Bench at our scale (wildactor_jax/eval/), following the WildActor paper's protocol:
 - with --workdir and --records: sampling-free diagnostics on the split's encoded records (flow
@@ -18,7 +19,9 @@ Actor-Bench at our scale (wildactor_jax/eval/), following the WildActor paper's 
   workdir's newest checkpoint generates them into DIR (default: OUT's stem + "_clips") for
   every held-out actor, condition and seed. The real clips encoded and decoded by the run's
   autoencoder (--autoencoder, default the workdir's config.vae) are scored too, as the
-  "autoencoded" condition: the most a generator in that latent space can reach.
+  "autoencoded" condition: the most a generator in that latent space can reach. --first-frame
+  adds the "first_frame" condition: the with-references clips continued from their source clip's
+  own first frame (the frozen backbone's bound on identity it is handed in place).
 Bad input: a one-line error, exit status 2, nothing written.
 """
 from __future__ import annotations
@@ -54,6 +57,10 @@ def parse_args(argv):
                  help="'run' (the workdir's config.vae; none without --workdir), 'none', or a "
                       "learned autoencoder .npz: real clips through it are the 'autoencoded' "
                       "condition")
+  p.add_argument("--first-frame", action="store_true",
+                 help="when generating, also the 'first_frame' diagnostic: each with-references "
+                      "clip again, continued from its source clip's own first frame (what the "
+                      "frozen backbone keeps of an identity handed to it in place)")
   return p.parse_args(argv)
 
 
@@ -151,7 +158,7 @@ def identity_part(args, log) -> dict:
     log(f"generating {len(held_out)} held-out actors into {folder}")
     rows = generated.generate(args.workdir, ds, held_out,
                               [int(s) for s in args.seeds.split(",")], folder, args.steps, log,
-                              args.batch)
+                              args.batch, first_frame=args.first_frame)
   result = protocol.score(ds, net, probe, rows, held_out, args.seed,
                           roundtrip=autoencoder_roundtrip(args))
   if args.embedder and not fs.exists(args.embedder):

@@ -181,8 +181,8 @@ def denoise_step(model, state, row, text, cache2, cfg_scale, context=None):
   """One CFG pass (cond and uncond batched) and one solver update, jitted once per shape: the
   guidance scale is an argument, not a constant, so clips with any scale share the compile.
   cfg_scale None: no guidance, one conditional pass (text (1, S, D), the cache not doubled), as
-  a step-distilled student samples. context (1, K, H, W, C) or None: clean leading frames,
-  re-imposed after the update."""
+  a step-distilled student samples. context (1 or n, K, H, W, C) or None: clean leading
+  frames, re-imposed after the update."""
   k = 0 if context is None else context.shape[1]
   if cfg_scale is None:
     v = model_velocity(model, state[0], row.timestep, text, cache2, k)
@@ -219,8 +219,8 @@ def denoise(model: WanTransformer, text: jax.Array, cache, noise: jax.Array,
             s: GenerationSettings, on_step: Callable[[int, float], None] | None = None,
             context: jax.Array | None = None):
   """Runs the sampler on noise (n, T, H, W, C); text (2n, S, D) = [cond (n rows); uncond (n
-  rows)]. Returns clean latents (n, T, H, W, C). context (1, K, H, W, C), K < T: clean leading
-  frames kept as given (continuation)."""
+  rows)]. Returns clean latents (n, T, H, W, C). context (1 or n, K, H, W, C), K < T: clean
+  leading frames kept as given (continuation; one per sample, or one for all)."""
   coeffs = sampling.coefficients(s.solver, s.steps, s.shift)
   table = sampling.coefficient_table(coeffs)
   scales = guidance_scales(s, coeffs.sigma)
@@ -231,9 +231,9 @@ def denoise(model: WanTransformer, text: jax.Array, cache, noise: jax.Array,
     cache2 = None if cache is None else guidance_cache(cache, s.guide_references)
   state = sampling.initial_state(noise)
   if context is not None:
-    if context.shape[0] != 1 or context.shape[2:] != noise.shape[2:] or \
+    if context.shape[0] not in (1, noise.shape[0]) or context.shape[2:] != noise.shape[2:] or \
         not 0 < context.shape[1] < noise.shape[1]:
-      raise ValueError(f"context latents {tuple(context.shape)}: expected (1, K, "
+      raise ValueError(f"context latents {tuple(context.shape)}: expected (1 or n, K, "
                        f"{', '.join(map(str, noise.shape[2:]))}) with 0 < K < {noise.shape[1]} "
                        "(the window's latent frames)")
     context = jnp.asarray(context, jnp.float32)
@@ -306,15 +306,20 @@ def sample_latents(model: WanTransformer, text: jax.Array, cache, s: GenerationS
 
 def generate_batch(model: WanTransformer, vae, text_encoder, prompts: Sequence[str],
                    images: Sequence[Sequence[np.ndarray]], types: Sequence[Sequence[int]],
-                   s: GenerationSettings, seeds: Sequence[int]) -> np.ndarray:
+                   s: GenerationSettings, seeds: Sequence[int],
+                   context: np.ndarray | None = None) -> np.ndarray:
   """n independent clips in one batched sampler run (the benchmark's generation): sample i has
   its own prompt, references (any count, 0 included) and seed, and comes out as `generate` would
   make it alone up to float rounding (its noise is drawn from its own seed; padding references
-  are masked out). -> videos (n, T, H, W, 3) float32 in [-1, 1]."""
+  are masked out). context (n, K, H', W', C) or None: sample i continues from its own clean
+  leading latent frames context[i] (see `denoise`; the video then includes them).
+  -> videos (n, T, H, W, 3) float32 in [-1, 1]."""
   n = len(prompts)
   if not n == len(images) == len(types) == len(seeds):
     raise ValueError(f"{n} prompts, {len(images)} reference lists, {len(types)} type lists, "
                      f"{len(seeds)} seeds: expected one of each per clip")
+  if context is not None and np.shape(context)[0] != n:
+    raise ValueError(f"context latents {np.shape(context)}: expected one row per clip ({n})")
   has = [bool(i) for i in images]
   if not model.cfg.aipa and any(has) and not all(has):
     # The symmetric model adapts every video token once references are passed (even all masked
@@ -322,8 +327,10 @@ def generate_batch(model: WanTransformer, vae, text_encoder, prompts: Sequence[s
     out = [None] * n
     for group in ([i for i in range(n) if has[i]], [i for i in range(n) if not has[i]]):
       pick = lambda seq: [seq[i] for i in group]
+      part = None if context is None else np.asarray(context)[group]
       for i, video in zip(group, generate_batch(model, vae, text_encoder, pick(prompts),
-                                                pick(images), pick(types), s, pick(seeds))):
+                                                pick(images), pick(types), s, pick(seeds),
+                                                part)):
         out[i] = video
     return np.stack(out)
   grid = check_geometry(s, vae, model.cfg.patch_size)
@@ -348,7 +355,8 @@ def generate_batch(model: WanTransformer, vae, text_encoder, prompts: Sequence[s
     cache = refs if not model.cfg.aipa else encode_reference_cache(model, refs, tokens)
   shape = (1,) + tuple(grid) + (model.cfg.in_channels,)
   noise = jnp.concatenate([jax.random.normal(jax.random.key(int(seed)), shape) for seed in seeds])
-  latents = denoise(model, text, cache, place(noise), s)
+  latents = denoise(model, text, cache, place(noise), s,
+                    context=None if context is None else place(jnp.asarray(context, jnp.float32)))
   return np.clip(np.asarray(vae.decode(latents), np.float32), -1.0, 1.0)
 
 

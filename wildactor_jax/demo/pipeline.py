@@ -12,8 +12,9 @@ records with the learned video autoencoder -> 5. the frozen backbone: the shippe
 corpus of other actors, the autoencoder trained on it, the backbone pre-trained on it:
 wildactor_jax/demo/from_scratch.py) -> 6. train WildActor's reference LoRA on it
 (configs/demo_tiny.py) -> 7. the Actor-Bench analog (`python -m wildactor_jax.evaluate`): generate
-the held-out actors with their references, without, and with swapped references (2 seeds), score
-both axes with intervals -> 8. a 3-shot story of one held-out actor (`python -m
+the held-out actors with their references, without, and with swapped references (2 seeds), and
+with references continuing each clip's own first frame (the frozen backbone's bound), score both
+axes with intervals -> 8. a 3-shot story of one held-out actor (`python -m
 wildactor_jax.story`) -> 9. loss curves, a picture grid, report.md and summary.json. Every stage
 is a real command of this repository; a console progress bar follows the training stage.
 """
@@ -45,14 +46,15 @@ def pretrained(py: str, args, out: str, logs: str) -> dict:
 
 
 def evaluate(py: str, workdir: str, data: dict, out: str, name: str, logs: str,
-             parts: dict, quick: bool) -> str:
-  """Stage 7: `python -m wildactor_jax.evaluate` on the held-out actors -> OUT/<name>.json."""
+             parts: dict, quick: bool, first_frame: bool = False) -> str:
+  """Stage 7: `python -m wildactor_jax.evaluate` on the held-out actors -> OUT/<name>.json
+  (first_frame: with the first-frame diagnostic, the frozen backbone's bound)."""
   eval_json = os.path.join(out, f"{name}.json")
   sh([py, "-m", "wildactor_jax.evaluate", "--workdir", workdir, "--records", data["enc"],
       "--split", "test", "--raw", data["raw"], "--out", eval_json, "--generated",
       os.path.join(out, f"{name}_clips"), "--seeds", "0,1", "--test-fraction", str(TEST_FRACTION),
       "--embedder", parts["embedder"], "--probes", parts["probes"],
-      *(["--steps", "3"] if quick else [])],
+      *(["--steps", "3"] if quick else []), *(["--first-frame"] if first_frame else [])],
      os.path.join(logs, f"7_{name}.log"))
   return eval_json
 
@@ -122,8 +124,10 @@ def run(args) -> int:
   train(py, "configs/demo_tiny.py", wa_work,
         [*data["common"], f"--config.backbone_path={backbone}", *lora_flags],
         os.path.join(logs, "6_wildactor.log"), "reference LoRA")
-  stage("7/9 Actor-Bench on held-out actors: with, without and swapped references")
-  eval_json = evaluate(py, wa_work, data, out, "eval", logs, parts, args.quick)
+  stage("7/9 Actor-Bench on held-out actors: with, without and swapped references, and from "
+        "the true first frame")
+  eval_json = evaluate(py, wa_work, data, out, "eval", logs, parts, args.quick,
+                       first_frame=True)
   from wildactor_jax import fs
   from wildactor_jax.demo import report as demo_report
   ev = fs.read_json(eval_json)

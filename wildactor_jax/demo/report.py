@@ -11,8 +11,15 @@ import numpy as np
 from PIL import Image
 
 from wildactor_jax import fs, media
+from wildactor_jax.eval.protocol import RETRIEVAL_NAMES
 
 CONDITIONS = ("with_refs", "without_refs", "swapped")
+# The benchmark's conditions as the report's table columns, in order.
+REPORT_COLUMNS = (("ground_truth", "real clips"),
+                  ("autoencoded", "real clips through the autoencoder"),
+                  ("with_refs", "with refs"), ("without_refs", "without refs"),
+                  ("swapped", "swapped"),
+                  ("first_frame", "with refs, continued from the true first frame"))
 
 
 def _loss_plot(runs: dict[str, str], path: str) -> None:
@@ -101,12 +108,11 @@ def write_report(out: str, raw: str, wildactor_run: str, build: dict, evaluation
   summary = dict(bench, quick=quick, total_s=round(total_s, 1), stages_s=stage_s, build=build,
                  loss_first20_last20=first_last,
                  held_out_actors=len(evaluation.get("held_out_actors", [])), story=story)
-  per_condition = lambda name, key: (name, key.format("ground_truth"), key.format("autoencoded"),
-                            key.format("with_refs"), key.format("without_refs"),
-                            key.format("swapped"))
-  identity_rows = [("identity retrieval top-1", "retrieval_top1_ground_truth",
-                    "retrieval_top1_autoencoded", "retrieval_top1_with_refs",
-                    "retrieval_top1_without_refs", "retrieval_top1_swapped_follows_refs")]
+  # Columns: condition -> heading; the first-frame diagnostic only when it was scored.
+  columns = [c for c in REPORT_COLUMNS if c[0] != "first_frame"
+             or "retrieval_top1_first_frame" in bench]
+  per_condition = lambda name, key: (name, [key.format(c) for c, _ in columns])
+  identity_rows = [("identity retrieval top-1", [RETRIEVAL_NAMES[c] for c, _ in columns])]
   identity_rows += [per_condition(f"identity similarity ({b})", f"identity_similarity_{b}_{{}}")
                     for b in ("front", "side", "back")]
   identity_rows += [per_condition("attribute accuracy", "attribute_accuracy_{}"),
@@ -120,10 +126,9 @@ def write_report(out: str, raw: str, wildactor_run: str, build: dict, evaluation
                  per_condition("yaw error (deg)", "yaw_error_{}"),
                  per_condition("yaw to nearest reference view (deg)", "yaw_to_reference_{}")]
   table = lambda rows: [
-      "| figure | real clips | real clips through the autoencoder | with refs | without refs "
-      "| swapped |", "| --- | --- | --- | --- | --- | --- |"] + [
-      f"| {name} | {_ci(bench, g)} | {_ci(bench, ae)} | {_ci(bench, w)} | {_ci(bench, wo)} | "
-      f"{_ci(bench, sw)} |" for name, g, ae, w, wo, sw in rows]
+      "| figure | " + " | ".join(h for _, h in columns) + " |",
+      "| --- |" + " --- |" * len(columns)] + [
+      f"| {name} | " + " | ".join(_ci(bench, k) for k in keys) + " |" for name, keys in rows]
   lines = [
       "# WildActor demo report (CPU, toy scale)", "",
       f"Run {'(--quick smoke test: numbers are meaningless) ' if quick else ''}took "
@@ -163,7 +168,8 @@ def write_report(out: str, raw: str, wildactor_run: str, build: dict, evaluation
               "excludes 0 is an effect of the references.", "",
               "| figure | with - without |", "| --- | --- |",
               *[f"| {name} | {_ci(bench, key)} |" for name, key in effect], ""]
-  fid = {k: bench.get(f"fidelity_{k}") for k in ("real_split", "autoencoded") + CONDITIONS}
+  fid = {k: bench.get(f"fidelity_{k}") for k in ("real_split", "autoencoded") + CONDITIONS +
+                                                      ("first_frame",)}
   lines += ["Sample fidelity (Fréchet distance on the embedder's features to real held-out "
             "frames; lower is closer): " + ", ".join(
                 f"{k} {v:.3f}" for k, v in fid.items() if isinstance(v, (int, float))) +

@@ -2,7 +2,10 @@
 
 A generated folder holds clips/*.mp4 and `generated.jsonl`, one row per clip:
   video        path relative to the folder
-  condition    with_refs | without_refs | swapped
+  condition    with_refs | without_refs | swapped | first_frame (a diagnostic, on request:
+               the actor's references AND the source clip's own first latent frame, clean; the
+               clip is the frozen backbone continuing the true frame, so it bounds what the
+               references alone can give)
   actor_id     the actor whose prompt (and seed) the clip was generated from
   refs_actor   the actor whose references conditioned it (null for without_refs)
   seed         the sampling seed
@@ -17,11 +20,15 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
+
 from wildactor_jax import fs
 from wildactor_jax.eval.raw import RawDataError, RawDataset
 
 INDEX = "generated.jsonl"
 CONDITIONS = ("with_refs", "without_refs", "swapped")
+FIRST_FRAME = "first_frame"
+ALL_CONDITIONS = CONDITIONS + (FIRST_FRAME,)
 
 
 def target_actor(row: dict) -> str:
@@ -45,8 +52,9 @@ def load(folder: str) -> list[dict]:
     for field in ("video", "condition", "actor_id", "seed"):
       if field not in row:
         raise RawDataError(f"{where}: missing field {field!r}")
-    if row["condition"] not in CONDITIONS:
-      raise RawDataError(f"{where}: condition {row['condition']!r}, expected one of {CONDITIONS}")
+    if row["condition"] not in ALL_CONDITIONS:
+      raise RawDataError(f"{where}: condition {row['condition']!r}, expected one of "
+                         f"{ALL_CONDITIONS}")
     if row["condition"] != "without_refs" and not row.get("refs_actor"):
       raise RawDataError(f"{where}: condition {row['condition']} needs refs_actor")
     row = dict(row, video=fs.join(folder, row["video"]))
@@ -95,12 +103,23 @@ def benchmark_references(ds: RawDataset, actor: str, max_faces: int,
   return out
 
 
+def first_latent_frame(vae, video_path: str, height: int, width: int) -> np.ndarray:
+  """The clip's first frame encoded alone by the run's autoencoder, (1, H', W', C): a causal
+  autoencoder's first latent frame stands for the first pixel frame alone, as a continuation
+  re-encodes the frames it continues from (infer/continuation.py)."""
+  from wildactor_jax.infer.continuation import load_context
+  frames, _ = load_context(video_path, vae, height, width, what="source clip")
+  return np.asarray(vae.encode(frames[:1][None]), np.float32)[0]
+
+
 def generate(workdir: str, ds: RawDataset, actors: list[str], seeds, folder: str,
-             steps: int | None = None, log=print, batch: int = 12) -> list[dict]:
+             steps: int | None = None, log=print, batch: int = 12,
+             first_frame: bool = False) -> list[dict]:
   """Generates every held-out actor under every condition and seed with the run's newest
   checkpoint and writes FOLDER (clips + generated.jsonl, the index last). Seed s uses the
   actor's clip s mod (its clip count) as prompt source. Clips are sampled `batch` at a time
-  (inference.generate_batch: each clip as it would come out alone)."""
+  (inference.generate_batch: each clip as it would come out alone). first_frame: also the
+  FIRST_FRAME diagnostic (with_refs continued from the source clip's own first frame)."""
   from wildactor_jax import inference, media
   from wildactor_jax.infer import encoders, load_run
   from wildactor_jax.infer.settings import settings_from_config
@@ -124,22 +143,32 @@ def generate(workdir: str, ds: RawDataset, actors: list[str], seeds, folder: str
     clips = ds.clips_of(actor)
     for seed in seeds:
       clip = clips[seed % len(clips)]
-      for condition, ref_actor in (("with_refs", actor), ("without_refs", None),
-                                   ("swapped", partner)):
+      conditions = [("with_refs", actor), ("without_refs", None), ("swapped", partner)]
+      for condition, ref_actor in conditions + ([(FIRST_FRAME, actor)] if first_frame else []):
         rows.append({"video": f"clips/{actor}_{condition}_s{seed}.mp4", "condition": condition,
                      "actor_id": actor, "refs_actor": ref_actor, "seed": int(seed),
                      "source_video": os.path.relpath(clip.video, ds.root),
                      "refs": given[ref_actor] if ref_actor else [], "prompt": clip.prompt})
-  for lo in range(0, len(rows), batch):
-    part = rows[lo:lo + batch]
+  # Batches never mix clips with and without a clean first frame (one sampler shape each).
+  plain = [r for r in rows if r["condition"] != FIRST_FRAME]
+  batches = [plain[lo:lo + batch] for lo in range(0, len(plain), batch)]
+  continued = [r for r in rows if r["condition"] == FIRST_FRAME]
+  batches += [continued[lo:lo + batch] for lo in range(0, len(continued), batch)]
+  done = 0
+  for part in batches:
+    context = None
+    if part[0]["condition"] == FIRST_FRAME:
+      context = np.stack([first_latent_frame(vae, os.path.join(ds.root, r["source_video"]),
+                                             s.height, s.width) for r in part])
     with run.sharding():
       videos = inference.generate_batch(
           model, vae, text, [r["prompt"] for r in part],
           [refs[r["refs_actor"]][0] if r["refs_actor"] else [] for r in part],
           [refs[r["refs_actor"]][1] if r["refs_actor"] else [] for r in part], s,
-          [r["seed"] for r in part])
+          [r["seed"] for r in part], context)
     for r, video in zip(part, videos):
       media.write_mp4(os.path.join(folder, r["video"]), media.to_uint8(video), fps=8)
-    log(f"  generated {min(lo + batch, len(rows))} of {len(rows)} clips")
+    done += len(part)
+    log(f"  generated {done} of {len(rows)} clips")
   fs.atomic_write_text(fs.join(folder, INDEX), "".join(json.dumps(r) + "\n" for r in rows))
   return load(folder)

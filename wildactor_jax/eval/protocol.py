@@ -18,7 +18,10 @@ the wrong motion, camera and views.
 Every figure is a mean over clips with a bootstrap 95% interval over identities (clips of all
 seeds pooled per identity). Ground-truth clips of the held-out actors go through the same scoring
 as the "ground_truth" condition: the ceiling each figure can reach with these readers (its prompt
-adherence is `prompt_adherence_real`). Given the run's autoencoder, the same clips encoded and
+adherence is `prompt_adherence_real`). Generated clips of the FIRST_FRAME diagnostic (the frozen
+backbone continuing each clip from its own true first frame, with the references) are scored as
+their own condition: what the backbone keeps of an identity it is handed in place, a bound on
+what references from other poses and places can give. Given the run's autoencoder, the same clips encoded and
 decoded are the "autoencoded" condition: the ceiling a generator working in that latent space can
 reach (a perfect one would produce exactly those clips), so a gap splits into what the
 autoencoder loses and what the generator does. `summary` flattens the figures under stable names (NAME and
@@ -31,7 +34,8 @@ import numpy as np
 from wildactor_jax import fs
 from wildactor_jax.eval import (adherence, attributes, bootstrap, embedder, fidelity as fid,
                                 metrics, probes, raw)
-from wildactor_jax.eval.generated import CONDITIONS, benchmark_references, target_actor
+from wildactor_jax.eval.generated import (ALL_CONDITIONS, FIRST_FRAME, benchmark_references,
+                                          target_actor)
 
 GROUND_TRUTH = "ground_truth"
 AUTOENCODED = "autoencoded"
@@ -39,7 +43,8 @@ RETRIEVAL_NAMES = {"with_refs": "retrieval_top1_with_refs",
                    "without_refs": "retrieval_top1_without_refs",
                    "swapped": "retrieval_top1_swapped_follows_refs",
                    GROUND_TRUTH: "retrieval_top1_ground_truth",
-                   AUTOENCODED: "retrieval_top1_autoencoded"}
+                   AUTOENCODED: "retrieval_top1_autoencoded",
+                   FIRST_FRAME: "retrieval_top1_first_frame"}
 # Per-clip figures (row key -> figure name); each gets a mean and an interval per condition.
 FIGURES = ("identity_similarity", "temporal_consistency", "prompt_adherence", "motion_accuracy",
            "camera_accuracy", "yaw_accuracy", "copy_paste", "dynamic_degree", "yaw_error",
@@ -240,7 +245,7 @@ def summary(per_condition: dict, chance: float, fidelity_result: dict | None) ->
     out["prompt_adherence_real"] = out[f"prompt_adherence_{GROUND_TRUTH}"]
     out["prompt_adherence_real_ci95"] = out[f"prompt_adherence_{GROUND_TRUTH}_ci95"]
   for k, v in (fidelity_result or {}).items():
-    if k in CONDITIONS or k in ("real_split", AUTOENCODED):
+    if k in ALL_CONDITIONS or k in ("real_split", AUTOENCODED):
       out[f"fidelity_{k}"] = v
   return out
 
@@ -268,7 +273,7 @@ def score(ds, net, probe, generated_rows, held_out, seed: int = 0, max_faces: in
   rows = [scorer.score(c) for c in clips]
   per_condition = aggregate(rows, seed)
   videos = {cond: [scorer.video(c["video"]) for c in clips if c["condition"] == cond]
-            for cond in CONDITIONS + (AUTOENCODED,)}
+            for cond in ALL_CONDITIONS + (AUTOENCODED,)}
   fidelity_result = (fidelity(ds, net, videos, held_out, seed)
                      if generated_rows or roundtrip is not None else None)
   chance = 1.0 / len(held_out)
