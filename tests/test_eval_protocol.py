@@ -202,9 +202,10 @@ def test_cli_autoencoder_flag(data, tmp_path):
   emb = embedder.save(net, str(tmp_path / "embedder.npz"))
   prb = probes.save(probe, str(tmp_path / "probes.npz"))
   out = tmp_path / "eval.json"
+  out.write_text("an earlier report")  # replaced only because --overwrite asks for it
   assert evaluate.main(["--raw", ds.root, "--generated", str(tmp_path / "gen"), "--embedder",
                         emb, "--probes", prb, "--test-fraction", str(FRACTION),
-                        "--autoencoder", ae, "--out", str(out)]) == 0
+                        "--autoencoder", ae, "--out", str(out), "--overwrite"]) == 0
   s = json.loads(out.read_text())["summary"]
   assert 0.0 <= s["retrieval_top1_autoencoded"] <= 1.0 and "fidelity_autoencoded" in s
   assert "prompt_adherence_autoencoded_ci95" in s
@@ -229,6 +230,16 @@ def test_cli_bad_input_exit_2_nothing_written(data, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert not out.exists()
+  # An existing report is the user's: kept without --overwrite, and kept on bad input with it.
+  out = tmp_path / "eval.json"
+  out.write_text("an earlier report")
+  for extra, named in ((["--raw", ds.root, "--generated", str(tmp_path / "gen")], "--overwrite"),
+                       (["--raw", ds.root, "--generated", str(tmp_path / "gen"), "--seeds", "0",
+                         "--overwrite"], "--seeds")):
+    assert evaluate.main(["--out", str(out), *extra]) == 2, extra
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and named in err, err
+    assert out.read_text() == "an earlier report"
 
 
 def _row(condition, target, seed, similarity, retrieved):

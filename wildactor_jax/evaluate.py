@@ -1,7 +1,7 @@
 """python -m wildactor_jax.evaluate --workdir W --records R --split test --out eval.json
     [--raw RAW] [--generated DIR] [--seeds 0,1] [--embedder E.npz] [--probes P.npz]
     [--test-fraction 0.2] [--steps N] [--batches 8] [--autoencoder run|none|AE.npz]
-    [--first-frame]
+    [--first-frame] [--overwrite]
 
 Actor-Bench at our scale (wildactor_jax/eval/), following the WildActor paper's protocol:
 - with --workdir and --records: sampling-free diagnostics on the split's encoded records (flow
@@ -22,7 +22,8 @@ Actor-Bench at our scale (wildactor_jax/eval/), following the WildActor paper's 
   "autoencoded" condition: the most a generator in that latent space can reach. --first-frame
   adds the "first_frame" condition: the with-references clips continued from their source clip's
   own first frame (the frozen backbone's bound on identity it is handed in place).
-Bad input: a one-line error, exit status 2, nothing written.
+Bad input: a one-line error, exit status 2, nothing written. An existing --out report is kept
+unless --overwrite asks to replace it (then replaced by rename once the new one is complete).
 """
 from __future__ import annotations
 
@@ -61,6 +62,8 @@ def parse_args(argv):
                  help="when generating, also the 'first_frame' diagnostic: each with-references "
                       "clip again, continued from its source clip's own first frame (what the "
                       "frozen backbone keeps of an identity handed to it in place)")
+  p.add_argument("--overwrite", action="store_true",
+                 help="replace an existing --out report (refused without it)")
   return p.parse_args(argv)
 
 
@@ -74,6 +77,8 @@ def check(args) -> None:
   from wildactor_jax.input.splits import SPLITS
   if not args.out.endswith(".json") or fs.isdir(args.out):
     raise UsageError(f"--out {args.out}: expected a .json file path")
+  if fs.exists(args.out) and not args.overwrite:
+    raise UsageError(f"--out {args.out}: already exists; pass --overwrite to replace it")
   if args.split not in SPLITS:
     raise UsageError(f"--split {args.split}: expected one of {', '.join(SPLITS)} (the dataset's "
                      "identity-disjoint splits)")

@@ -48,10 +48,11 @@ def pretrained(py: str, args, out: str, logs: str) -> dict:
 def evaluate(py: str, workdir: str, data: dict, out: str, name: str, logs: str,
              parts: dict, quick: bool, first_frame: bool = False) -> str:
   """Stage 7: `python -m wildactor_jax.evaluate` on the held-out actors -> OUT/<name>.json
-  (first_frame: with the first-frame diagnostic, the frozen backbone's bound)."""
+  (first_frame: with the first-frame diagnostic, the frozen backbone's bound). A rerun of the
+  demo into the same OUT scores again and replaces the report, as the demo's own output."""
   eval_json = os.path.join(out, f"{name}.json")
   sh([py, "-m", "wildactor_jax.evaluate", "--workdir", workdir, "--records", data["enc"],
-      "--split", "test", "--raw", data["raw"], "--out", eval_json, "--generated",
+      "--split", "test", "--raw", data["raw"], "--out", eval_json, "--overwrite", "--generated",
       os.path.join(out, f"{name}_clips"), "--seeds", "0,1", "--test-fraction", str(TEST_FRACTION),
       "--embedder", parts["embedder"], "--probes", parts["probes"],
       *(["--steps", "3"] if quick else []), *(["--first-frame"] if first_frame else [])],
