@@ -109,3 +109,19 @@ def test_ablation_variants_flag_picks_a_subset_and_refuses_unknown_names(capsys)
   with pytest.raises(SystemExit) as e:
     pipeline.parse_args(["--variants", "no_aipa"])
   assert e.value.code == 2 and "--variants: only with --ablations" in capsys.readouterr().err
+
+
+def test_report_identity_along_the_clip_table():
+  """The demo report's per-frame table: one row per scored condition in the report's column
+  order, one column per sampled frame, the means as given; nothing when it was not scored."""
+  from wildactor_jax.demo import report
+  entry = lambda means: {"frame_index": [0, 8, 16], "retrieval_top1": {"mean": means,
+                                                                       "ci95": [[0, 1]] * 3},
+                         "identity_similarity": {"mean": means, "ci95": [[0, 1]] * 3}}
+  over = {"first_frame": entry([0.71, 0.5, None]), "ground_truth": entry([0.95, 0.9, 0.88])}
+  lines = report.over_time_table({"identity_over_time": over})
+  assert lines[0] == "| condition | frame 0 | frame 8 | frame 16 |"
+  assert lines[2] == "| real clips | 0.95 | 0.90 | 0.88 |"
+  assert lines[3].startswith("| with refs, continued from the true first frame | 0.71 | 0.50 | n/a")
+  assert len(lines) == 4
+  assert report.over_time_table({}) == []

@@ -45,6 +45,18 @@ def test_retrieval_same_clip_perfect_other_actor_not():
     metrics.retrieval_top1([own["a"]], ["z"], gallery)
 
 
+def test_retrieve_each_reads_every_frame_alone():
+  """A clip that starts as actor a and turns into b: pooled, it retrieves one actor; frame by
+  frame, each frame retrieves its own, and a single frame retrieves as `retrieve` would."""
+  rng = np.random.default_rng(1)
+  centres = {a: unit_rows(rng, 1)[0] for a in ("a", "b", "c")}
+  gallery = {a: c + 0.2 * unit_rows(rng, 4) for a, c in centres.items()}
+  frames = np.stack([centres["a"]] * 3 + [centres["b"]] * 2) + 0.1 * unit_rows(rng, 5)
+  assert metrics.retrieve_each(frames, gallery) == ["a", "a", "a", "b", "b"]
+  for f in frames:
+    assert metrics.retrieve_each(f[None], gallery) == [metrics.retrieve(f[None], gallery)]
+
+
 def test_temporal_consistency():
   rng = np.random.default_rng(1)
   still = np.repeat(unit_rows(rng, 1), 5, axis=0)

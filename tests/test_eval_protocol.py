@@ -149,6 +149,10 @@ def test_cli_scores_a_generated_folder(data, tmp_path):
   lo, hi = s["retrieval_top1_swapped_follows_refs_ci95"]
   assert lo <= s["retrieval_top1_swapped_follows_refs"] <= hi
   assert result["identity"]["per_condition"]["with_refs"]["seeds"] == [0, 1]
+  # Frame by frame, the real clips retrieve their actor well above chance along the whole clip.
+  over = result["identity"]["identity_over_time"]
+  assert set(over) >= {"ground_truth", "with_refs", "without_refs", "swapped"}
+  assert min(over["ground_truth"]["retrieval_top1"]["mean"]) >= 2 * chance
   for name in ("fidelity_with_refs", "fidelity_real_split", "attribute_accuracy_with_refs",
                "temporal_consistency_with_refs", "identity_similarity_front_with_refs",
                "yaw_error_with_refs", "yaw_to_reference_with_refs",
@@ -161,6 +165,45 @@ def test_cli_scores_a_generated_folder(data, tmp_path):
   clips = result["identity"]["clips"]
   same = protocol.compare(clips, clips, "swapped")
   assert same["retrieval_top1"]["mean"] == 0.0 and same["copy_paste"]["ci95"] == [0.0, 0.0]
+
+
+def test_identity_over_time_finds_where_identity_is_lost(data, tmp_path):
+  """A real clip of actor A whose second half is actor B's real clip: frame by frame, the first
+  half retrieves A and the second does not, where the pooled retrieval gives one answer for the
+  whole clip; identity_over_time averages the frames over clips of a condition."""
+  ds, held_out, net, probe = data
+  scorer = protocol.Scorer(ds, net, probe, held_out)
+  clips = protocol.clip_list(ds, [], held_out)
+  scored = [(c, scorer.score(c)) for c in clips]
+  # A: the actor whose real clip this embedder reads best frame by frame; B: another actor.
+  real_a, whole = max(scored, key=lambda cs: np.mean(cs[1]["frame_retrieved"]))
+  a = real_a["target"]
+  real_b = next(c for c in clips if c["target"] != a)
+  b = real_b["target"]
+  assert a != b
+  pixels_a, pixels_b = scorer.video(real_a["video"]), scorer.video(real_b["video"])
+  half = len(pixels_a) // 2
+  spliced = scorer.add_video("spliced", np.concatenate([pixels_a[:half], pixels_b[half:]]))
+  row = scorer.score(dict(real_a, condition="spliced", video=spliced))
+  b_as_a = scorer.score(dict(real_b, target=a))  # does each of B's frames retrieve A?
+  idx = np.asarray(row["frame_index"])
+  assert idx[0] == 0 and idx[-1] == len(pixels_a) - 1
+  assert row["frame_index"] == whole["frame_index"]
+  hits = np.asarray(row["frame_retrieved"], float)
+  # Each spliced frame is scored alone, exactly as in the clip it came from.
+  expected = np.where(idx < half, whole["frame_retrieved"], b_as_a["frame_retrieved"])
+  np.testing.assert_array_equal(hits, expected.astype(float))
+  assert hits[idx < half].mean() >= 0.5 and hits[idx >= half].mean() <= 0.25, hits
+  # Over clips of a condition: the mean of each frame position (here A's clip and B's, both
+  # asked to be A), with an interval; the spliced condition is its one clip.
+  over = protocol.identity_over_time([whole, row, b_as_a, dict(whole, target=b)])
+  assert over["spliced"]["retrieval_top1"]["mean"] == hits.tolist()
+  gt = over[protocol.GROUND_TRUTH]
+  assert gt["frame_index"] == row["frame_index"]
+  np.testing.assert_allclose(gt["retrieval_top1"]["mean"], (
+      2 * np.asarray(whole["frame_retrieved"], float) + b_as_a["frame_retrieved"]) / 3)
+  for mean, (lo, hi) in zip(gt["identity_similarity"]["mean"], gt["identity_similarity"]["ci95"]):
+    assert lo <= mean <= hi
 
 
 def test_autoencoded_condition_is_the_latent_space_ceiling(data):

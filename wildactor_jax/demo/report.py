@@ -94,6 +94,21 @@ def _ci(summary: dict, key: str) -> str:
   return f"{value:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{value:.2f}"
 
 
+def over_time_table(evaluation: dict) -> list[str]:
+  """Markdown lines: per condition (a row), each sampled frame's own retrieval top-1 (a column),
+  from the benchmark's `identity_over_time`; [] when it was not scored."""
+  over = evaluation.get("identity_over_time") or {}
+  rows = [(heading, over[c]) for c, heading in REPORT_COLUMNS if c in over]
+  if not rows:
+    return []
+  frames = rows[0][1]["frame_index"]
+  return ["| condition | " + " | ".join(f"frame {i}" for i in frames) + " |",
+          "| --- |" + " --- |" * len(frames)] + [
+      f"| {heading} | " + " | ".join("n/a" if v is None else f"{v:.2f}"
+                                     for v in entry["retrieval_top1"]["mean"]) + " |"
+      for heading, entry in rows if entry["frame_index"] == frames]
+
+
 def write_report(out: str, raw: str, wildactor_run: str, build: dict, evaluation: dict,
                  stage_s: dict, total_s: float, quick: bool, story: dict | None = None) -> dict:
   from wildactor_jax.train_lib.metrics import read_loss_log
@@ -155,8 +170,15 @@ def write_report(out: str, raw: str, wildactor_run: str, build: dict, evaluation
       "from it; the embedder and the probes were trained on the training actors' real renders "
       "only (`wildactor_jax/eval/`). Real clips through the autoencoder: the held-out clips "
       "encoded and decoded by the run's video autoencoder, the most a generator working in its "
-      "latent space can reach.", "", "### Identity", "", *table(identity_rows), "",
-      "### Prompt and motion", "", *table(prompt_rows), ""]
+      "latent space can reach.", "", "### Identity", "", *table(identity_rows), ""]
+  over_time = over_time_table(evaluation)
+  if over_time:
+    lines += ["### Identity along the clip", "",
+              "Retrieval top-1 of each sampled frame alone (mean over clips): where identity is "
+              "lost, at once in the first generated frames or by drift along the clip. Frame 0 "
+              "of the first-frame condition is the given (autoencoded) frame.", "",
+              *over_time, ""]
+  lines += ["### Prompt and motion", "", *table(prompt_rows), ""]
   effect = [(name, f"reference_effect_{key}") for name, key in (
       ("identity retrieval top-1", "retrieval_top1"), ("identity similarity", "identity_similarity"),
       ("prompt adherence", "prompt_adherence"), ("copy-paste", "copy_paste"),

@@ -67,6 +67,14 @@ def retrieve(clip: np.ndarray, gallery: dict[str, np.ndarray]) -> str:
   return max(sorted(s), key=lambda a: s[a])
 
 
+def retrieve_each(frames: np.ndarray, gallery: dict[str, np.ndarray]) -> list[str]:
+  """Per frame (T, D), the gallery actor that frame alone is most similar to (ties: first by
+  name): identity along a clip, where `retrieve` pools the clip's frames."""
+  names = sorted(gallery)
+  protos = np.stack([prototype(gallery[a]) for a in names])
+  return [names[i] for i in np.argmax(unit(frames) @ protos.T, axis=1)]
+
+
 def retrieval_top1(clips: list[np.ndarray], targets: list[str],
                    gallery: dict[str, np.ndarray]) -> np.ndarray:
   """Per clip, whether it retrieves its target actor (bool (N,)). The target is whoever the clip

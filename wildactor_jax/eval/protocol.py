@@ -8,7 +8,8 @@ Two axes, as the WildActor paper evaluates:
 - identity: view-aware similarity (each frame paired with the gallery render nearest the yaw the
   probe READS from that frame) and retrieval top-1 among the held-out actors, both against the
   actor's GALLERY, which never holds an image given as a reference (eval/raw.py); attribute
-  accuracy; temporal consistency;
+  accuracy; temporal consistency; and, per sampled frame, the frame's own retrieval top-1 and
+  similarity (`identity_over_time`: lost at once or by drift);
 - prompt and motion (eval/adherence.py): prompt adherence (motion, camera, per-frame yaw read by
   the probes against the prompt's), copy-paste against the references actually given, yaw error
   and distance to the references' views (pose-locking), dynamic degree against the source clip.
@@ -114,6 +115,7 @@ class Scorer:
     est_yaw = read["yaw"][0]
     emb = embedder.embed(self.net, pixels[idx])
     g_emb, g_yaw = self.gallery[c["target"]]
+    galleries = {a: e for a, (e, _) in self.gallery.items()}
     sim = metrics.view_aware_similarity(emb, est_yaw, g_emb, g_yaw)
     source = c["source"]
     truth = self.video(source.video)
@@ -128,7 +130,10 @@ class Scorer:
            "video": c["video"], "source_video": source.video, "refs_given": c["given"],
            "refs": ref_paths,
            "similarity": {k: sim[k] for k in ("mean",) + metrics.VIEW_BINS},
-           "retrieved": metrics.retrieve(emb, {a: e for a, (e, _) in self.gallery.items()}),
+           "retrieved": metrics.retrieve(emb, galleries),
+           "frame_index": idx.tolist(),
+           "frame_retrieved": [a == c["target"] for a in metrics.retrieve_each(emb, galleries)],
+           "frame_similarity": [float(v) for v in sim["per_frame"]],
            "identity_similarity": sim["mean"],
            "temporal_consistency": metrics.temporal_consistency(emb),
            "read": {"motion": read["motion"][0], "camera": read["camera"][0]},
@@ -172,6 +177,28 @@ def aggregate(rows: list[dict], seed: int = 0) -> dict:
     figures["seeds"] = sorted({int(r["seed"]) for r in rs})
     result[cond] = figures
   return result
+
+
+def identity_over_time(rows: list[dict], seed: int = 0) -> dict:
+  """{condition: {"frame_index", "retrieval_top1", "identity_similarity"}}: per sampled frame of
+  the clip (the same indices for every clip of the condition), the single frame's retrieval top-1
+  and view-aware similarity, each {"mean": [...], "ci95": [[lo, hi], ...]} over clips with a
+  bootstrap interval over identities. Where identity is lost along a clip: at once (the first
+  generated frames) or by drift. Conditions whose clips differ in length are left out."""
+  out = {}
+  for cond in sorted({r["condition"] for r in rows}):
+    rs = [r for r in rows if r["condition"] == cond and "frame_index" in r]
+    if not rs or any(r["frame_index"] != rs[0]["frame_index"] for r in rs):
+      continue
+    groups = [r["target"] for r in rs]
+    entry = {"frame_index": list(rs[0]["frame_index"])}
+    for name, key in (("retrieval_top1", "frame_retrieved"),
+                      ("identity_similarity", "frame_similarity")):
+      per_frame = [bootstrap.mean_ci([float(r[key][i]) for r in rs], groups, seed=seed)
+                   for i in range(len(entry["frame_index"]))]
+      entry[name] = {"mean": [d["mean"] for d in per_frame], "ci95": [d["ci95"] for d in per_frame]}
+    out[cond] = entry
+  return out
 
 
 def _source(ds, row) -> raw.Clip:
@@ -285,6 +312,7 @@ def score(ds, net, probe, generated_rows, held_out, seed: int = 0, max_faces: in
   return {"held_out_actors": list(held_out), "chance": chance,
           "chance_second_axis": adherence.CHANCE, "per_condition": per_condition,
           "reference_effect": effect, "fidelity": fidelity_result, "clips": rows,
+          "identity_over_time": identity_over_time(rows, seed),
           "summary": out_summary}
 
 
