@@ -228,6 +228,21 @@ def test_bad_output_path_is_refused_before_any_work(run, capsys, tmp_path, make)
   assert not (tmp_path / "clip.png").is_file()
 
 
+def test_existing_output_is_kept_unless_overwrite_asks(run, capsys, tmp_path):
+  """An earlier contact sheet beside OUT is the user's: refused (one line, nothing written),
+  then replaced when --overwrite asks."""
+  workdir, face, _ = run
+  out, sheet = tmp_path / "clip.mp4", tmp_path / "clip.png"
+  sheet.write_text("an earlier contact sheet")
+  assert gen(workdir, out, "--face", face, "--frames", "5") == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith("error: --out") and "--overwrite" in err[0], err
+  assert str(sheet) in err[0] and sheet.read_text() == "an earlier contact sheet"
+  assert not out.exists()
+  assert gen(workdir, out, "--face", face, "--frames", "5", "--overwrite") == 0
+  assert out.exists() and sheet.read_bytes()[:4] == b"\x89PNG"
+
+
 def test_damaged_checkpoint_is_one_line_and_nothing_is_written(run, capsys, tmp_path):
   workdir, face, _ = run
   copy = tmp_path / "run"

@@ -195,6 +195,16 @@ BAD = {
 }
 
 
+def test_an_existing_film_is_kept_without_overwrite(film, run, capsys):
+  _, out, tmp, _, _ = film
+  before = out.read_bytes(), out.with_suffix(".png").read_bytes()
+  assert story.main(["--workdir", run[0], "--story", str(tmp / "story.yaml"), "--out",
+                     str(out)]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "already exists; pass --overwrite" in err[0], err
+  assert (out.read_bytes(), out.with_suffix(".png").read_bytes()) == before
+
+
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_story_file_is_one_line_and_writes_nothing(film, run, capsys, case):
   _, _, tmp, _, _ = film

@@ -62,9 +62,24 @@ def check_positive(flag: str, value) -> None:
     raise GenerateError(f"{flag} {value}: expected an integer >= 1")
 
 
+def add_overwrite_argument(p) -> None:
+  """--overwrite: the one way to let a CLI replace an output file that already exists."""
+  p.add_argument("--overwrite", action="store_true",
+                 help="replace output files that already exist (refused without it)")
+
+
+def refuse_existing(flag: str, value: str, path: str, overwrite: bool) -> None:
+  """Nothing of the user's is replaced unasked: PATH (written for FLAG VALUE) must not exist
+  unless --overwrite was given."""
+  if not overwrite and fs.exists(path):
+    where = "" if path == value else f"{path} "
+    raise GenerateError(f"{flag} {value}: {where}already exists; pass --overwrite to replace it")
+
+
 def check_outputs(args) -> dict[str, str]:
   """The files this run will write, checked before any work: a .mp4 path, nothing of them an
-  existing folder, and (locally) a folder that exists or can be made, and is writable."""
+  existing folder or (without --overwrite) an existing file, and (locally) a folder that exists
+  or can be made, and is writable."""
   if not args.out.endswith(".mp4"):
     raise GenerateError(f"--out {args.out}: expected a .mp4 path")
   stem = args.out[:-len(".mp4")]
@@ -76,6 +91,7 @@ def check_outputs(args) -> dict[str, str]:
   for path in outputs.values():
     if fs.isdir(path):
       raise GenerateError(f"--out {args.out}: {path} is an existing folder; expected a file path")
+    refuse_existing("--out", args.out, path, args.overwrite)
   if not fs.is_remote(args.out):
     parent = os.path.dirname(os.fspath(fs.path(args.out)))
     while not os.path.exists(parent):

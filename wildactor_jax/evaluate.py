@@ -62,8 +62,7 @@ def parse_args(argv):
                  help="when generating, also the 'first_frame' diagnostic: each with-references "
                       "clip again, continued from its source clip's own first frame (what the "
                       "frozen backbone keeps of an identity handed to it in place)")
-  p.add_argument("--overwrite", action="store_true",
-                 help="replace an existing --out report (refused without it)")
+  cli.add_overwrite_argument(p)
   return p.parse_args(argv)
 
 
@@ -77,8 +76,7 @@ def check(args) -> None:
   from wildactor_jax.input.splits import SPLITS
   if not args.out.endswith(".json") or fs.isdir(args.out):
     raise UsageError(f"--out {args.out}: expected a .json file path")
-  if fs.exists(args.out) and not args.overwrite:
-    raise UsageError(f"--out {args.out}: already exists; pass --overwrite to replace it")
+  cli.refuse_existing("--out", args.out, args.out, args.overwrite)
   if args.split not in SPLITS:
     raise UsageError(f"--split {args.split}: expected one of {', '.join(SPLITS)} (the dataset's "
                      "identity-disjoint splits)")

@@ -1,7 +1,7 @@
 """python -m wildactor_jax.generate --workdir W | --checkpoint W/checkpoints/STEP
     --prompt "..." --face F [--face F2 ...] [--body B ...] [--three-view S] --out out.mp4
     [--frames --height --width --steps --cfg --shift --solver --seed --gif --mesh --config C]
-    [--continue-from CLIP.mp4|LATENTS.npy --context-frames K] [--save-latents]
+    [--continue-from CLIP.mp4|LATENTS.npy --context-frames K] [--save-latents] [--overwrite]
 
 Restores a trained WildActor (`wildactor_jax.infer.load_run`: the trained parameters of a
 checkpoint, plus the frozen backbone it records) onto whatever devices exist, with shardings
@@ -11,7 +11,9 @@ skipped with a warning. Output paths, references and every numeric flag (a NaN o
 work. Writes OUT (mp4), OUT's stem + .png (contact sheet: references, then frames across the
 clip) and optionally a gif; ends with one JSON line of timings and paths. Every bad input is a
 one-line error, exit status 2, and no output file; sampled latents that are not finite are
-refused the same way before anything is written. Ctrl-C: one line, exit status 130.
+refused the same way before anything is written. An output file that already exists is kept
+(the same one-line refusal) unless --overwrite asks to replace it. Ctrl-C: one line, exit
+status 130.
 
 --continue-from extends a clip (`wildactor_jax.infer.continuation`): its last 1 + 4 (K - 1)
 frames, re-encoded as K latent frames (--context-frames, default 1), lead a window of --frames
@@ -39,6 +41,7 @@ def parse_args(argv):
   p.add_argument("--three-view", action="append", default=[], dest="three_view",
                  help="front/side/back sheet (counts as a body reference)")
   p.add_argument("--out", required=True, help="output .mp4")
+  cli.add_overwrite_argument(p)
   p.add_argument("--frames", type=int)
   cli.add_sampling_arguments(p)
   p.add_argument("--seed", type=int, default=0)

@@ -1,6 +1,6 @@
 """python -m wildactor_jax.story --workdir W | --checkpoint W/checkpoints/STEP --story story.yaml
     --out film.mp4 [--frames --height --width --steps --cfg --shift --solver --seed --mesh
-    --config]
+    --config] [--overwrite]
 
 Renders a multi-shot story (the file format: `wildactor_jax.infer.story`) with one identity: the
 references are named once and serve every shot through one K/V cache; shots cut or continue the
@@ -11,7 +11,8 @@ Writes OUT (one mp4), OUT's stem + .png (contact sheet: the references, then a r
 ends with one JSON line of timings. The story file, references, output paths, sampler flags, the
 window (it must fit the model's RoPE table) and the film's size (it must fit this machine's
 memory) are all checked before the model loads; a bad story file is a one-line error naming
-the shot and field, exit status 2, and nothing is written.
+the shot and field, exit status 2, and nothing is written. An output file that already exists
+is kept unless --overwrite asks to replace it.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ def parse_args(argv):
   cli.add_run_arguments(p)
   p.add_argument("--story", required=True, help="story file (.yaml or .json)")
   p.add_argument("--out", required=True, help="output .mp4")
+  cli.add_overwrite_argument(p)
   p.add_argument("--frames", type=int, help="window length (1 + 4k; default: the config's)")
   cli.add_sampling_arguments(p)
   p.add_argument("--seed", type=int, help="sampling seed (default: the story's)")

@@ -33,7 +33,7 @@ def tell_story(python: str, raw: str, workdir: str, out: str, actor: str, embedd
   path = fs.atomic_write_text(os.path.join(folder, "story.yaml"), json.dumps(story, indent=2))
   video = os.path.join(out, "story.mp4")
   cmd = [python, "-m", "wildactor_jax.story", "--workdir", workdir, "--story", path,
-         "--out", video] + (["--steps", "3"] if quick else [])
+         "--out", video, "--overwrite"] + (["--steps", "3"] if quick else [])
   lines = [l for l in run_command(cmd, log).splitlines() if l.startswith("{")]
   result = json.loads(lines[-1])
   net = embedder.load(embedder_path)
