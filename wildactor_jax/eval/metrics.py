@@ -55,24 +55,18 @@ def prototype(embeddings: np.ndarray) -> np.ndarray:
   return unit(np.mean(unit(embeddings), axis=0))
 
 
-def retrieval_scores(clip: np.ndarray, gallery: dict[str, np.ndarray]) -> dict[str, float]:
-  """Cosine of the clip's prototype to each actor's reference prototype."""
-  c = prototype(clip)
-  return {actor: float(c @ prototype(refs)) for actor, refs in gallery.items()}
-
-
-def retrieve(clip: np.ndarray, gallery: dict[str, np.ndarray]) -> str:
-  """The gallery actor the clip's frames (T, D) are most similar to (ties: first by name)."""
-  s = retrieval_scores(clip, gallery)
-  return max(sorted(s), key=lambda a: s[a])
-
-
 def retrieve_each(frames: np.ndarray, gallery: dict[str, np.ndarray]) -> list[str]:
-  """Per frame (T, D), the gallery actor that frame alone is most similar to (ties: first by
-  name): identity along a clip, where `retrieve` pools the clip's frames."""
+  """Per frame (T, D), the gallery actor that frame alone is most similar to: the largest cosine
+  to the actor's reference prototype (ties: first by name)."""
   names = sorted(gallery)
   protos = np.stack([prototype(gallery[a]) for a in names])
   return [names[i] for i in np.argmax(unit(frames) @ protos.T, axis=1)]
+
+
+def retrieve(clip: np.ndarray, gallery: dict[str, np.ndarray]) -> str:
+  """The gallery actor the clip's frames (T, D) are most similar to, pooled: the clip's
+  prototype retrieved as one frame (ties: first by name)."""
+  return retrieve_each(prototype(clip)[None], gallery)[0]
 
 
 def retrieval_top1(clips: list[np.ndarray], targets: list[str],

@@ -86,6 +86,7 @@ class Scorer:
         raise raw.RawDataError(f"{ds.root}: actor {a} has no gallery renders")
       self.gallery[a] = (embedder.embed(net, np.stack([raw.read_image(r.path) for r in refs])),
                          np.array([r.yaw for r in refs]))
+    self.gallery_embeddings = {a: e for a, (e, _) in self.gallery.items()}  # for retrieval
     self._videos = {}
     real = [raw.read_video(c.video) for a in held_out for c in ds.clips_of(a)]
     self.mean_layout = adherence.mean_layout(np.concatenate([v[_frames(len(v), 4)] for v in real]))
@@ -115,7 +116,6 @@ class Scorer:
     est_yaw = read["yaw"][0]
     emb = embedder.embed(self.net, pixels[idx])
     g_emb, g_yaw = self.gallery[c["target"]]
-    galleries = {a: e for a, (e, _) in self.gallery.items()}
     sim = metrics.view_aware_similarity(emb, est_yaw, g_emb, g_yaw)
     source = c["source"]
     truth = self.video(source.video)
@@ -130,9 +130,10 @@ class Scorer:
            "video": c["video"], "source_video": source.video, "refs_given": c["given"],
            "refs": ref_paths,
            "similarity": {k: sim[k] for k in ("mean",) + metrics.VIEW_BINS},
-           "retrieved": metrics.retrieve(emb, galleries),
+           "retrieved": metrics.retrieve(emb, self.gallery_embeddings),
            "frame_index": idx.tolist(),
-           "frame_retrieved": [a == c["target"] for a in metrics.retrieve_each(emb, galleries)],
+           "frame_retrieved": [a == c["target"]
+                               for a in metrics.retrieve_each(emb, self.gallery_embeddings)],
            "frame_similarity": [float(v) for v in sim["per_frame"]],
            "identity_similarity": sim["mean"],
            "temporal_consistency": metrics.temporal_consistency(emb),
