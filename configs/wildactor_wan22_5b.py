@@ -54,7 +54,10 @@ def get_config(arg=None):
       text_dropout=0.1,
       # Randomised video RoPE positions for this share of examples (models/rope.py:
       # jittered_video_positions); for pre-training a backbone from scratch, 0 for WildActor.
-      position_jitter=0.0))
+      position_jitter=0.0,
+      # The weight of the person's latent tokens in the flow loss (ours; 1 = the plain mean as
+      # in the paper). Needs records encoded with --person_boxes (input/person_mask.py).
+      person_loss_weight=1.0))
   config.checkpoint = ml_collections.ConfigDict(dict(every=25 if tiny else 500, keep=3))
   # guide_references (ours): the unconditional branch of guidance also drops the references, so
   # cfg amplifies identity with the prompt (inference.GenerationSettings). cfg_interval: the flow

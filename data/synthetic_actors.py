@@ -6,7 +6,9 @@
 
 Writes into DIR (built in a sibling temp folder, renamed into place when complete):
   manifest.jsonl      one row per clip, exactly the Actor-18M schema (docs/method.md s.3)
-  annotations.jsonl   per clip: motion, camera move, start view and the true yaw of every frame
+  annotations.jsonl   per clip: motion, camera move, start view, the true yaw of every frame and
+                      the figure's body box in every frame (`body_box`: [x0, y0, x1, y1] as
+                      fractions of the frame; the person-weighted loss's boxes, see encode.py)
   actors.jsonl        per actor: its identity (colours, pattern, proportions), for attribute scoring
   palettes.json       the RGB values of the colour names (attribute scoring reads colours by them)
   vocabulary.json     every word any prompt of this generator can contain (the demo's tokenizer)
@@ -306,7 +308,7 @@ def render_clip(job: tuple) -> tuple[dict, dict, list[dict]]:
         else _scene_background(rng, 3 * side, 2 * side))
   name = f"{aid}_c{clip:02d}"
   crop_frames = sorted({0, frames // 2, frames - 1})
-  pixels, yaws, crops = [], [], []
+  pixels, yaws, crops, body_boxes = [], [], [], []
   for f, s in enumerate(frame_states(plan, frames)):
     cx, half = (1.5 + s.offset) * side, side / s.zoom / 2  # the camera's window on the canvas
     img = bg.crop((int(round(cx - half)), int(round(side - half)), int(round(cx + half)),
@@ -315,6 +317,7 @@ def render_clip(job: tuple) -> tuple[dict, dict, list[dict]]:
                                                        s.scale * side))
     yaw = s.yaw
     yaws.append(round(yaw, 2))
+    body_boxes.append([round(v / side, 4) for v in boxes["body"]])
     if f in crop_frames:
       for region in ("face", "body"):
         crop, vis = ra.square_crop(img, boxes[region], size)
@@ -330,7 +333,8 @@ def render_clip(job: tuple) -> tuple[dict, dict, list[dict]]:
          "source": "synthetic", "width": size, "height": size,
          "duration_sec": round(frames / fps, 3), "refs": []}
   note = {"video": video, "motion": plan.motion, "camera": plan.camera,
-          "start_view": plan.start_view, "direction": plan.direction, "yaw": yaws}
+          "start_view": plan.start_view, "direction": plan.direction, "yaw": yaws,
+          "body_box": body_boxes}
   return row, note, crops
 
 

@@ -195,3 +195,42 @@ def test_wan_vae_kind(world, tmp_path):
                              rtol=1e-4, atol=1e-4)
   info = json.loads((out / "encode_info.json").read_text())
   assert (info["vae"], info["z_dim"], info["spatial_factor"]) == ("wan", 8, 16)
+
+
+def test_person_boxes_become_each_records_person_mask(world, tmp_path):
+  """--person_boxes: each clip's body boxes (the renderer's annotations.jsonl) become its
+  latent-grid person_mask; a clip without a row gets none and is counted; the pipeline serves
+  the masks; masked and unmasked records never share a folder; a short row is a clear error."""
+  from wildactor_jax.input import person_mask
+  notes = [json.loads(l) for l in (world / "media" / "annotations.jsonl").open()]
+  boxes = tmp_path / "boxes.jsonl"
+  boxes.write_text("".join(json.dumps(n) + "\n" for n in notes[1:]))  # the first clip unboxed
+  out = tmp_path / "enc"
+  summary = encode.run(make_config(world), str(world / "raw"), str(out), batch_size=2,
+                       dtype="float32", progress=False, person_boxes=str(boxes))
+  assert summary["written"] == 6 and summary["unboxed"] == 1
+  video_of = {json.loads(l)["prompt"]: json.loads(l)["video"]
+              for l in (world / "media" / "manifest.jsonl").open()}
+  by_video = {n["video"]: n["body_box"] for n in notes}
+  examples = [ex for shard in sorted(out.glob("*.array_record")) for ex in read_all(shard)]
+  for ex in examples:
+    video = video_of[ex["prompt"]]
+    if video == notes[0]["video"]:
+      assert "person_mask" not in ex
+      continue
+    want = person_mask.latent_mask(np.asarray(by_video[video])[:5], 4, 8, 12)
+    np.testing.assert_array_equal(ex["person_mask"], want)
+    assert 0 < want.mean() < 1                       # the figure, not the whole frame
+  assert json.loads((out / "encode_info.json").read_text())["person_boxes"] is True
+  data = ml_collections.ConfigDict(dict(records=str(out), global_batch_size=6, r_max=4,
+                                        text_len=TEXT_LEN, shuffle=False))
+  batch = next(records_source.create_dataset(data))
+  assert batch["person_mask"].shape == (6, 2, 8, 12) and batch["person_mask"].dtype == bool
+  assert 0 < batch["person_mask"].mean() < 1
+  with pytest.raises(ValueError, match="encode_info.json"):  # the same folder without boxes
+    encode.run(make_config(world), str(world / "raw"), str(out), progress=False)
+  boxes.write_text(json.dumps(dict(notes[0], body_box=notes[0]["body_box"][:3])) + "\n")
+  with pytest.raises(ValueError, match=f"boxes.jsonl: {notes[0]['video']}: 3 body boxes"):
+    encode.run(make_config(world), str(world / "raw"), str(tmp_path / "enc2"), batch_size=2,
+               progress=False, person_boxes=str(boxes))
+  assert not list((tmp_path / "enc2").glob("*.array_record"))

@@ -41,3 +41,25 @@ def test_clean_first_frame_has_t0_and_no_loss():
   bad = v.at[1, 2].add(1.0)
   np.testing.assert_allclose(flow.weighted_mse(bad, v, w), 16 / (5 * 16), rtol=1e-6)
   np.testing.assert_allclose(flow.model_timesteps(tf)[0], [0.0, 700.0, 700.0], rtol=1e-6)
+
+
+def test_person_tokens_weigh_person_weight_times_the_background():
+  """token_weights: the person's tokens weigh w, others 1, excluded frames 0; the mean is over
+  the weights, so weight 1 is the plain loss and a unit error on the person alone costs
+  w / (w n_person + n_background) per channel-summed token."""
+  x0 = jax.random.normal(jax.random.key(3), (2, 3, 2, 2, 4))
+  clean = jnp.array([1, 0])
+  frames = flow.loss_frame_weights(clean, 3)
+  person = jnp.zeros((2, 3, 2, 2), bool).at[:, :, 0, 0].set(True)  # one token per frame
+  np.testing.assert_array_equal(flow.token_weights(frames, person, 1.0),
+                                jnp.broadcast_to(frames[:, :, None, None], person.shape))
+  w = flow.token_weights(frames, person, 5.0)
+  assert float(w[0, 0].sum()) == 0.0 and float(w[1, 0, 0, 0]) == 5.0 and float(w[1, 0, 1, 1]) == 1.0
+  bad = x0.at[1, 2, 0, 0].add(1.0)   # a unit error in each channel of one person token
+  # Counted frames: 2 + 3 = 5, each 1 person token (5) + 3 background tokens (1), 4 channels.
+  np.testing.assert_allclose(flow.weighted_mse(bad, x0, w), 5 * 4 / (5 * (5 + 3) * 4), rtol=1e-6)
+  np.testing.assert_allclose(flow.weighted_mse(bad, x0, flow.token_weights(frames, person, 1.0)),
+                             flow.weighted_mse(bad, x0, frames), rtol=1e-6)
+  off = x0.at[1, 2, 1, 1].add(1.0)   # the same error on a background token costs 5 times less
+  np.testing.assert_allclose(flow.weighted_mse(bad, x0, w), 5 * flow.weighted_mse(off, x0, w),
+                             rtol=1e-6)

@@ -101,6 +101,12 @@ def test_record_roundtrip_and_errors():
     records.deserialize(records.serialize(ex)[:-200])
   with pytest.raises(records.RecordError, match="ref_latents"):
     records.serialize(dict(ex, ref_latents=np.zeros((2, 1, 1, 1), np.float32)))
+  person = np.zeros(LATENT[:3], np.uint8)
+  person[:, 1:3, 2] = 1
+  back = records.deserialize(records.serialize(dict(ex, person_mask=person)))
+  np.testing.assert_array_equal(back["person_mask"], person)
+  with pytest.raises(records.RecordError, match="person_mask"):
+    records.serialize(dict(ex, person_mask=np.zeros((2, 2), np.uint8)))
 
 
 def test_batches_have_static_shapes_and_valid_refs_first(encoded):

@@ -191,3 +191,35 @@ def test_position_jitter_changes_only_the_video_positions():
   assert not np.allclose(model(x, t, text, references=refs, video_positions=moved), plain)
   with pytest.raises(ValueError, match="video_positions"):
     model(x, t, text, video_positions=grid_pos[:, :5])
+
+
+def test_the_train_loss_weights_the_person_tokens_only_when_asked():
+  """step.flow_loss: weight 1 never reads person_mask; a weight over a mask covering every token
+  normalises out; a partial mask moves the loss to the person's tokens' mean as the weight grows;
+  the train step refuses a weight <= 0."""
+  from wildactor_jax.train_lib import flow, step
+  model = make(lora_rank=4)
+  x, _, text, refs = inputs(t=3, h=4, w=6)
+  batch = {"video_latents": x, "text_embeds": text, "clean_frames": jnp.array([1, 0], jnp.int32),
+           "ref_latents": refs.latents, "ref_type": refs.types, "ref_mask": refs.mask}
+  t, noise = jnp.array([0.6, 0.3]), jax.random.normal(jax.random.key(5), x.shape)
+  plain = step.flow_loss(model, batch, t, noise)                    # no person_mask needed
+  everywhere = dict(batch, person_mask=jnp.ones(x.shape[:4], bool))
+  np.testing.assert_allclose(step.flow_loss(model, everywhere, t, noise, person_weight=7.0),
+                             plain, rtol=1e-5)
+  person = jnp.zeros(x.shape[:4], bool).at[:, :, 1:3, 2:4].set(True)
+  masked = dict(batch, person_mask=person)
+  heavy = step.flow_loss(model, masked, t, noise, person_weight=1e6)
+  only_person = flow.token_weights(flow.loss_frame_weights(batch["clean_frames"], 3),
+                                   person, 1e6) - flow.token_weights(
+      flow.loss_frame_weights(batch["clean_frames"], 3), person, 1.0)
+  weighted = step.flow_loss(model, masked, t, noise, person_weight=3.0)
+  assert not np.isclose(float(weighted), float(plain))
+  # As the weight grows, the loss tends to the person tokens' own mean.
+  t_frames = flow.frame_timesteps(t, 3, batch["clean_frames"])
+  pred = model(flow.interpolate(x, noise, t_frames), flow.model_timesteps(t_frames), text,
+               references=refs)
+  np.testing.assert_allclose(heavy, flow.weighted_mse(pred, flow.velocity_target(x, noise),
+                                                      only_person), rtol=1e-4)
+  with pytest.raises(ValueError, match="person_loss_weight"):
+    step.make_train_step(None, None, None, 5.0, None, None, person_weight=0.0)

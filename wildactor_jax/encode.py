@@ -1,7 +1,7 @@
 """Encode job: raw Actor-18M records (TFDS ArrayRecord) -> training records (`records.py`).
 
   python -m wildactor_jax.encode --config configs/X.py[:arg] --records DIR --out DIR \
-      [--splits train,test] [--batch_size N] [--dtype bfloat16]
+      [--splits train,test] [--batch_size N] [--dtype bfloat16] [--person_boxes FILE]
 
 --records is the TFDS data_dir given to data/build_actor18m.py (or its actor18m/<version> folder).
 For every input shard `actor18m-<split>.array_record-i-of-n` it writes `<split>-i-of-n.array_record`
@@ -12,7 +12,11 @@ in --out, one encoded record per clip:
   * every reference: resized to fit inside (height, width) keeping the aspect ratio, padded with
     white (nothing of a face is cropped away), encoded as ONE latent frame at the video's
     resolution; with its type (face 0, body 1; three-view sheets are body), yaw and view;
-  * the prompt's UMT5 embeddings, trimmed to the real tokens (Wan zero-pads past them).
+  * the prompt's UMT5 embeddings, trimmed to the real tokens (Wan zero-pads past them);
+  * with --person_boxes (JSON lines of per-frame body boxes by video path, `input/person_mask`;
+    the synthetic renderer's annotations.jsonl is one), the person's latent tokens as
+    `person_mask`, which train.person_loss_weight weights up. A clip without a row is written
+    without a mask (weighted as background) and counted as `unboxed`.
 
 Config fields read: config.data.{height, width, frames}; config.vae.kind ("wan": converted Wan
 VAE at config.vae.path; "pixel": the parameter-free models.pixel_autoencoder with
@@ -41,7 +45,7 @@ import numpy as np
 
 from wildactor_jax import fs, media
 from wildactor_jax.infer.encoders import text_encoder_from_config, vae_from_config
-from wildactor_jax.input import records
+from wildactor_jax.input import person_mask, records
 
 RAW_NAME = "actor18m"
 
@@ -147,9 +151,37 @@ def _text(value) -> str:
   return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
+def read_person_boxes(path: str, frames: int) -> dict:
+  """person_mask.read_boxes, checked before anything is written: every row covers the frames
+  that are encoded."""
+  boxes = person_mask.read_boxes(path)
+  for video, clip_boxes in boxes.items():
+    if len(clip_boxes) < frames:
+      raise ValueError(f"{path}: {video}: {len(clip_boxes)} body boxes, expected one for each "
+                       f"of the {frames} frames encoded (config.data.frames)")
+  return boxes
+
+
+def person_mask_of(boxes: dict | None, video: str, frames: int, latent_shape,
+                   counts: dict) -> dict:
+  """{"person_mask": (T', H', W') uint8} for a clip from its boxes, {} when there are none (and
+  the clip is counted as `unboxed` when a boxes file was given)."""
+  if boxes is None:
+    return {}
+  if video not in boxes:
+    counts["unboxed"] = counts.get("unboxed", 0) + 1
+    return {}
+  clip_boxes = boxes[video]  # at least `frames` boxes (read_person_boxes checked)
+  t = latent_shape[0]
+  factor = (frames - 1) // (t - 1) if t > 1 else 1
+  return {"person_mask": person_mask.latent_mask(clip_boxes[:frames], factor, *latent_shape[1:3])}
+
+
 def encode_batch(raws: list[dict], geometry: dict, video_call, text_encoder, dtype,
-                 skipped: dict) -> list[bytes]:
-  """Encoded record bytes for the raw examples that decode; failures are counted in `skipped`."""
+                 skipped: dict, boxes: dict | None = None,
+                 box_counts: dict | None = None) -> list[bytes]:
+  """Encoded record bytes for the raw examples that decode; failures are counted in `skipped`.
+  boxes: {video path: per-frame body boxes} (`read_person_boxes`)."""
   frames, height, width = geometry["frames"], geometry["height"], geometry["width"]
   keep, clips, refs = [], [], []
   for raw in raws:
@@ -187,7 +219,10 @@ def encode_batch(raws: list[dict], geometry: dict, video_call, text_encoder, dty
         "ref_yaw": np.asarray(raw["refs"]["angle"], np.float32).reshape(-1),
         "ref_view": np.asarray([records.VIEWS.index(v) for v in views], np.int8),
         "actor_id": _text(raw["actor_id"]), "prompt": _text(raw["prompt"]),
-        "key": _text(raw["key"])}))
+        "key": _text(raw["key"]),
+        **person_mask_of(boxes, _text(raw.get("video_path", "")), frames,
+                         video_latents.shape[1:4],
+                         {} if box_counts is None else box_counts)}))
     start += counts[i]
   return out
 
@@ -210,8 +245,10 @@ def _check_info(out: str, info: dict, is_writer: bool) -> None:
 
 def run(config, records_dir: str, out: str, splits: list[str] | None = None,
         batch_size: int = 0, dtype: str = "bfloat16", process_index: int | None = None,
-        process_count: int | None = None, progress: bool = True) -> dict:
-  """Encodes this process's shards; returns {"written", "skipped", "shards_done", "shards_reused"}."""
+        process_count: int | None = None, progress: bool = True,
+        person_boxes: str | None = None) -> dict:
+  """Encodes this process's shards; returns {"written", "skipped", "shards_done", "shards_reused"}
+  (and "unboxed" with person_boxes)."""
   import jax
   import ml_dtypes
   import tensorflow_datasets as tfds
@@ -233,17 +270,21 @@ def run(config, records_dir: str, out: str, splits: list[str] | None = None,
     info = builder.info.splits[split]
     lengths.update(zip((os.fspath(p) for p in info.filepaths), info.shard_lengths))
   mine = sorted(lengths)[process_index::process_count]
+  boxes = read_person_boxes(person_boxes, geometry["frames"]) if person_boxes else None
   batch_size = batch_size or jax.local_device_count()
   video_call, text_encoder, model_info = load_models(config, batch_size)
   fs.makedirs(out)
-  _check_info(out, dict(geometry, dtype=dtype, **model_info), process_index == 0)
+  # Masked and unmasked records never share a folder: the flag is part of what was encoded.
+  _check_info(out, dict(geometry, dtype=dtype, **model_info,
+                        **({"person_boxes": True} if boxes is not None else {})),
+              process_index == 0)
   if process_index == 0:
     write_null_text(text_encoder, out)
   finals = {p: fs.join(out, output_name(fs.path(p).name)) for p in mine}
   todo = [p for p in mine if not fs.exists(finals[p])]
   bar = tqdm(total=sum(lengths[p] for p in todo), unit="clip", desc=f"encode p{process_index}",
              disable=not progress)
-  written, skipped = 0, {}
+  written, skipped, counts = 0, {}, {}
 
   def encode_shard(reader, tmp: str) -> None:
     nonlocal written
@@ -256,7 +297,8 @@ def run(config, records_dir: str, out: str, splits: list[str] | None = None,
           raws.append(features.deserialize_example_np(data))
         except Exception:  # a corrupt raw record: count it, keep going
           skipped["undecodable"] = skipped.get("undecodable", 0) + 1
-      for record in encode_batch(raws, geometry, video_call, text_encoder, np_dtype, skipped):
+      for record in encode_batch(raws, geometry, video_call, text_encoder, np_dtype, skipped,
+                                 boxes, counts):
         writer.write(record)
         written += 1
       bar.update(min(n, lo + batch_size) - lo)
@@ -274,7 +316,8 @@ def run(config, records_dir: str, out: str, splits: list[str] | None = None,
         reader.close()
   bar.close()
   return {"written": written, "skipped": skipped, "shards_done": len(todo),
-          "shards_reused": len(mine) - len(todo)}
+          "shards_reused": len(mine) - len(todo),
+          **({"unboxed": counts.get("unboxed", 0)} if boxes is not None else {})}
 
 
 def main(argv) -> None:
@@ -284,8 +327,8 @@ def main(argv) -> None:
   try:
     summary = run(FLAGS.config, FLAGS.records, FLAGS.out,
                   FLAGS.splits.split(",") if FLAGS.splits else None, FLAGS.batch_size,
-                  FLAGS.dtype)
-  except (FileNotFoundError, ValueError) as e:
+                  FLAGS.dtype, person_boxes=FLAGS.person_boxes or None)
+  except (FileNotFoundError, ValueError, fs.FsError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   print(json.dumps(summary), flush=True)
@@ -301,6 +344,8 @@ if __name__ == "__main__":
   flags.DEFINE_string("splits", "", "comma-separated splits (default: all)")
   flags.DEFINE_integer("batch_size", 0, "clips per encoder call per process (0: local devices)")
   flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float16", "float32"], "stored dtype")
+  flags.DEFINE_string("person_boxes", "", "JSON lines of per-frame body boxes by video path "
+                      "(wildactor_jax/input/person_mask.py): records get person_mask")
   flags.mark_flags_as_required(["config", "records", "out"])
   from wildactor_jax import cli
   cli.run_absl(main)

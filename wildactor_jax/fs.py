@@ -164,6 +164,20 @@ def read_json(p) -> Any:
   return json.loads(read_text(p))
 
 
+def read_json_lines(p, error: type[Exception] = ValueError) -> list[tuple[str, Any]]:
+  """(where, value) for every non-blank line of a JSON-lines file, `where` being "path:line"
+  (1-based) for the caller's own one-line errors; a line that is not JSON raises `error`."""
+  out = []
+  for n, line in enumerate(read_text(p).splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      out.append((f"{p}:{n}", json.loads(line)))
+    except json.JSONDecodeError as e:
+      raise error(f"{p}:{n}: not valid JSON ({e.msg})") from None
+  return out
+
+
 def _umask() -> int:
   mask = os.umask(0)
   os.umask(mask)

@@ -108,6 +108,7 @@ def _train(config, workdir: str, allow_config_change: bool, train_source) -> dic
   position_jitter = float(config.train.get("position_jitter", 0.0))
   if not 0.0 <= position_jitter <= 1.0:
     raise ValueError(f"config.train.position_jitter {position_jitter}: expected a rate in [0, 1]")
+  person_weight = float(config.train.get("person_loss_weight", 1.0))  # step checks it
   rs = state_lib.setup_from_config(config)
   mesh, rules, setup, seed = rs.mesh, rs.rules, rs.setup, rs.seed
   distributed.log_layout(mesh)
@@ -141,7 +142,8 @@ def _train(config, workdir: str, allow_config_change: bool, train_source) -> dic
                                text_dropout=text_dropout,
                                null_text=batches.null_text(config) if text_dropout > 0 else None,
                                position_jitter=position_jitter,
-                               jitter_temporal_range=reference_temporal_range(config)),
+                               jitter_temporal_range=reference_temporal_range(config),
+                               person_weight=person_weight),
       setup, abstract_batch, mesh, rules)
   eval_step = (step_lib.make_eval_step(setup, config.train.eval_timesteps, seed + 1, mesh, rules,
                                        abstract_batch) if eval_every > 0 else None)

@@ -41,14 +41,7 @@ def load(folder: str) -> list[dict]:
   if not fs.exists(index):
     raise RawDataError(f"{index}: missing (expected the generated clips' index)")
   rows = []
-  for n, line in enumerate(fs.read_text(index).splitlines(), 1):
-    if not line.strip():
-      continue
-    where = f"{index}:{n}"
-    try:
-      row = json.loads(line)
-    except json.JSONDecodeError as e:
-      raise RawDataError(f"{where}: not valid JSON ({e.msg})") from None
+  for where, row in fs.read_json_lines(index, RawDataError):
     for field in ("video", "condition", "actor_id", "seed"):
       if field not in row:
         raise RawDataError(f"{where}: missing field {field!r}")

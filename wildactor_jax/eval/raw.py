@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 
 import numpy as np
 from PIL import Image
@@ -77,15 +76,7 @@ class RawDataset:
 
 
 def _jsonl(path: str) -> list[dict]:
-  rows = []
-  for n, line in enumerate(fs.read_text(path).splitlines(), 1):
-    if not line.strip():
-      continue
-    try:
-      rows.append(json.loads(line))
-    except json.JSONDecodeError as e:
-      raise RawDataError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-  return rows
+  return [row for _, row in fs.read_json_lines(path, RawDataError)]
 
 
 GALLERY = "gallery.jsonl"

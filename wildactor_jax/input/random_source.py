@@ -39,7 +39,7 @@ def make_example(shapes: dict, task_probs: dict, seed: int, split: str, index: i
   ref_valid = np.arange(r_max) < num_refs
   normal = lambda shape: rng.standard_normal(shape, np.float32)
   refs = normal(shapes["ref_latents"]) * ref_valid[:, None, None, None]
-  return {
+  example = {
       "video_latents": normal(shapes["video_latents"]).astype(FLOAT_DTYPE),
       "text_embeds": (normal(shapes["text_embeds"]) * text_valid[:, None]).astype(FLOAT_DTYPE),
       "text_mask": text_valid,
@@ -53,6 +53,14 @@ def make_example(shapes: dict, task_probs: dict, seed: int, split: str, index: i
       "ref_yaw": (rng.uniform(-180.0, 180.0, r_max) * ref_valid).astype(np.float32),
       "record_index": np.asarray(index, np.int32),
   }
+  # A "person": one random block of tokens in every latent frame (drawn last: the fields above
+  # are what they were before the mask existed).
+  t, h, w = shapes["person_mask"]
+  y0, x0 = int(rng.integers(0, h)), int(rng.integers(0, w))
+  mask = np.zeros((t, h, w), bool)
+  mask[:, y0:y0 + int(rng.integers(1, h - y0 + 1)), x0:x0 + int(rng.integers(1, w - x0 + 1))] = True
+  example["person_mask"] = mask
+  return example
 
 
 def create_dataset(config, split: str = "train", process_index: int = 0, process_count: int = 1):

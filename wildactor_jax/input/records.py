@@ -23,6 +23,9 @@ Fields (R = number of references in the record, S = text length kept, z = latent
   ref_view       (R,)             int8                      index into VIEWS
   ref_visibility (R,)             float32, optional         the row's `visibility` in [0, 1]
                                   (absent in records written before it existed)
+  person_mask    (T', H', W')     uint8, optional           1 on the latent tokens the person's
+                                  body box covers (`encode --person_boxes`, `person_mask`);
+                                  absent: no boxes were given
   actor_id, prompt, key           str                       identity, caption, source row key
 """
 from __future__ import annotations
@@ -79,6 +82,9 @@ def validate(example: Mapping[str, Any]) -> None:
   for name in ("ref_type", "ref_yaw", "ref_view") + OPTIONAL_REF_FIELDS:
     if name in example and np.shape(example[name]) != (r,):
       raise RecordError(f"record field {name}: expected shape ({r},), got {np.shape(example[name])}")
+  if "person_mask" in example and np.shape(example["person_mask"]) != video.shape[:3]:
+    raise RecordError(f"record field person_mask: expected shape {video.shape[:3]}, got "
+                      f"{np.shape(example['person_mask'])}")
   text, mask = arr["text_embeds"], arr["text_mask"]
   if text.ndim != 2 or mask.shape != text.shape[:1]:
     raise RecordError(f"record fields text_embeds/text_mask: expected (S, D) and (S,), got "

@@ -180,6 +180,8 @@ class PrepareExample(grain.transforms.RandomMap):
             "clean_frames": np.int32(clean_frames_for(task, rng, o["context_frames"],
                                                       video.shape[0])),
             "task": np.int32(task),
+            "person_mask": (np.asarray(rec["person_mask"], bool) if "person_mask" in rec
+                            else np.zeros(video.shape[:3], bool)),
             "record_index": np.int32(index)}
 
 

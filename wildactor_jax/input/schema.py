@@ -18,6 +18,9 @@ T = (frames - 1) / 4 + 1 and H, W = height, width / 16 for Wan2.2, the backbone'
                                   0 for t2v and vc, 1 for i2v, 1..data.context_frames for
                                   continue (the context a continued segment starts from)
   task              ()            int32; index into TASKS
+  person_mask       (T, H, W)     bool; True on the latent tokens the person covers (records
+                                  encoded with --person_boxes), all False when unknown: what
+                                  train.person_loss_weight weights up
   ref_yaw           (R,)          float32; degrees, 0 on padding               (host only)
   record_index      ()            int32; the example's position in its split   (host only)
 """
@@ -39,7 +42,8 @@ FLOAT_KEYS = ("video_latents", "text_embeds", "ref_latents")
 DEVICE_DTYPES = {"video_latents": FLOAT_DTYPE, "text_embeds": FLOAT_DTYPE,
                  "text_mask": np.dtype(bool), "ref_latents": FLOAT_DTYPE,
                  "ref_type": np.dtype(np.int32), "ref_mask": np.dtype(bool),
-                 "clean_frames": np.dtype(np.int32), "task": np.dtype(np.int32)}
+                 "clean_frames": np.dtype(np.int32), "task": np.dtype(np.int32),
+                 "person_mask": np.dtype(bool)}
 # Kept on the host for logging, debugging and tests; the step never sees them.
 HOST_DTYPES = {"ref_yaw": np.dtype(np.float32), "record_index": np.dtype(np.int32)}
 DTYPES = {**DEVICE_DTYPES, **HOST_DTYPES}
@@ -76,7 +80,8 @@ def example_shapes(config) -> dict[str, tuple[int, ...]]:
   r = int(config.data.r_max)
   return {"video_latents": (t, h, w, c), "text_embeds": (s, config.model.text_dim),
           "text_mask": (s,), "ref_latents": (r, h, w, c), "ref_type": (r,), "ref_mask": (r,),
-          "clean_frames": (), "task": (), "ref_yaw": (r,), "record_index": ()}
+          "clean_frames": (), "task": (), "person_mask": (t, h, w), "ref_yaw": (r,),
+          "record_index": ()}
 
 
 def task_probabilities(task_probs) -> np.ndarray:

@@ -9,6 +9,10 @@ I2V and continuation samples keep a prefix of latent frames clean (I2V: the firs
 continuation: the last 1..K frames of the previous segment, placed first): those frames get t = 0
 (so x_t = x_0 there), and they are excluded from the loss, since predicting a velocity for given
 data teaches nothing. The sampler marks the context of a continued clip the same way.
+
+Optionally (train.person_loss_weight w != 1) the latent tokens the person covers weigh w times a
+background token (`token_weights`): at small scale the person is a few tokens of the grid, and
+identity is learned only where the loss looks. Evaluation losses stay unweighted.
 """
 from __future__ import annotations
 
@@ -57,17 +61,26 @@ def velocity_target(x0: jax.Array, noise: jax.Array) -> jax.Array:
   return noise.astype(jnp.float32) - x0.astype(jnp.float32)
 
 
-def weighted_mse(pred: jax.Array, target: jax.Array, frame_weights: jax.Array) -> jax.Array:
-  """Mean squared error over the weighted video elements of the whole batch (float32 scalar).
+def token_weights(frame_weights: jax.Array, person_mask: jax.Array,
+                  person_weight: float) -> jax.Array:
+  """(B, T) frame weights and a (B, T, H, W) person mask -> (B, T, H, W) token weights: the
+  person's tokens weigh person_weight, the others 1, frames out of the loss 0."""
+  person = 1.0 + (person_weight - 1.0) * person_mask.astype(jnp.float32)
+  return frame_weights[:, :, None, None] * person
 
-  Every counted element weighs the same, so a sample with a clean first frame contributes
-  T - 1 frames, not a re-normalised T. The denominator is at least one element.
+
+def weighted_mse(pred: jax.Array, target: jax.Array, weights: jax.Array) -> jax.Array:
+  """Weighted mean squared error over the video elements of the whole batch (float32 scalar).
+
+  weights: (B, T) per latent frame or (B, T, H, W) per token, shared by the token's channels.
+  The mean is over the weight's sum, so every counted element of weight 1 weighs the same and a
+  sample with a clean first frame contributes T - 1 frames, not a re-normalised T. The
+  denominator is at least one element.
   """
-  err = jnp.square(pred.astype(jnp.float32) - target.astype(jnp.float32))
-  per_frame = jnp.sum(err, axis=(2, 3, 4))  # (B, T)
-  elems_per_frame = pred.shape[2] * pred.shape[3] * pred.shape[4]
-  counted = jnp.sum(frame_weights) * elems_per_frame
-  return jnp.sum(per_frame * frame_weights) / jnp.maximum(counted, 1.0)
+  err = jnp.sum(jnp.square(pred.astype(jnp.float32) - target.astype(jnp.float32)), axis=-1)
+  w = weights.astype(jnp.float32).reshape(weights.shape + (1,) * (err.ndim - weights.ndim))
+  w = jnp.broadcast_to(w, err.shape)  # (B, T, H, W)
+  return jnp.sum(err * w) / jnp.maximum(jnp.sum(w) * pred.shape[-1], 1.0)
 
 
 def model_timesteps(t_frames: jax.Array) -> jax.Array:

@@ -24,10 +24,12 @@ from wildactor_jax.train_lib.state import Setup
 
 
 def flow_loss(model, batch: dict, t: jax.Array, noise: jax.Array,
-              video_positions: jax.Array | None = None, reference_cache=None) -> jax.Array:
+              video_positions: jax.Array | None = None, reference_cache=None,
+              person_weight: float = 1.0) -> jax.Array:
   """The rectified-flow loss of `model` on `batch` at sample times t (B,) with noise `noise`
   (and the video tokens' RoPE positions, default the grid's own). reference_cache: the batch's
-  reference K/V (`encode_references`), used instead of running its references again."""
+  reference K/V (`encode_references`), used instead of running its references again.
+  person_weight: the weight of the tokens in batch["person_mask"] (`flow.token_weights`)."""
   x0 = batch["video_latents"]
   num_frames = x0.shape[1]
   t_frames = flow.frame_timesteps(t, num_frames, batch["clean_frames"])
@@ -39,6 +41,8 @@ def flow_loss(model, batch: dict, t: jax.Array, noise: jax.Array,
   pred = model(x_t, flow.model_timesteps(t_frames), batch["text_embeds"], **refs,
                video_positions=video_positions)
   weights = flow.loss_frame_weights(batch["clean_frames"], num_frames)
+  if person_weight != 1.0:
+    weights = flow.token_weights(weights, batch["person_mask"], person_weight)
   return flow.weighted_mse(pred, flow.velocity_target(x0, noise), weights)
 
 
@@ -71,10 +75,13 @@ def jittered_positions(key: jax.Array, model, latents: jax.Array, rate: float,
 def make_train_step(setup: Setup, tx: optax.GradientTransformation, schedule, shift: float,
                     mesh, rules, *, text_dropout: float = 0.0,
                     null_text: jax.Array | None = None, position_jitter: float = 0.0,
-                    jitter_temporal_range: int = 0) -> Callable:
+                    jitter_temporal_range: int = 0, person_weight: float = 1.0) -> Callable:
   """The un-jitted step; `jit_train_step` adds shardings and donation. position_jitter: the
   share of examples whose video RoPE positions are randomised (`jittered_positions`; a toy
-  backbone's pre-training, see configs/demo_tiny.py)."""
+  backbone's pre-training, see configs/demo_tiny.py). person_weight: train.person_loss_weight,
+  the weight of the person's latent tokens in the loss (`flow.token_weights`)."""
+  if not person_weight > 0.0:
+    raise ValueError(f"train.person_loss_weight {person_weight}: expected a positive weight")
   graphdef = setup.graphdef
   if text_dropout > 0.0 and null_text is None:
     raise ValueError("train.text_dropout > 0 needs the empty prompt's states (null_text)")
@@ -90,7 +97,7 @@ def make_train_step(setup: Setup, tx: optax.GradientTransformation, schedule, sh
     positions = None
     if position_jitter > 0.0:
       positions = jittered_positions(pos_key, model, x0, position_jitter, jitter_temporal_range)
-    return flow_loss(model, batch, t, noise, positions)
+    return flow_loss(model, batch, t, noise, positions, person_weight=person_weight)
 
   def train_step(frozen, state, batch):
     with activation_sharding(mesh, rules):
