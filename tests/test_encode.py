@@ -234,3 +234,6 @@ def test_person_boxes_become_each_records_person_mask(world, tmp_path):
     encode.run(make_config(world), str(world / "raw"), str(tmp_path / "enc2"), batch_size=2,
                progress=False, person_boxes=str(boxes))
   assert not list((tmp_path / "enc2").glob("*.array_record"))
+  with pytest.raises(FileNotFoundError, match="--person_boxes .*missing.jsonl: no such file"):
+    encode.run(make_config(world), str(world / "raw"), str(tmp_path / "enc3"),
+               person_boxes=str(tmp_path / "missing.jsonl"))

@@ -154,6 +154,9 @@ def _text(value) -> str:
 def read_person_boxes(path: str, frames: int) -> dict:
   """person_mask.read_boxes, checked before anything is written: every row covers the frames
   that are encoded."""
+  if not fs.exists(path):
+    raise FileNotFoundError(f"--person_boxes {path}: no such file (expected JSON lines of "
+                            "per-frame body boxes, input/person_mask.py)")
   boxes = person_mask.read_boxes(path)
   for video, clip_boxes in boxes.items():
     if len(clip_boxes) < frames:
