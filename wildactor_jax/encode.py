@@ -165,26 +165,26 @@ def read_person_boxes(path: str, frames: int) -> dict:
   return boxes
 
 
-def person_mask_of(boxes: dict | None, video: str, frames: int, latent_shape,
-                   counts: dict) -> dict:
-  """{"person_mask": (T', H', W') uint8} for a clip from its boxes, {} when there are none (and
-  the clip is counted as `unboxed` when a boxes file was given)."""
-  if boxes is None:
-    return {}
-  if video not in boxes:
-    counts["unboxed"] = counts.get("unboxed", 0) + 1
-    return {}
-  clip_boxes = boxes[video]  # at least `frames` boxes (read_person_boxes checked)
-  t = latent_shape[0]
-  factor = (frames - 1) // (t - 1) if t > 1 else 1
-  return {"person_mask": person_mask.latent_mask(clip_boxes[:frames], factor, *latent_shape[1:3])}
+class PersonMasks:
+  """Each clip's `person_mask` record field from its boxes (`read_person_boxes`), grouped by the
+  loaded VAE's own temporal factor; clips without a row get none and are counted (`unboxed`)."""
+
+  def __init__(self, boxes: dict, frames: int, temporal_factor: int):
+    self.boxes, self.frames, self.temporal_factor = boxes, frames, temporal_factor
+    self.unboxed = 0
+
+  def fields(self, video: str, grid: tuple[int, int]) -> dict:
+    if video not in self.boxes:
+      self.unboxed += 1
+      return {}
+    return {"person_mask": person_mask.latent_mask(self.boxes[video][:self.frames],
+                                                   self.temporal_factor, *grid)}
 
 
 def encode_batch(raws: list[dict], geometry: dict, video_call, text_encoder, dtype,
-                 skipped: dict, boxes: dict | None = None,
-                 box_counts: dict | None = None) -> list[bytes]:
+                 skipped: dict, person: PersonMasks | None = None) -> list[bytes]:
   """Encoded record bytes for the raw examples that decode; failures are counted in `skipped`.
-  boxes: {video path: per-frame body boxes} (`read_person_boxes`)."""
+  person: the clips' person masks (--person_boxes), or None."""
   frames, height, width = geometry["frames"], geometry["height"], geometry["width"]
   keep, clips, refs = [], [], []
   for raw in raws:
@@ -223,9 +223,8 @@ def encode_batch(raws: list[dict], geometry: dict, video_call, text_encoder, dty
         "ref_view": np.asarray([records.VIEWS.index(v) for v in views], np.int8),
         "actor_id": _text(raw["actor_id"]), "prompt": _text(raw["prompt"]),
         "key": _text(raw["key"]),
-        **person_mask_of(boxes, _text(raw.get("video_path", "")), frames,
-                         video_latents.shape[1:4],
-                         {} if box_counts is None else box_counts)}))
+        **(person.fields(_text(raw.get("video_path", "")), video_latents.shape[2:4])
+           if person is not None else {})}))
     start += counts[i]
   return out
 
@@ -276,6 +275,8 @@ def run(config, records_dir: str, out: str, splits: list[str] | None = None,
   boxes = read_person_boxes(person_boxes, geometry["frames"]) if person_boxes else None
   batch_size = batch_size or jax.local_device_count()
   video_call, text_encoder, model_info = load_models(config, batch_size)
+  person = (None if boxes is None else
+            PersonMasks(boxes, geometry["frames"], model_info["temporal_factor"]))
   fs.makedirs(out)
   # Masked and unmasked records never share a folder: the flag is part of what was encoded.
   _check_info(out, dict(geometry, dtype=dtype, **model_info,
@@ -287,7 +288,7 @@ def run(config, records_dir: str, out: str, splits: list[str] | None = None,
   todo = [p for p in mine if not fs.exists(finals[p])]
   bar = tqdm(total=sum(lengths[p] for p in todo), unit="clip", desc=f"encode p{process_index}",
              disable=not progress)
-  written, skipped, counts = 0, {}, {}
+  written, skipped = 0, {}
 
   def encode_shard(reader, tmp: str) -> None:
     nonlocal written
@@ -301,7 +302,7 @@ def run(config, records_dir: str, out: str, splits: list[str] | None = None,
         except Exception:  # a corrupt raw record: count it, keep going
           skipped["undecodable"] = skipped.get("undecodable", 0) + 1
       for record in encode_batch(raws, geometry, video_call, text_encoder, np_dtype, skipped,
-                                 boxes, counts):
+                                 person):
         writer.write(record)
         written += 1
       bar.update(min(n, lo + batch_size) - lo)
@@ -320,7 +321,7 @@ def run(config, records_dir: str, out: str, splits: list[str] | None = None,
   bar.close()
   return {"written": written, "skipped": skipped, "shards_done": len(todo),
           "shards_reused": len(mine) - len(todo),
-          **({"unboxed": counts.get("unboxed", 0)} if boxes is not None else {})}
+          **({"unboxed": person.unboxed} if person is not None else {})}
 
 
 def main(argv) -> None:
