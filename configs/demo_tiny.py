@@ -72,6 +72,9 @@ def get_config(arg=None):
     # never sees references) learns to extend a clip from 1..2 clean latent frames.
     config.data.task_probs = {"t2v": 0.4, "i2v": 0.3, "vc": 0.0, "continue": 0.3}
     config.data.continue_references = False
+    # i2v examples whose clean frame is a still of the person from another shot (a body
+    # reference), then a cut (input/records_source.py): off by default.
+    config.data.cut_context = 0.0
     config.train.update(steps=3000, trainable="all", learning_rate=2e-3, warmup_steps=100,
                         log_every=50, eval_every=500)
     config.checkpoint.update(every=500, keep=2)

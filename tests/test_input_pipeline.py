@@ -271,3 +271,31 @@ def test_bad_config_is_a_clear_error(encoded, tmp_path):
     ip.create_dataset(config(encoded, global_batch_size=3), "train", 0, 2)
   with pytest.raises(ValueError, match="task_probs"):
     ip.create_dataset(config(encoded, task_probs=dict(t2v=0.0, i2v=0.0, vc=0.0)))
+
+
+def test_cut_context_starts_i2v_clips_on_a_body_reference(encoded):
+  """data.cut_context = 1: every i2v example's clean first latent frame is one of its record's
+  body references (record i's reference j holds 1000 i + j), the rest of the clip its own; a
+  record without body references keeps its own first frame; 0 changes nothing."""
+  rng = np.random.default_rng(0)
+  examples = [make_example(i, rng) for i in range(N_RECORDS)]
+  i2v = dict(t2v=0.0, i2v=1.0, vc=0.0)
+  seen_cut = 0
+  for b in take(ip.create_dataset(config(encoded, task_probs=i2v, cut_context=1.0)), 6):
+    assert (b["clean_frames"] == 1).all() and not b["ref_mask"].any()
+    for video, index in zip(b["video_latents"], b["record_index"]):
+      ref_type = examples[index]["ref_type"]
+      np.testing.assert_array_equal(video[1:], float(index))
+      first = float(np.asarray(video[0], np.float32).flat[0])
+      assert (np.asarray(video[0], np.float32) == first).all()
+      if (ref_type == 1).any():
+        assert first in {1000.0 * index + j for j in np.flatnonzero(ref_type == 1)}, (index, first)
+        seen_cut += 1
+      else:
+        assert first == float(index)
+  assert seen_cut > 0
+  for b in take(ip.create_dataset(config(encoded, task_probs=i2v, cut_context=0.0)), 2):
+    for video, index in zip(b["video_latents"], b["record_index"]):
+      np.testing.assert_array_equal(video, float(index))
+  with pytest.raises(ValueError, match="cut_context"):
+    ip.create_dataset(config(encoded, cut_context=1.5))

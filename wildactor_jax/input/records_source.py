@@ -25,7 +25,10 @@ Tasks (config.data.task_probs): t2v -> no references; i2v -> no references and c
 (the train step sets t = 0 on the first latent frame); continue -> clean_frames drawn from
 1..context_frames (below the clip's latent frame count): the clip's first frames stand for the
 end of a previous segment, and the references are drawn as for vc unless continue_references is
-False (a continue draw on a record without usable references keeps no references); vc -> face and
+False (a continue draw on a record without usable references keeps no references); i2v with
+probability cut_context -> the clean first latent frame is one of the record's body references
+instead of the clip's own (a still of the person from another shot, then a cut: reading it takes
+matching by content, not by position); vc -> face and
 body counts drawn uniformly from 0..max_faces and 0..max_bodies (or fixed num_faces/num_bodies
 when random_counts is False), capped by what the record holds and by r_max (the larger count
 gives way first), at least one reference in all; the references of each type are chosen by
@@ -44,6 +47,8 @@ config.data fields:
   task_probs         {"t2v": p, "i2v": p, "vc": p, "continue": p}, normalised
   context_frames     the most clean latent frames of a continue example (default 1)
   continue_references  continue examples carry references (default True)
+  cut_context        share of i2v examples whose clean frame is a body reference (default 0;
+                     a toy backbone's pre-training, configs/demo_tiny.py)
   random_counts      True: counts ~ U{0..max_*}; False: num_faces / num_bodies
   num_faces, num_bodies, max_faces, max_bodies, r_max
   sampler            "adaptive" | "uniform": the angular decay on or off; delta (deg), decay
@@ -63,7 +68,7 @@ import numpy as np
 
 from wildactor_jax import fs
 from wildactor_jax.input import host_shard, records, viewpoint_sampling
-from wildactor_jax.input.schema import (CONTINUE, T2V, TASKS, VC, clean_frames_for,
+from wildactor_jax.input.schema import (CONTINUE, I2V, T2V, TASKS, VC, clean_frames_for,
                                         continue_options, task_probabilities)
 
 _skip_lock = threading.Lock()
@@ -164,6 +169,8 @@ class PrepareExample(grain.transforms.RandomMap):
       chosen = np.concatenate([pick(faces, nf), pick(bodies, nb)])
       if chosen.size == 0 and task == VC:
         task = T2V
+    if task == I2V and o["cut_context"] > 0.0 and rng.random() < o["cut_context"]:
+      video = cut_to_reference(video, rec["ref_latents"], ref_type, rng)
     r_max, n = o["r_max"], chosen.size
     ref_latents = np.zeros((r_max,) + video.shape[1:], video.dtype)
     ref_latents[:n] = rec["ref_latents"][chosen]
@@ -185,6 +192,19 @@ class PrepareExample(grain.transforms.RandomMap):
             "record_index": np.int32(index)}
 
 
+def cut_to_reference(video: np.ndarray, ref_latents: np.ndarray, ref_type: np.ndarray,
+                     rng: np.random.Generator) -> np.ndarray:
+  """video with its first latent frame replaced by a randomly drawn body reference (unchanged
+  when the record has none). A reference is one latent frame encoded alone, as the causal
+  autoencoder encodes a clip's first frame, so the swap is a clip that starts on that still."""
+  bodies = np.flatnonzero(ref_type == 1)
+  if bodies.size == 0:
+    return video
+  video = np.array(video)
+  video[0] = ref_latents[int(rng.choice(bodies))]
+  return video
+
+
 def _options(cfg) -> dict:
   get = lambda name, default: cfg.get(name, default) if hasattr(cfg, "get") else default
   opts = {
@@ -199,6 +219,9 @@ def _options(cfg) -> dict:
       "min_face_visibility": float(get("min_face_visibility",
                                        viewpoint_sampling.MIN_FACE_VISIBILITY))}
   opts["context_frames"], opts["continue_references"] = continue_options(cfg)
+  opts["cut_context"] = float(get("cut_context", 0.0))
+  if not 0.0 <= opts["cut_context"] <= 1.0:
+    raise ValueError(f"config.data.cut_context {opts['cut_context']}: expected a share in [0, 1]")
   if opts["sampler"] not in viewpoint_sampling.MODES:
     raise ValueError(f"config.data.sampler {opts['sampler']!r}: expected one of "
                      f"{viewpoint_sampling.MODES}")
