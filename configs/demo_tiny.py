@@ -73,7 +73,8 @@ def get_config(arg=None):
     config.data.task_probs = {"t2v": 0.4, "i2v": 0.3, "vc": 0.0, "continue": 0.3}
     config.data.continue_references = False
     # i2v examples whose clean frame is a still of the person from another shot (a body
-    # reference), then a cut (input/records_source.py): off by default.
+    # reference), then a cut (input/records_source.py). Off: measured under the frozen-backbone
+    # LoRA, it adds flicker and no usable identity (benchmarks/results/README.md, "Round 11").
     config.data.cut_context = 0.0
     config.train.update(steps=3000, trainable="all", learning_rate=2e-3, warmup_steps=100,
                         log_every=50, eval_every=500)
