@@ -39,16 +39,21 @@ def make_example(i: int, rng: np.random.Generator, dtype=np.float32) -> dict:
       "key": f"k{i}"}
 
 
-def write_shards(folder: pathlib.Path, n: int, shards: int = 3, corrupt: tuple[int, ...] = ()):
+def make_examples(n: int) -> list[dict]:
+  """Records 0..n-1 as write_shards writes them (one seeded stream)."""
   rng = np.random.default_rng(0)
+  return [make_example(i, rng) for i in range(n)]
+
+
+def write_shards(folder: pathlib.Path, n: int, shards: int = 3, corrupt: tuple[int, ...] = ()):
+  examples = make_examples(n)
   folder.mkdir(parents=True, exist_ok=True)
   per_shard = -(-n // shards)
   for s in range(shards):  # contiguous ranges: record i sits at position i of the split
     writer = array_record_module.ArrayRecordWriter(
         str(folder / f"train-{s:05d}-of-{shards:05d}.array_record"), "group_size:1")
     for i in range(s * per_shard, min(n, (s + 1) * per_shard)):
-      example = make_example(i, rng)
-      writer.write(b"garbage, not a record" if i in corrupt else records.serialize(example))
+      writer.write(b"garbage, not a record" if i in corrupt else records.serialize(examples[i]))
     writer.close()
   (folder / "encode_info.json").write_text(json.dumps(
       {"frames": 9, "height": 16, "width": 16, "z_dim": 8, "spatial_factor": 4,
@@ -277,8 +282,7 @@ def test_cut_context_starts_i2v_clips_on_a_body_reference(encoded):
   """data.cut_context = 1: every i2v example's clean first latent frame is one of its record's
   body references (record i's reference j holds 1000 i + j), the rest of the clip its own; a
   record without body references keeps its own first frame; 0 changes nothing."""
-  rng = np.random.default_rng(0)
-  examples = [make_example(i, rng) for i in range(N_RECORDS)]
+  examples = make_examples(N_RECORDS)
   i2v = dict(t2v=0.0, i2v=1.0, vc=0.0)
   seen_cut = 0
   for b in take(ip.create_dataset(config(encoded, task_probs=i2v, cut_context=1.0)), 6):
