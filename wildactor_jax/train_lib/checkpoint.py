@@ -90,9 +90,11 @@ class _FailedReadNoise:
   never retrieved"), and tensorstore reads still in flight call back into Orbax's event loop
   after it closed ("Event loop is closed"). Python prints each with a traceback, at a moment of
   the garbage collector's choosing: one damaged step gave 3 to 99 of them (up to thousands of
-  lines) around the one-line warning that names it. Once a read has failed in this process
-  (`arm`), such reports go to the debug log; nothing is filtered before that, and every other
-  unraisable exception or asyncio error is printed as before."""
+  lines) around the one-line warning that names it, some of them before the failed restore has
+  even returned to us. Once a restore of ours has begun in this process (`arm`), such reports
+  (those whose traceback runs through Orbax or tensorstore) go to the debug log; nothing is
+  filtered before that, and every other unraisable exception or asyncio error is printed as
+  before."""
 
   armed = False
   installed = False
@@ -229,13 +231,15 @@ class Checkpointer:
     if not steps:
       return None
     damaged = []
+    # Before the first read, not after a failure: the abandoned reads' reports can be printed
+    # while the failure is still on its way out of Orbax.
+    _FailedReadNoise.arm()
     for step in steps:
       try:
         result = restore_step(step)
       except RunError:
         raise
       except Exception as e:  # tensorstore/Orbax/Grain report damage with assorted types
-        _FailedReadNoise.arm()
         logging.warning("checkpoint %s is damaged (%s); trying an older one",
                         self.step_dir(step), _first_line(e))
         damaged.append((step, e))
