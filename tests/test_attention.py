@@ -1,4 +1,5 @@
 """Every attention implementation computes the same thing: softmax over the first kv_length keys."""
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -18,12 +19,21 @@ def rand(*shape, seed=0):
   return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
-@pytest.mark.parametrize("lq", [300, 512])
-def test_chunked_xla_attention_matches_dense(lq):
+@pytest.mark.parametrize("lq", [300, 1300])
+def test_xla_attention_matches_dense_chunked_or_not(lq):
+  """Up to DENSE_QUERIES queries one dense call; beyond, balanced query chunks (1,300 -> 6 of
+  224, the padded tail sliced off) under one loop."""
   q, k, v = rand(2, lq, 2, 16), rand(2, 200, 2, 16, seed=1), rand(2, 200, 2, 16, seed=2)
   lengths = np.array([200, 57], np.int32)
-  out = attn.attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), jnp.asarray(lengths))
+  args = (jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), jnp.asarray(lengths))
+  out = attn.attention(*args)
   np.testing.assert_allclose(out, reference(q, k, v, lengths), rtol=1e-5, atol=1e-5)
+  looped = "scan" in str(jax.make_jaxpr(attn.attention)(*args))
+  assert looped == (lq > attn.DENSE_QUERIES)
+
+
+def test_balanced_chunk_pads_least():
+  assert [attn.balanced_chunk(n) for n in (8, 333, 1280, 1300, 5120)] == [8, 168, 256, 224, 256]
 
 
 def test_splash_attention_interpreted_matches_dense():

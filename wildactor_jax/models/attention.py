@@ -2,9 +2,11 @@
 
 Tensors are (B, L, N, D). Padding is expressed as key lengths (valid keys form a prefix), never as
 a dense (L, L) mask, so every backend can skip or cheaply mask the padded tail:
-- "xla":   plain XLA, any backend (CPU default): long query sets run in query chunks (the
-           logits of one chunk at a time), which is ~1.7x faster than one dense call on CPU and
-           bounds the logits memory; short ones call jax.nn.dot_product_attention;
+- "xla":   plain XLA, any backend (CPU default): long query sets (over DENSE_QUERIES) run in
+           query chunks of about QUERY_CHUNK (the logits of one chunk at a time), which bounds
+           the logits memory and is up to ~1.4x faster than one dense call on CPU at 2,560+
+           queries; shorter ones call jax.nn.dot_product_attention, which is faster there
+           (benchmarks/results/README.md, "Attention on CPU");
 - "cudnn": the cuDNN fused flash kernel on NVIDIA GPUs;
 - "splash": Pallas splash attention on TPU (models/splash.py; segment ids carry the padding),
            run under shard_map on the model's mesh (models/context_parallel.py).
@@ -36,6 +38,9 @@ from wildactor_jax.models.splash import DEFAULT_BLOCK_SIZES, splash_attention
 
 IMPLEMENTATIONS = ("xla", "cudnn", "splash")
 QUERY_CHUNK = 256
+# One dense call up to this many queries: at 320 queries a 256-query chunking padded them to 512
+# and made the demo's whole training step 1.35x slower; at 640 dense is still the fastest.
+DENSE_QUERIES = 1024
 KV_GATHERED = ("batch", None, "heads", None)  # keys/values whole along length (context parallel)
 
 
@@ -43,6 +48,13 @@ def attention_options(cfg) -> dict:
   """The attention keyword arguments a ModelConfig sets: backend, kernel tiles, context mode."""
   return dict(implementation=cfg.attention, block_sizes=cfg.splash_block_sizes,
               context_parallel=cfg.context_parallel)
+
+
+def balanced_chunk(length: int, chunk: int = QUERY_CHUNK) -> int:
+  """The size (a multiple of 8) of the fewest equal chunks of at most about `chunk` queries that
+  cover `length`: 1,280 -> 5 of 256; 1,300 -> 6 of 224 (44 queries padded, not 236)."""
+  count = -(-length // chunk)
+  return -(-(-(-length // count)) // 8) * 8
 
 
 def chunked_attention(q, k, v, kv_lengths=None, chunk: int = QUERY_CHUNK):
@@ -72,8 +84,8 @@ def chunked_attention(q, k, v, kv_lengths=None, chunk: int = QUERY_CHUNK):
 def local_attention(q, k, v, kv_lengths=None, implementation: str = "xla",
                     block_sizes=DEFAULT_BLOCK_SIZES, interpret: bool | None = None):
   """One backend's call on arrays it sees whole (one device's shard under shard_map)."""
-  if implementation == "xla" and q.shape[1] > QUERY_CHUNK:
-    return chunked_attention(q, k, v, kv_lengths, QUERY_CHUNK)
+  if implementation == "xla" and q.shape[1] > max(DENSE_QUERIES, QUERY_CHUNK):
+    return chunked_attention(q, k, v, kv_lengths, balanced_chunk(q.shape[1]))
   if implementation == "xla" or implementation == "cudnn":
     return jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=kv_lengths,
                                         implementation=implementation)
