@@ -115,6 +115,24 @@ PALETTES = {"shirt": ra.CLOTH_COLOURS, "trousers": ra.CLOTH_COLOURS, "hair": ra.
             "skin": ra.SKIN_TONES}
 
 
+@pytest.mark.parametrize("tolerance", [24.0, 23.5, 10.0, 0.0])
+def test_foreground_is_the_distance_to_the_border_colours(tolerance):
+  """The prefix-sum count in `attributes.foreground` against its definition: a pixel is figure
+  when its Chebyshev distance to every border colour (rounded to a multiple of 4) exceeds the
+  tolerance. Noise frames give many border colours; smooth ones put pixels near the edges."""
+  rng = np.random.default_rng(0)
+  for i in range(40):
+    frame = rng.integers(0, 256, (12, 12, 3)).astype(np.uint8)
+    if i % 2:  # a smooth background around a figure
+      frame = (rng.integers(0, 256, 3) + rng.integers(-30, 31, (12, 12, 3))).clip(0, 255)
+      frame = frame.astype(np.uint8)
+    f = frame.astype(np.float32)
+    border = np.concatenate([f[0], f[-1], f[:, 0], f[:, -1]])
+    border = np.unique(np.round(border / 4) * 4, axis=0)
+    brute = np.abs(f[:, :, None, :] - border[None, None]).max(-1).min(-1) > tolerance
+    np.testing.assert_array_equal(attributes.foreground(frame, tolerance), brute)
+
+
 def test_attributes_same_actor_perfect_other_actor_not():
   truth = attributes.true_attributes(dataclasses.asdict(PLAIN))  # an actors.jsonl row
   read = lambda clip: attributes.read_clip(clip, PALETTES)
