@@ -6,7 +6,7 @@ from flax import nnx
 
 from wildactor_jax.demo import autoencoder as training
 from wildactor_jax.infer import encoders
-from wildactor_jax.models import video_autoencoder as ae_lib
+from wildactor_jax.models import module_npz, video_autoencoder as ae_lib
 
 SMALL = ae_lib.AutoencoderConfig(z_dim=4, stem=8, width=8, latent_width=8)
 
@@ -59,6 +59,24 @@ def test_file_round_trip_dtype_and_statistics(tmp_path):
   (tmp_path / "bad.npz").write_bytes(b"not a file")
   with pytest.raises(ValueError, match="bad.npz"):
     ae_lib.load(str(tmp_path / "bad.npz"))
+
+
+def test_build_and_load_fills_an_abstract_module_and_refuses_other_state(tmp_path):
+  """The loaders build their module for shapes only (no initialiser runs) and fill it: every
+  weight comes back concrete and equal; a module holding more than parameters (batch
+  statistics would stay abstract) is refused in one line."""
+  ae = ae_lib.init(SMALL, seed=3)
+  path = ae_lib.save(ae, str(tmp_path / "ae.npz"))
+  back = module_npz.build_and_load(lambda: ae_lib.init(SMALL), path, "video autoencoder")
+  saved, loaded = (dict(nnx.to_flat_state(nnx.state(m))) for m in (ae, back))
+  assert saved.keys() == loaded.keys()
+  for k, v in loaded.items():
+    np.testing.assert_array_equal(np.asarray(v.get_value()), np.asarray(saved[k].get_value()))
+  norm = nnx.BatchNorm(4, rngs=nnx.Rngs(0))
+  module_npz.save(norm, str(tmp_path / "norm.npz"), {})
+  with pytest.raises(ValueError, match="norm.npz: .* state besides parameters .*mean"):
+    module_npz.build_and_load(lambda: nnx.BatchNorm(4, rngs=nnx.Rngs(0)),
+                              str(tmp_path / "norm.npz"))
 
 
 def test_config_kind_learned_loads_and_checks_channels(tmp_path):

@@ -181,8 +181,8 @@ def save(net: IdentityNet, path: str) -> str:
 def load(path: str) -> IdentityNet:
   meta = module_npz.read_meta(path, "embedder")
   try:
-    net = IdentityNet(EmbedderConfig(**meta["config"]), int(meta["num_classes"]),
-                      rngs=nnx.Rngs(0))
+    cfg, classes = EmbedderConfig(**meta["config"]), int(meta["num_classes"])
   except (KeyError, TypeError) as e:
     raise ValueError(f"{path}: not an embedder file written by eval.embedder.save ({e})") from None
-  return module_npz.load_into(net, path, "embedder")
+  return module_npz.build_and_load(lambda: IdentityNet(cfg, classes, rngs=nnx.Rngs(0)), path,
+                                   "embedder")

@@ -182,5 +182,5 @@ def load(path: str) -> ClipProbe:
   meta = module_npz.read_meta(path, "probe")
   if meta.get("kind") != "clip_probe":
     raise ValueError(f"{path}: not a clip probe (kind {meta.get('kind')!r})")
-  return module_npz.load_into(ClipProbe(ProbeConfig(**meta["config"]), rngs=nnx.Rngs(0)), path,
-                              "probe")
+  cfg = ProbeConfig(**meta["config"])
+  return module_npz.build_and_load(lambda: ClipProbe(cfg, rngs=nnx.Rngs(0)), path, "probe")

@@ -4,7 +4,7 @@ Tensors are (B, L, N, D). Padding is expressed as key lengths (valid keys form a
 a dense (L, L) mask, so every backend can skip or cheaply mask the padded tail:
 - "xla":   plain XLA, any backend (CPU default): long query sets (over DENSE_QUERIES) run in
            query chunks of about QUERY_CHUNK (the logits of one chunk at a time), which bounds
-           the logits memory and is up to ~1.4x faster than one dense call on CPU at 2,560+
+           the logits memory and is up to ~1.35x faster than one dense call on CPU at 2,560+
            queries; shorter ones call jax.nn.dot_product_attention, which is faster there
            (benchmarks/results/README.md, "Attention on CPU");
 - "cudnn": the cuDNN fused flash kernel on NVIDIA GPUs;
@@ -39,7 +39,7 @@ from wildactor_jax.models.splash import DEFAULT_BLOCK_SIZES, splash_attention
 IMPLEMENTATIONS = ("xla", "cudnn", "splash")
 QUERY_CHUNK = 256
 # One dense call up to this many queries: at 320 queries a 256-query chunking padded them to 512
-# and made the demo's whole training step 1.35x slower; at 640 dense is still the fastest.
+# and made the demo's whole training step 1.4x slower; at 640 dense is still the fastest.
 DENSE_QUERIES = 1024
 KV_GATHERED = ("batch", None, "heads", None)  # keys/values whole along length (context parallel)
 
@@ -53,8 +53,9 @@ def attention_options(cfg) -> dict:
 def balanced_chunk(length: int, chunk: int = QUERY_CHUNK) -> int:
   """The size (a multiple of 8) of the fewest equal chunks of at most about `chunk` queries that
   cover `length`: 1,280 -> 5 of 256; 1,300 -> 6 of 224 (44 queries padded, not 236)."""
-  count = -(-length // chunk)
-  return -(-(-(-length // count)) // 8) * 8
+  count = -(-length // chunk)      # ceil division throughout
+  per_chunk = -(-length // count)
+  return -(-per_chunk // 8) * 8
 
 
 def chunked_attention(q, k, v, kv_lengths=None, chunk: int = QUERY_CHUNK):

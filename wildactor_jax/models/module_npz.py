@@ -4,7 +4,7 @@ For the models that live in a single small file (the evaluation's embedder and p
 learned video autoencoder), where an Orbax checkpoint folder would be overkill:
 
     save(net, "net.npz", meta={"config": {...}})    # atomic, local or gs://
-    meta = read_meta("net.npz"); net = build(meta); load_into(net, "net.npz")
+    meta = read_meta("net.npz"); net = build_and_load(lambda: build(meta), "net.npz")
 
 Weights are stored in float32, float16 or bfloat16 (`dtype`; bfloat16 as its uint16 bits, since
 .npz has no bfloat16) and come back in the module's own parameter dtype.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+from typing import Callable
 
 import jax.numpy as jnp
 import ml_dtypes
@@ -70,14 +71,28 @@ def read_meta(path: str, what: str = "weights") -> dict:
 
 
 def load_into(net: nnx.Module, path: str, what: str = "weights") -> nnx.Module:
-  """Fills `net`'s parameters from `path`; a missing or mis-shaped weight is a one-line error."""
+  """Fills `net`'s parameters from `path`; a missing or mis-shaped weight is a one-line error.
+  `net` may be abstract (`nnx.eval_shape`): its parameters need only a shape and a dtype."""
   data, meta = _open(path, what)
   dtype = meta.get("__dtype__", "float32")
   flat = []
   for k, v in nnx.to_flat_state(nnx.state(net, nnx.Param)):
-    name = _name(k)
-    if name not in data or data[name].shape != v[...].shape:
+    name, like = _name(k), v.get_value()
+    if name not in data or data[name].shape != like.shape:
       raise ValueError(f"{path}: weight {name} missing or of the wrong shape")
-    flat.append((k, v.replace(jnp.asarray(_restored(data[name], dtype), v[...].dtype))))
+    flat.append((k, v.replace(jnp.asarray(_restored(data[name], dtype), like.dtype))))
   nnx.update(net, nnx.from_flat_state(flat))
   return net
+
+
+def build_and_load(build: Callable[[], nnx.Module], path: str, what: str = "weights"):
+  """`build()` traced for shapes only, then filled from `path`: no random initialisation runs
+  (compiling each initialiser cost a benchmark run about 17 s). The module must hold nothing
+  but parameters (anything else would stay abstract): a one-line error otherwise."""
+  net = nnx.eval_shape(build)
+  others = [_name(k) for k, v in nnx.to_flat_state(nnx.state(net))
+            if not isinstance(v, nnx.Param)]
+  if others:
+    raise ValueError(f"{path}: {what} holds state besides parameters ({', '.join(others[:3])}); "
+                     "build it concretely and use load_into")
+  return load_into(net, path, what)

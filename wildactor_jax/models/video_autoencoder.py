@@ -205,4 +205,4 @@ def load(path: str) -> VideoAutoencoder:
     raise ValueError(f"{path}: not a video autoencoder (kind {meta.get('kind')!r})")
   cfg = AutoencoderConfig(**{k: tuple(v) if isinstance(v, list) else v
                              for k, v in meta["config"].items()})
-  return module_npz.load_into(init(cfg), path, "video autoencoder")
+  return module_npz.build_and_load(lambda: init(cfg), path, "video autoencoder")
