@@ -48,8 +48,7 @@ def main(argv=None):
            "balanced_chunk": chunk,
            "balanced_ms": ms_per_call(
                lambda q, k, v: attention.chunked_attention(q, k, v, None, chunk), q, k, v),
-           "attention_uses": "chunks" if lq > max(attention.DENSE_QUERIES,
-                                                 attention.QUERY_CHUNK) else "dense",
+           "attention_uses": "chunks" if attention.runs_in_chunks(lq) else "dense",
            "device": jax.devices()[0].device_kind, "jax": jax.__version__}
     print(json.dumps(row), flush=True)
 

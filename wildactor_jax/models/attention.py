@@ -50,6 +50,11 @@ def attention_options(cfg) -> dict:
               context_parallel=cfg.context_parallel)
 
 
+def runs_in_chunks(queries: int) -> bool:
+  """Whether the "xla" backend splits this many queries into chunks (else one dense call)."""
+  return queries > max(DENSE_QUERIES, QUERY_CHUNK)
+
+
 def balanced_chunk(length: int, chunk: int = QUERY_CHUNK) -> int:
   """The size (a multiple of 8) of the fewest equal chunks of at most about `chunk` queries that
   cover `length`: 1,280 -> 5 of 256; 1,300 -> 6 of 224 (44 queries padded, not 236)."""
@@ -85,7 +90,7 @@ def chunked_attention(q, k, v, kv_lengths=None, chunk: int = QUERY_CHUNK):
 def local_attention(q, k, v, kv_lengths=None, implementation: str = "xla",
                     block_sizes=DEFAULT_BLOCK_SIZES, interpret: bool | None = None):
   """One backend's call on arrays it sees whole (one device's shard under shard_map)."""
-  if implementation == "xla" and q.shape[1] > max(DENSE_QUERIES, QUERY_CHUNK):
+  if implementation == "xla" and runs_in_chunks(q.shape[1]):
     return chunked_attention(q, k, v, kv_lengths, balanced_chunk(q.shape[1]))
   if implementation == "xla" or implementation == "cudnn":
     return jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=kv_lengths,
