@@ -100,8 +100,8 @@ def install_backbone(npz: str, out: str) -> str:
   meta = module_npz.read_meta(npz, "backbone")
   if meta.get("kind") != "backbone":
     raise AssetError(f"{npz}: not a backbone export (kind {meta.get('kind')!r})")
-  model = create_model(ModelConfig.from_mapping(dict(meta["config"], lora=False)))
-  module_npz.load_into(model, npz, "backbone")
+  config = ModelConfig.from_mapping(dict(meta["config"], lora=False))
+  model = module_npz.build_and_load(lambda: create_model(config), npz, "backbone")
   save_backbone(model, out)
   fs.atomic_write_text(marker, json.dumps(source))
   return out
