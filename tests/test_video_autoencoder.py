@@ -61,6 +61,22 @@ def test_file_round_trip_dtype_and_statistics(tmp_path):
     ae_lib.load(str(tmp_path / "bad.npz"))
 
 
+def test_a_damaged_npz_is_a_one_line_error(tmp_path):
+  """A file cut short (a copy killed mid-way) or with a flipped byte inside a weight fails in
+  one line naming the file, never with zipfile's traceback."""
+  good = (tmp_path / "ae.npz")
+  ae_lib.save(ae_lib.init(SMALL), str(good))
+  data = good.read_bytes()
+  (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+  flipped = bytearray(data)
+  flipped[len(data) // 2] ^= 0xFF  # inside a stored (uncompressed) weight: its CRC fails
+  (tmp_path / "flipped.npz").write_bytes(bytes(flipped))
+  for name in ("cut.npz", "flipped.npz"):
+    with pytest.raises(ValueError, match=name) as e:
+      ae_lib.load(str(tmp_path / name))
+    assert "\n" not in str(e.value)
+
+
 def test_build_and_load_fills_an_abstract_module_and_refuses_other_state(tmp_path):
   """The loaders build their module for shapes only (no initialiser runs) and fill it: every
   weight comes back concrete and equal; a module holding more than parameters (batch

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
+import zlib
 from typing import Callable
 
 import jax.numpy as jnp
@@ -24,6 +26,8 @@ from wildactor_jax import fs
 
 META = "__meta__"
 DTYPES = ("float32", "float16", "bfloat16")
+# What a truncated or damaged .npz raises, when opened or when a member is read (np.load is lazy).
+_DAMAGED = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 def _name(key) -> str:
@@ -61,8 +65,9 @@ def _open(path: str, what: str):
     meta = json.loads(bytes(data[META]).decode())
   except FileNotFoundError:
     raise ValueError(f"{path}: no such {what} file") from None
-  except (OSError, ValueError, KeyError) as e:
-    raise ValueError(f"{path}: not a {what} file written by module_npz.save ({e})") from None
+  except _DAMAGED as e:
+    raise ValueError(f"{path}: expected {what} weights written by module_npz.save, got a "
+                     f"damaged or foreign file ({e})") from None
   return data, meta
 
 
@@ -78,9 +83,13 @@ def load_into(net: nnx.Module, path: str, what: str = "weights") -> nnx.Module:
   flat = []
   for k, v in nnx.to_flat_state(nnx.state(net, nnx.Param)):
     name, like = _name(k), v.get_value()
-    if name not in data or data[name].shape != like.shape:
+    try:
+      stored = data[name] if name in data else None
+    except _DAMAGED as e:
+      raise ValueError(f"{path}: weight {name} is damaged ({e}); write the file again") from None
+    if stored is None or stored.shape != like.shape:
       raise ValueError(f"{path}: weight {name} missing or of the wrong shape")
-    flat.append((k, v.replace(jnp.asarray(_restored(data[name], dtype), like.dtype))))
+    flat.append((k, v.replace(jnp.asarray(_restored(stored, dtype), like.dtype))))
   nnx.update(net, nnx.from_flat_state(flat))
   return net
 
