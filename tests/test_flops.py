@@ -18,11 +18,17 @@ def xla_flops(fn, *args):
   return float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
 
 
-@pytest.mark.parametrize("aipa", [True, False])
-def test_analytic_forward_and_train_flops_match_xla(monkeypatch, aipa):
+QKV, ALL_TARGETS = ("q", "k", "v"), ("q", "k", "v", "o", "ffn_in", "ffn_out")
+
+
+# The last case's reference LoRA (every projection, rank 256) is a third of the forward's FLOPs.
+@pytest.mark.parametrize("aipa,targets,rank", [(True, QKV, 32), (False, QKV, 32),
+                                               (True, ALL_TARGETS, 256)])
+def test_analytic_forward_and_train_flops_match_xla(monkeypatch, aipa, targets, rank):
   monkeypatch.setattr(attention, "QUERY_CHUNK", 1 << 30)  # one dense call: no loop to undercount
   cfg = ModelConfig(dim=256, ffn_dim=1024, num_heads=2, num_layers=2, in_channels=48,
-                    out_channels=48, text_dim=256, lora_rank=32, aipa=aipa)
+                    out_channels=48, text_dim=256, lora_rank=rank, lora_targets=targets,
+                    aipa=aipa)
   graphdef, state = nnx.split(abstract_model(cfg))
   s = lambda *shape, dt=jnp.float32: jax.ShapeDtypeStruct(shape, dt)
   x, t, c = s(1, 4, 16, 16, 48), s(1), s(1, 64, 256)

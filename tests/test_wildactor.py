@@ -120,6 +120,37 @@ def test_one_optimiser_step_changes_only_lora():
   assert any("down" in p for p in changed) and any("up" in p for p in changed)
 
 
+def test_reference_ffn_lora_keeps_aipa_and_reshapes_the_references():
+  """lora_targets with o / ffn_in / ffn_out: still exactly the backbone without references, the
+  video still never reaches the references, the cache still matches; the FFN adapters act."""
+  x, t, text, refs = inputs()
+  targets = ("q", "k", "v", "o", "ffn_in", "ffn_out")
+  backbone = make(lora_rank=0)
+  model = make(lora_targets=targets)
+  nnx.update(model, nnx.state(backbone, FROZEN))
+  none_valid = refs._replace(mask=jnp.zeros_like(refs.mask))
+  np.testing.assert_allclose(model(x, t, text, references=none_valid), backbone(x, t, text),
+                             rtol=0, atol=1e-6)
+  out, states = model(x, t, text, references=refs, return_reference_states=True)
+  _, states2 = model(x + 1.0, t * 0.5, text + 1.0, references=refs, return_reference_states=True)
+  np.testing.assert_array_equal(states, states2)
+  np.testing.assert_allclose(model(x, t, text, reference_cache=model.encode_references(
+      refs, (3, 2, 3))), out, rtol=1e-5, atol=1e-6)
+  blocks = model.blocks  # stacked over layers
+  assert set(blocks.attn1.lora) == {"q", "k", "v", "o"}
+  assert set(blocks.ref_ffn_lora) == {"ffn_in", "ffn_out"}
+  assert blocks.ref_ffn_lora["ffn_in"].up.shape == (BASE["num_layers"], 4, BASE["ffn_dim"])
+  without_ffn = make(lora_targets=("q", "k", "v", "o"))
+  nnx.update(without_ffn, nnx.state(backbone, FROZEN))
+  nnx.update(without_ffn.blocks.attn1.lora, nnx.state(blocks.attn1.lora))  # same attention set
+  k_ffn = model.encode_references(refs, (3, 2, 3)).k
+  k_plain = without_ffn.encode_references(refs, (3, 2, 3)).k
+  np.testing.assert_array_equal(k_plain[0], k_ffn[0])  # layer 0's keys come before any FFN
+  assert float(jnp.abs(k_plain[-1] - k_ffn[-1]).max()) > 1e-4
+  with pytest.raises(ValueError, match="model.lora_targets"):
+    ModelConfig(**BASE, lora_rank=4, lora_targets=("q", "norm"))
+
+
 def test_lora_off_means_frozen_weights_for_references():
   assert not nnx.state(make(lora=False), nnx.LoRAParam)
   assert nnx.state(make(lora=True), nnx.LoRAParam)

@@ -94,11 +94,11 @@ def forward_flops(cfg: ModelConfig, video_tokens: int, ref_tokens: int = 0, text
   per_layer += 2 * (lv + lr_stream) * d * f * 2                        # FFN
   backprop += nl * per_layer
   lora = 0
-  if cfg.has_lora and lr_stream:  # the symmetric ablation adapts video tokens too
+  io = {"q": 2 * d, "k": 2 * d, "v": 2 * d, "o": 2 * d, "ffn_in": d + f, "ffn_out": f + d}
+  if cfg.has_lora and lr_stream:  # (in + out) x rank per target; symmetric: video tokens too
     lora_tokens = lr_stream if cfg.aipa else lv + lr_stream
-    lora = nl * 2 * lora_tokens * 2 * d * cfg.lora_rank * len(cfg.lora_targets)
-  if cfg.has_video_lora:  # the video tokens' adapter set (a step LoRA): (in + out) x rank each
-    io = {"q": 2 * d, "k": 2 * d, "v": 2 * d, "o": 2 * d, "ffn_in": d + f, "ffn_out": f + d}
+    lora = nl * 2 * lora_tokens * cfg.lora_rank * sum(io[t] for t in cfg.lora_targets)
+  if cfg.has_video_lora:  # the video tokens' adapter set (a step LoRA)
     lora += nl * 2 * lv * cfg.video_lora_rank * sum(io[t] for t in cfg.video_lora_targets)
   if lr and not cfg.aipa:                                              # symmetric ablation
     self_attn = 2 * 2 * d * (lv + lr) ** 2

@@ -5,7 +5,7 @@ RMSNorm across heads, 3D RoPE) -> gated residual; affine LayerNorm -> text cross
 residual; modulated LayerNorm -> GELU(tanh) FFN -> gated residual.
 
 Reference tokens (timestep 0, their own modulation) share every frozen weight; their q/k/v add
-the identity LoRA's deltas; they skip text cross-attention. The video tokens' own adapter set
+the identity LoRA's deltas (and their o / FFN, where model.lora_targets names them); they skip text cross-attention. The video tokens' own adapter set
 (`video_lora`, models/lora.py; e.g. a few-step step LoRA) adapts their self-attention and FFN
 projections only, so references never see it. Under AIPA their queries see only reference
 keys while video queries see [video ; references]. Valid references come first, so padding is a
@@ -76,8 +76,10 @@ class WanAttention(nnx.Module):
     self.norm_q = RMSNorm(d, axis_name="qkv", eps=cfg.eps, rngs=rngs, param_dtype=cfg.jnp_param_dtype)
     self.norm_k = RMSNorm(d, axis_name="qkv", eps=cfg.eps, rngs=rngs, param_dtype=cfg.jnp_param_dtype)
     self.num_heads = cfg.num_heads
-    self.lora = nnx.Dict({t: LoRA(d, d, cfg.lora_rank, cfg.lora_scale, **kw)
-                          for t in cfg.lora_targets}) if lora else None
+    # The reference set's attention targets; its FFN targets live on the block (WanBlock).
+    targets = [t for t in cfg.lora_targets if t in ATTENTION_TARGETS]
+    self.lora = adapter_set(cfg, targets, cfg.lora_rank, cfg.lora_scale, nnx.LoRAParam,
+                            rngs) if lora else None
 
   def project(self, name: str, x: jax.Array, adapters=()) -> jax.Array:
     """A projection (q, k, v or o) of x plus the given adapter sets' deltas for it."""
@@ -107,17 +109,28 @@ class WanAttention(nnx.Module):
     return self.project("o", o, self.adapter_sets(use_lora, adapters))
 
 
-def video_adapters(cfg: ModelConfig, rngs: nnx.Rngs) -> nnx.Dict:
-  """The video tokens' adapter set: a VideoLoRAParam LoRA per cfg.video_lora_targets (self-
-  attention q, k, v, o and the FFN's ffn_in, ffn_out)."""
+ATTENTION_TARGETS = ("q", "k", "v", "o")
+FFN_TARGETS = ("ffn_in", "ffn_out")
+
+
+def adapter_set(cfg: ModelConfig, targets, rank: int, scale: float, kind,
+                rngs: nnx.Rngs) -> nnx.Dict:
+  """An adapter set: a LoRA of variable type `kind` per target (self-attention q, k, v, o and
+  the FFN's ffn_in, ffn_out), shaped and named like the projection it adapts."""
   d, f = cfg.dim, cfg.ffn_dim
   shapes = {"q": (d, d, ("embed", "qkv")), "k": (d, d, ("embed", "qkv")),
             "v": (d, d, ("embed", "qkv")), "o": (d, d, ("qkv", "embed")),
             "ffn_in": (d, f, ("embed", "mlp")), "ffn_out": (f, d, ("mlp", "embed"))}
-  return nnx.Dict({t: LoRA(shapes[t][0], shapes[t][1], cfg.video_lora_rank, cfg.video_lora_scale,
-                           rngs=rngs, dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype,
-                           axes=shapes[t][2], kind=VideoLoRAParam)
-                   for t in cfg.video_lora_targets})
+  return nnx.Dict({t: LoRA(shapes[t][0], shapes[t][1], rank, scale, rngs=rngs,
+                           dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype,
+                           axes=shapes[t][2], kind=kind)
+                   for t in targets})
+
+
+def video_adapters(cfg: ModelConfig, rngs: nnx.Rngs) -> nnx.Dict:
+  """The video tokens' adapter set (VideoLoRAParam) per cfg.video_lora_targets."""
+  return adapter_set(cfg, cfg.video_lora_targets, cfg.video_lora_rank, cfg.video_lora_scale,
+                     VideoLoRAParam, rngs)
 
 
 class WanBlock(nnx.Module):
@@ -134,8 +147,13 @@ class WanBlock(nnx.Module):
     self.ffn_out = Linear(cfg.ffn_dim, d, axes=("mlp", "embed"), **kw)
     normal = lambda key, shape, dt: jax.random.normal(key, shape, dt) / d ** 0.5
     self.scale_shift_table = param(rngs, normal, (1, 6, d), jnp.float32, (None, None, "embed"))
-    # Created last, so that adding it leaves every other weight's random init unchanged.
+    # Created last, so that adding them leaves every other weight's random init unchanged.
     self.video_lora = video_adapters(cfg, rngs) if cfg.has_video_lora else None
+    # The reference set's FFN targets (model.lora_targets ffn_in / ffn_out; not the paper's):
+    # references' own FFN, so they reshape their hidden states between layers.
+    ffn = [t for t in cfg.lora_targets if t in FFN_TARGETS] if cfg.has_lora else []
+    self.ref_ffn_lora = (adapter_set(cfg, ffn, cfg.lora_rank, cfg.lora_scale, nnx.LoRAParam, rngs)
+                         if ffn else None)
 
   def _mods(self, stream: Stream):
     m = self.scale_shift_table[...][None] + stream.mod  # (B, G, 6, D)
@@ -156,7 +174,7 @@ class WanBlock(nnx.Module):
     """Residual + FFN for references (no text cross-attention: its output is zero for refs)."""
     _, _, gate, c_shift, c_scale, c_gate = self._mods(ref)
     x = gated_residual(ref.x, self.attn1.out(attn_out, use_lora=True), gate)
-    return constrain(self._ffn(x, c_shift, c_scale, c_gate), HIDDEN)
+    return constrain(self._ffn(x, c_shift, c_scale, c_gate, (self.ref_ffn_lora,)), HIDDEN)
 
   def __call__(self, video: Stream, context: jax.Array, context_lengths=None,
                ref: Stream | None = None, ref_lengths=None, ref_kv=None):
@@ -194,5 +212,6 @@ class WanBlock(nnx.Module):
     h = self.norm2(x) if self.norm2 is not None else x
     qt, kt, vt = self.attn2.qkv(h, context)
     x = x + self.attn2.out(attention(qt, kt, vt, context_lengths, **opts), False)
-    x = constrain(self._ffn(x, c_shift, c_scale, c_gate, adapters), HIDDEN)
+    ffn_adapters = adapters + ((self.ref_ffn_lora,) if ref_lora else ())
+    x = constrain(self._ffn(x, c_shift, c_scale, c_gate, ffn_adapters), HIDDEN)
     return x, new_ref, kv_out

@@ -15,6 +15,8 @@ import jax.numpy as jnp
 
 REMAT_POLICIES = ("none", "full", "save_dots")
 VIDEO_LORA_TARGETS = ("q", "k", "v", "o", "ffn_in", "ffn_out")
+# The reference LoRA may adapt the same projections (the paper's targets: q, k, v).
+REFERENCE_LORA_TARGETS = VIDEO_LORA_TARGETS
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -45,7 +47,7 @@ class ModelConfig:
   lora: bool = True
   lora_rank: int = 0
   lora_scale: float = 1.0
-  lora_targets: tuple[str, ...] = ("q", "k", "v")
+  lora_targets: tuple[str, ...] = ("q", "k", "v")   # also o, ffn_in, ffn_out (reference FFN)
   # The video tokens' adapter set (models/lora.py), e.g. a few-step step LoRA (wildactor_jax/
   # distill): rank 0 = none. Targets: self-attention q, k, v, o and the FFN's ffn_in, ffn_out.
   video_lora_rank: int = 0
@@ -66,9 +68,10 @@ class ModelConfig:
     for field in ("param_dtype", "dtype"):
       if getattr(self, field) not in DTYPES:
         raise ValueError(f"model.{field} {getattr(self, field)!r}: expected one of {sorted(DTYPES)}")
-    bad = set(self.lora_targets) - {"q", "k", "v", "o"}
+    bad = set(self.lora_targets) - set(REFERENCE_LORA_TARGETS)
     if bad:
-      raise ValueError(f"model.lora_targets {sorted(bad)}: expected a subset of q, k, v, o")
+      raise ValueError(f"model.lora_targets {sorted(bad)}: expected a subset of "
+                       f"{', '.join(REFERENCE_LORA_TARGETS)}")
     bad = set(self.video_lora_targets) - set(VIDEO_LORA_TARGETS)
     if bad or self.video_lora_rank < 0:
       raise ValueError(f"model.video_lora_targets {list(self.video_lora_targets)} / rank "
