@@ -34,6 +34,7 @@ EXTRAS = {
     # torch is pinned to the CPU build present on every machine (unpinned pulls GB of CUDA).
     "test": [
         "pytest==9.2.0",
+        "pytest-xdist==3.8.0",  # make test runs two workers (Makefile)
         "torch==2.13.0",
         "diffusers==0.42.1",
         "transformers==5.24.0",

@@ -197,6 +197,23 @@ def test_changed_learning_rate_is_refused_and_allowed_keeps_files_consistent(tra
       k: v for k, v in flat.items() if not isinstance(v, list)}
 
 
+@pytest.mark.parametrize("field,value,message", [
+    ("model.lora_targets", ("q", "norm"), r"config.model.lora_targets \['norm'\]: expected a "
+                                          r"subset of q, k, v, o, ffn_in, ffn_out"),
+    ("model.num_heads", 3, r"config.model.dim \d+ is not divisible by model.num_heads 3"),
+    ("train.text_dropout", 1.0, r"config.train.text_dropout 1.0: expected a rate in \[0, 1\)"),
+])
+def test_a_bad_setting_is_one_line_and_writes_nothing(tmp_path, field, value, message):
+  """A value the model or trainer refuses (ModelConfig's checks used to surface as a traceback
+  from inside the run, after the workdir was made)."""
+  config = tiny_config()
+  section, name = field.split(".")
+  config[section][name] = value
+  with pytest.raises(ckpt_lib.RunError, match=message):
+    train_and_evaluate(config, str(tmp_path / "w"))
+  assert not (tmp_path / "w").exists()
+
+
 def test_typo_in_a_config_override_is_one_line_exit_2(tmp_path):
   """A typo'd override used to be a 55-line traceback, exit 1."""
   r = subprocess.run([sys.executable, "-m", "wildactor_jax.train", "--workdir",

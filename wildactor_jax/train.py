@@ -82,8 +82,23 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
 
   Holds the workdir's trainer lock throughout. train_source: the training batches (default: the
   config's source); it must be a checkpointable Grain iterator (get_state / set_state)."""
+  check_config(config)  # before the workdir is touched
   with workdir_lib.WorkdirLock(workdir):
     return _train(config, workdir, allow_config_change, train_source)
+
+
+def check_config(config) -> None:
+  """The run's own settings; each problem a one-line RunError naming the field."""
+  _require_positive(config, "train.steps")
+  _require_positive(config, "checkpoint.every")
+  text_dropout = float(config.train.get("text_dropout", 0.0))
+  if not 0.0 <= text_dropout < 1.0:
+    raise ckpt_lib.RunError(f"config.train.text_dropout {text_dropout}: expected a rate in [0, 1)")
+  position_jitter = float(config.train.get("position_jitter", 0.0))
+  if not 0.0 <= position_jitter <= 1.0:
+    raise ckpt_lib.RunError(f"config.train.position_jitter {position_jitter}: expected a rate in "
+                            "[0, 1]")
+  state_lib.model_config(config)
 
 
 def reference_temporal_range(config) -> int:
@@ -98,16 +113,12 @@ def reference_temporal_range(config) -> int:
 
 
 def _train(config, workdir: str, allow_config_change: bool, train_source) -> dict:
-  total_steps = _require_positive(config, "train.steps")
+  total_steps = _require_positive(config, "train.steps")  # checked by check_config
   every = _require_positive(config, "checkpoint.every")
   log_every = int(config.train.get("log_every", 50))
   eval_every = int(config.train.get("eval_every", 0))
   text_dropout = float(config.train.get("text_dropout", 0.0))
-  if not 0.0 <= text_dropout < 1.0:
-    raise ValueError(f"config.train.text_dropout {text_dropout}: expected a rate in [0, 1)")
   position_jitter = float(config.train.get("position_jitter", 0.0))
-  if not 0.0 <= position_jitter <= 1.0:
-    raise ValueError(f"config.train.position_jitter {position_jitter}: expected a rate in [0, 1]")
   person_weight = float(config.train.get("person_loss_weight", 1.0))  # step checks it
   rs = state_lib.setup_from_config(config)
   mesh, rules, setup, seed = rs.mesh, rs.rules, rs.setup, rs.seed

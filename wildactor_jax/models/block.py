@@ -5,9 +5,10 @@ RMSNorm across heads, 3D RoPE) -> gated residual; affine LayerNorm -> text cross
 residual; modulated LayerNorm -> GELU(tanh) FFN -> gated residual.
 
 Reference tokens (timestep 0, their own modulation) share every frozen weight; their q/k/v add
-the identity LoRA's deltas (and their o / FFN, where model.lora_targets names them); they skip text cross-attention. The video tokens' own adapter set
-(`video_lora`, models/lora.py; e.g. a few-step step LoRA) adapts their self-attention and FFN
-projections only, so references never see it. Under AIPA their queries see only reference
+the identity LoRA's deltas (and their o / FFN too where model.lora_targets names them); they skip
+text cross-attention. The video tokens' own adapter set (`video_lora`, models/lora.py; e.g. a
+few-step step LoRA) adapts their self-attention and FFN projections only, so references never
+see it. Under AIPA their queries see only reference
 keys while video queries see [video ; references]. Valid references come first, so padding is a
 key length, never a dense mask.
 """

@@ -2,7 +2,8 @@
 
 A model holds two adapter sets, told apart by the tokens they adapt and by their variable type:
 - the *reference* set (`WanAttention.lora`, `nnx.LoRAParam`): WildActor's identity LoRA on the
-  reference tokens' q/k/v (docs/method.md s.1);
+  reference tokens' q/k/v (docs/method.md s.1; `model.lora_targets` may add o, and ffn_in /
+  ffn_out, which live on the block as `WanBlock.ref_ffn_lora`);
 - the *video* set (`WanBlock.video_lora`, `VideoLoRAParam`): an adapter on the video tokens'
   projections, e.g. a few-step "step LoRA" (wildactor_jax/distill). Reference tokens never go
   through it, so the reference K/V cache is the same with or without it, and with `up` zero the

@@ -25,6 +25,7 @@ from wildactor_jax.models.config import ModelConfig
 from wildactor_jax.models.loading import FROZEN, abstract_model, create_model, state_shardings
 from wildactor_jax.models.lora import VideoLoRAParam
 from wildactor_jax.sharding import create_mesh, logical_to_spec
+from wildactor_jax.train_lib.checkpoint import RunError
 
 TRAIN_DTYPE = jnp.float32  # LoRA master weights and their Adam moments
 
@@ -184,13 +185,21 @@ class RunSetup(NamedTuple):
                         mesh=self.mesh, rules=self.rules)
 
 
+def model_config(config) -> ModelConfig:
+  """config.model as a ModelConfig; a bad field is a one-line RunError naming it."""
+  try:
+    return ModelConfig.from_mapping(config.model)
+  except ValueError as e:  # ModelConfig's own checks name the field (model.lora_targets ...)
+    raise RunError(f"config.{e}") from None
+
+
 def setup_from_config(config, mesh=None, *, optimizer: bool = True) -> RunSetup:
   """The one set-up sequence of train, bench, generate and the AOT planner: mesh (config.mesh
   unless given), sharding rules, model config, optimiser (optimizer=False: none, for inference)
   and the abstract state with its shardings."""
   mesh = create_mesh(config.mesh.shape, config.mesh.axes) if mesh is None else mesh
   rules = tuple((name, axes) for name, axes in config.mesh.rules)
-  cfg = ModelConfig.from_mapping(config.model)
+  cfg = model_config(config)
   trainable = str(config.train.get("trainable", "lora"))
   seed = int(config.train.seed)
   tx, schedule = build_optimizer(config.train) if optimizer else (None, None)
