@@ -67,6 +67,9 @@ BODY_YAWS = (0, 45, -45, 90, -90, 180)
 POSE_REFS, SCENE_REFS, GALLERY_VIEWS = 4, 2, 8
 SUPERSAMPLE = 2  # render at 2x and box-filter down: cheap anti-aliasing
 REF_BACKGROUND = (235, 235, 235)
+# A clip's figure height as a fraction of the frame side, drawn uniformly at the clip's start
+# (walking toward the camera and zooming in make it larger as the clip goes on).
+FIGURE_SCALE = (0.45, 0.72)
 # Start views: in-the-wild footage is mostly frontal; keep that bias (weights) with every side.
 START_VIEWS = {"front": 0.0, "left": 90.0, "right": -90.0, "back": 180.0}
 START_WEIGHTS = (0.4, 0.2, 0.2, 0.2)
@@ -204,11 +207,12 @@ class ClipPlan:
   background: str      # plain | scene
 
 
-def clip_plan(rng: np.random.Generator, background: str) -> ClipPlan:
+def clip_plan(rng: np.random.Generator, background: str,
+              figure_scale: tuple[float, float] = FIGURE_SCALE) -> ClipPlan:
   view = str(rng.choice(list(START_VIEWS), p=START_WEIGHTS))
   motion, camera = str(rng.choice(ra.MOTIONS)), str(rng.choice(CAMERAS))
   direction = float(rng.choice([-1.0, 1.0]))
-  scale = float(rng.uniform(0.45, 0.72))
+  scale = float(rng.uniform(*figure_scale))
   if camera == "zoom" and direction > 0:  # zooming in by 1.5 must keep the head in the frame
     scale /= 1.35
   return ClipPlan(
@@ -297,12 +301,12 @@ def prompt_vocabulary() -> list[str]:
 
 def render_clip(job: tuple) -> tuple[dict, dict, list[dict]]:
   """Renders one clip -> (manifest row without refs, annotation row, its frames' crop refs)."""
-  root, seed, index, clip, size, frames, fps, background, describe = job
+  root, seed, index, clip, size, frames, fps, background, describe, *figure_scale = job
   if not isinstance(describe, bool):  # a fraction: its own random stream, the clip's is untouched
     describe = bool(np.random.default_rng([seed, index, clip + 1, 7]).random() < describe)
   ident, aid = actor_identity(seed, index), actor_id(index)
   rng = np.random.default_rng([seed, index, clip + 1])
-  plan = clip_plan(rng, background)
+  plan = clip_plan(rng, background, *figure_scale)
   side = size * SUPERSAMPLE
   bg = (_plain_background(side) if background == "plain"  # room to pan, orbit and zoom out
         else _scene_background(rng, 3 * side, 2 * side))
@@ -340,9 +344,11 @@ def render_clip(job: tuple) -> tuple[dict, dict, list[dict]]:
 
 def generate(out: str, actors: int, clips_per_actor: int, seed: int, size: int = 64,
              frames: int = 17, fps: int = 8, workers: int = 2, background: str = "plain",
-             describe_appearance: bool | float = False) -> int:
+             describe_appearance: bool | float = False,
+             figure_scale: tuple[float, float] = FIGURE_SCALE) -> int:
   """Writes the dataset to `out` (must not exist or be empty); returns the number of clips.
-  describe_appearance: True (every prompt describes the actor), False, or a share of the clips."""
+  describe_appearance: True (every prompt describes the actor), False, or a share of the clips.
+  figure_scale: the range of the figure's height at a clip's start, fractions of the frame."""
   if os.path.exists(out) and os.listdir(out):
     raise FileExistsError(f"{out}: exists and is not empty; refusing to overwrite")
   tmp = os.path.join(os.path.dirname(os.path.abspath(out)),
@@ -352,7 +358,8 @@ def generate(out: str, actors: int, clips_per_actor: int, seed: int, size: int =
   os.makedirs(os.path.join(tmp, "refs"))
   try:
     ref_jobs = [(tmp, seed, a, size) for a in range(actors)]
-    clip_jobs = [(tmp, seed, a, c, size, frames, fps, background, describe_appearance)
+    clip_jobs = [(tmp, seed, a, c, size, frames, fps, background, describe_appearance,
+                  tuple(figure_scale))
                  for a in range(actors) for c in range(clips_per_actor)]
     if workers > 1:
       with multiprocessing.get_context("fork").Pool(workers) as pool:
@@ -415,7 +422,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="prompts spell out the actor's appearance (text-identity ablation)")
   describe.add_argument("--describe-fraction", type=float, default=0.0,
                         help="this share of the prompts spell out the appearance (a corpus)")
+  parser.add_argument("--figure-scale", type=float, nargs=2, default=FIGURE_SCALE,
+                      metavar=("LOW", "HIGH"),
+                      help="the figure's height at a clip's start, a fraction of the frame side "
+                           "drawn uniformly from [LOW, HIGH] (default %(default)s)")
   args = parser.parse_args(argv)
+  low, high = args.figure_scale
+  if not 0.0 < low <= high <= 1.0:
+    parser.error(f"--figure-scale {low} {high}: expected 0 < LOW <= HIGH <= 1")
   if args.size % 2 or args.size < 16:
     parser.error(f"--size {args.size}: expected an even number >= 16 (H.264 needs even sides)")
   if (args.frames - 1) % 4:
@@ -425,7 +439,8 @@ def main(argv: list[str] | None = None) -> int:
   try:
     n = generate(args.out, args.actors, args.clips_per_actor, args.seed, args.size, args.frames,
                  args.fps, args.workers, args.background,
-                 args.describe_appearance or (args.describe_fraction or False))
+                 args.describe_appearance or (args.describe_fraction or False),
+                 (low, high))
   except FileExistsError as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

@@ -167,6 +167,26 @@ def test_describing_prompts_and_scene_background_are_options(tmp_path):
     assert row["prompt"].lower().startswith(ident.lower())
 
 
+def test_figure_scale_sizes_the_figure_and_changes_nothing_else(dataset, tmp_path):
+  """--figure-scale: the same clips (motion, camera, views, prompts) with the figure drawn larger;
+  a range outside (0, 1] is a one-line error before anything is written."""
+  big = tmp_path / "big"
+  synthetic_actors.generate(str(big), 3, 2, seed=5, size=48, frames=9, workers=1,
+                            figure_scale=(0.8, 0.9))
+  small, large = rows(dataset, "annotations.jsonl"), rows(big, "annotations.jsonl")
+  assert [r["prompt"] for r in rows(dataset)] == [r["prompt"] for r in rows(big)]
+  for a, b in zip(small, large):
+    assert {k: a[k] for k in ("motion", "camera", "yaw")} == {k: b[k] for k in
+                                                              ("motion", "camera", "yaw")}
+    height = lambda note: np.mean([y1 - y0 for _, y0, _, y1 in note["body_box"]])
+    assert height(b) > 1.1 * height(a)
+  for bad in (["0", "0.5"], ["0.7", "0.6"], ["0.5", "1.2"]):
+    proc = run("--out", str(tmp_path / "x"), "--actors", "1", "--clips-per-actor", "1",
+               "--figure-scale", *bad)
+    assert proc.returncode == 2 and "--figure-scale" in proc.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "x").exists()
+
+
 def test_plain_background_is_the_same_in_every_clip(dataset):
   """The controlled background: the top-left corner (wall) and bottom-left (floor) pixels of
   every frame are the fixed colours, so an actor's colours come from the figure alone."""
