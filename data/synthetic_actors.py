@@ -301,12 +301,12 @@ def prompt_vocabulary() -> list[str]:
 
 def render_clip(job: tuple) -> tuple[dict, dict, list[dict]]:
   """Renders one clip -> (manifest row without refs, annotation row, its frames' crop refs)."""
-  root, seed, index, clip, size, frames, fps, background, describe, *figure_scale = job
+  root, seed, index, clip, size, frames, fps, background, describe, figure_scale = job
   if not isinstance(describe, bool):  # a fraction: its own random stream, the clip's is untouched
     describe = bool(np.random.default_rng([seed, index, clip + 1, 7]).random() < describe)
   ident, aid = actor_identity(seed, index), actor_id(index)
   rng = np.random.default_rng([seed, index, clip + 1])
-  plan = clip_plan(rng, background, *figure_scale)
+  plan = clip_plan(rng, background, figure_scale)
   side = size * SUPERSAMPLE
   bg = (_plain_background(side) if background == "plain"  # room to pan, orbit and zoom out
         else _scene_background(rng, 3 * side, 2 * side))

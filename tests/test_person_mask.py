@@ -51,7 +51,7 @@ def test_renderer_boxes_hold_every_pixel_the_figure_paints(tmp_path, monkeypatch
   real one only inside that frame's box."""
   (tmp_path / "refs").mkdir()
   (tmp_path / "clips").mkdir()
-  job = (str(tmp_path), 3, 1, 0, 64, 9, 8, "plain", False)
+  job = (str(tmp_path), 3, 1, 0, 64, 9, 8, "plain", False, synthetic_actors.FIGURE_SCALE)
   captured = []
   monkeypatch.setattr(synthetic_actors.media, "write_mp4",
                       lambda path, frames, fps: captured.append(np.stack(frames).astype(int)))

@@ -82,13 +82,14 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
 
   Holds the workdir's trainer lock throughout. train_source: the training batches (default: the
   config's source); it must be a checkpointable Grain iterator (get_state / set_state)."""
-  check_config(config)  # before the workdir is touched
+  check_settings(config)  # before the workdir is touched
   with workdir_lib.WorkdirLock(workdir):
     return _train(config, workdir, allow_config_change, train_source)
 
 
-def check_config(config) -> None:
-  """The run's own settings; each problem a one-line RunError naming the field."""
+def check_settings(config) -> None:
+  """The run's own settings, each problem a one-line RunError naming the field (what a resumed
+  run may change against the saved config is workdir_lib.check_config's)."""
   _require_positive(config, "train.steps")
   _require_positive(config, "checkpoint.every")
   text_dropout = float(config.train.get("text_dropout", 0.0))
@@ -113,8 +114,8 @@ def reference_temporal_range(config) -> int:
 
 
 def _train(config, workdir: str, allow_config_change: bool, train_source) -> dict:
-  total_steps = _require_positive(config, "train.steps")  # checked by check_config
-  every = _require_positive(config, "checkpoint.every")
+  total_steps = int(config.train.steps)  # this and the rates below: checked by check_settings
+  every = int(config.checkpoint.every)
   log_every = int(config.train.get("log_every", 50))
   eval_every = int(config.train.get("eval_every", 0))
   text_dropout = float(config.train.get("text_dropout", 0.0))
